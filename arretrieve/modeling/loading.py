@@ -1,0 +1,76 @@
+"""Building an AutoRegEmbedModel from a registry entry, and saving trained weights for one.
+
+Trained weights live in a folder:
+  adapter: a peft LoRA adapter (`adapter_config.json`, `adapter_model.safetensors`) + `compress_embeddings.safetensors`
+  full:    a transformers model folder (fine-tuned backbone) + `compress_embeddings.safetensors`
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..backbone import PACKAGE_SCHEME, load_causal_lm, locate_package_file, verified_sha256
+from ..errors import ArrError
+from ..registry.model_entry import ModelEntry
+from .autoregembed_model import AutoRegEmbedModel
+
+COMPRESS_FILE = "compress_embeddings.safetensors"
+
+
+def weights_folder(entry: ModelEntry) -> Path:
+    """The entry's trained-weights folder, checked against the hash the entry recorded."""
+    spec = entry.weights_path or ""
+    folder = locate_package_file(spec) if spec.startswith(PACKAGE_SCHEME) else Path(spec).expanduser()
+    if not folder.is_dir():
+        raise ArrError(f"model {entry.name!r}: weights folder {folder} is missing")
+    if entry.weights_sha256 and verified_sha256(folder) != entry.weights_sha256:
+        raise ArrError(f"model {entry.name!r}: the weights in {folder} changed since the entry was registered")
+    return folder
+
+
+def _load_compress_rows(folder: Path) -> torch.Tensor:
+    from safetensors.torch import load_file
+
+    path = folder / COMPRESS_FILE
+    if not path.is_file():
+        raise ArrError(f"{folder} has no {COMPRESS_FILE}")
+    return load_file(str(path))["compress_embeddings"]
+
+
+def load_autoregembed(entry: ModelEntry, dtype: torch.dtype, device: torch.device) -> AutoRegEmbedModel:
+    if entry.kind != "autoregembed":
+        raise ArrError(f"model {entry.name!r} is of kind {entry.kind!r}, not autoregembed")
+    common = {"revision": entry.revision, "trust_remote_code": entry.trust_remote_code, "dtype": dtype}
+    compress_rows = None
+    if entry.weights == "full":
+        folder = weights_folder(entry)
+        causal_lm, tokenizer = load_causal_lm(str(folder), **common)
+        compress_rows = _load_compress_rows(folder)
+    else:
+        causal_lm, tokenizer = load_causal_lm(entry.base, expected_sha256=entry.base_sha256, **common)
+        if entry.weights == "adapter":
+            from peft import PeftModel
+
+            folder = weights_folder(entry)
+            causal_lm = PeftModel.from_pretrained(causal_lm, str(folder), is_trainable=False)
+            compress_rows = _load_compress_rows(folder)
+    model = AutoRegEmbedModel(
+        causal_lm,
+        tokenizer,
+        num_compress_tokens=entry.num_compress_tokens,
+        add_bos=entry.add_bos,
+        max_length=entry.max_length,
+        compress_embeddings=compress_rows,
+    )
+    return model.to(device).eval()
+
+
+def save_compress_rows(model: AutoRegEmbedModel, folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = model.compress_embeddings.detach().float().cpu().contiguous()
+    save_file({"compress_embeddings": rows}, str(folder / COMPRESS_FILE))
+

@@ -1,0 +1,1 @@
+"""The `arr` command line (installed as `arretrieve.cli`): parse, call the library, print."""

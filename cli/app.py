@@ -1,0 +1,33 @@
+"""`arr`: the Typer app. Commands import the library (and torch) only when they run."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from . import index_command, models_command, search_command
+
+app = typer.Typer(
+    name="arr",
+    help="AutoRegEmbed LLM embedders: train, index with FAISS, search, and evaluate on BEIR.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(models_command.app, name="models")
+app.command("index")(index_command.index)
+app.command("search")(search_command.search)
+
+
+def main() -> None:
+    from arretrieve.errors import ArrError
+
+    from .output import setup_logging
+
+    setup_logging()
+    try:
+        app()
+    except ArrError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,119 @@
+import logging
+
+import numpy as np
+import pytest
+
+from arretrieve.encoding import load_embedder
+from arretrieve.encoding.device import resolve_device, resolve_dtype
+from arretrieve.errors import ArrError
+from arretrieve.registry import ModelEntry
+from conftest import SENTENCES, tiny_entry
+
+TEXTS = SENTENCES + ["x", "a much longer text " * 12, "fonts"]
+
+
+@pytest.fixture(scope="module")
+def embedder(tiny_llama_dir):
+    return load_embedder(tiny_entry(tiny_llama_dir), device="cpu", dtype="float32")
+
+
+def test_output_is_float32_normalised_and_in_input_order(embedder):
+    vectors = embedder.encode(TEXTS, role="document", batch_size=4)
+    assert vectors.dtype == np.float32 and vectors.shape == (len(TEXTS), 64)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    one_by_one = np.stack([embedder.encode([t], role="document")[0] for t in TEXTS])
+    assert np.abs(vectors - one_by_one).max() < 1e-5
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 16])
+def test_vectors_do_not_depend_on_batch_composition(embedder, batch_size):
+    alone = embedder.encode(["fonts"], role="query")[0]
+    mixed = embedder.encode(["a much longer text " * 12, "fonts", "x"], role="query", batch_size=batch_size)[1]
+    assert np.abs(alone - mixed).max() < 1e-5
+
+
+def test_roles_use_their_prompts(embedder):
+    query = embedder.encode(["fonts"], role="query")
+    document = embedder.encode(["fonts"], role="document")
+    assert not np.allclose(query, document)
+    with pytest.raises(ArrError, match="unknown role"):
+        embedder.encode(["fonts"], role="passage")
+
+
+def test_empty_input_gives_an_empty_matrix(embedder):
+    assert embedder.encode([], role="query").shape == (0, 64)
+
+
+def test_truncation_is_counted_and_reported(embedder, caplog):
+    with caplog.at_level(logging.WARNING, logger="arretrieve"):
+        embedder.encode(["fonts", "long text " * 100], role="document")
+    assert embedder.last_stats.truncated == 1
+    assert embedder.last_stats.truncated_examples == [1]
+    assert "1 of 2 texts were longer than max_length" in caplog.text
+
+
+def test_batch_size_halves_on_out_of_memory(embedder, monkeypatch):
+    expected = embedder.encode(TEXTS, role="document", batch_size=8)
+    original = type(embedder).embed_batch
+    calls = []
+
+    def flaky(self, items):
+        calls.append(len(items))
+        if len(items) > 2:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
+        return original(self, items)
+
+    monkeypatch.setattr(type(embedder), "embed_batch", flaky)
+    vectors = embedder.encode(TEXTS, role="document", batch_size=8)
+    assert calls[:3] == [8, 4, 2]
+    assert embedder.last_stats.final_batch_size == 2
+    assert np.abs(vectors - expected).max() < 1e-5
+
+
+def test_other_errors_are_not_swallowed(embedder, monkeypatch):
+    def broken(self, items):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(type(embedder), "embed_batch", broken)
+    with pytest.raises(ValueError, match="boom"):
+        embedder.encode(["fonts"], role="document")
+
+
+def test_bf16_vectors_match_fp32(tiny_llama_dir, embedder):
+    bf16 = load_embedder(tiny_entry(tiny_llama_dir), device="cpu", dtype="bfloat16")
+    fp32_vectors = embedder.encode(TEXTS, role="document")
+    bf16_vectors = bf16.encode(TEXTS, role="document")
+    assert bf16_vectors.dtype == np.float32
+    assert (fp32_vectors * bf16_vectors).sum(1).min() > 0.99
+
+
+def test_device_and_dtype_choice():
+    import torch
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_dtype("float32", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("auto", torch.device("cpu")) in (torch.float32, torch.bfloat16)
+    with pytest.raises(ArrError, match="unknown dtype"):
+        resolve_dtype("int3", torch.device("cpu"))
+    with pytest.raises(ArrError, match="unknown device"):
+        resolve_device("toaster")
+    if not torch.cuda.is_available():
+        with pytest.raises(ArrError, match="no CUDA"):
+            resolve_device("cuda")
+
+
+def test_describe_records_what_decides_the_vectors(embedder):
+    described = embedder.describe()
+    assert described["fingerprint"] == embedder.entry.fingerprint
+    assert described["dtype"] == "float32" and described["num_compress_tokens"] == 3
+    assert described["prompts"]["document"].startswith("Passage:")
+
+
+def test_sentence_transformers_kind(tiny_st_dir):
+    entry = ModelEntry(name="tiny-st", kind="sentence-transformers", base=str(tiny_st_dir), dim=32, dtype="float32", max_length=64)
+    st_embedder = load_embedder(entry, device="cpu")
+    vectors = st_embedder.encode(TEXTS, role="query", batch_size=4)
+    assert vectors.shape == (len(TEXTS), 32)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    alone = st_embedder.encode([TEXTS[3]], role="query")[0]
+    assert np.abs(alone - vectors[3]).max() < 1e-5
