@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from . import index_command, models_command, search_command
+from . import index_command, indexes_command, models_command, search_command
 
 app = typer.Typer(
     name="arr",
@@ -16,6 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(models_command.app, name="models")
+app.add_typer(indexes_command.app, name="indexes")
 app.command("index")(index_command.index)
 app.command("search")(search_command.search)
 
@@ -31,3 +32,6 @@ def main() -> None:
     except ArrError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)

@@ -7,35 +7,65 @@ from typing import Optional
 
 import typer
 
-from .output import console
+from .output import console, parse_size
 
 
 def index(
-    corpus: Path = typer.Argument(..., help="A BEIR folder (corpus.jsonl inside) or a BEIR-style .jsonl file."),
+    corpus: Path = typer.Argument(..., help="BEIR folder, .jsonl(.gz)/.json/.csv/.tsv/.parquet file, or a folder of .txt/.md files."),
     name: Optional[str] = typer.Option(None, help="Index name (default: the corpus folder or file name)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry model (default: `arr models default`)."),
+    index_type: str = typer.Option("auto", "--index-type", help="auto, flat, hnsw, ivf-flat, ivf-pq, sq-fp16 or sq-int8."),
+    memory_budget: Optional[str] = typer.Option(None, help="Index memory budget for --index-type auto, e.g. 2GB or 500MB."),
+    add: bool = typer.Option(False, "--add", help="Append CORPUS to the existing index NAME (same model)."),
+    id_field: str = typer.Option("_id", help="Id field of jsonl/json/csv/parquet rows."),
+    text_field: str = typer.Option("text", help="Text field of jsonl/json/csv/parquet rows."),
+    title_field: str = typer.Option("title", help="Title field (optional in rows)."),
+    chunk_words: Optional[int] = typer.Option(None, help="Cut documents into chunks of this many words (ids doc#0, doc#1…)."),
+    chunk_overlap: int = typer.Option(0, help="Words shared by consecutive chunks."),
+    skip_invalid: bool = typer.Option(False, help="Skip (and count) malformed, duplicate or empty rows instead of stopping."),
     index_dir: Optional[Path] = typer.Option(None, help="Where indexes live (default ./indexes or $ARR_INDEXES)."),
-    batch_size: int = typer.Option(16, help="Texts per forward pass (halved automatically on out-of-memory)."),
+    batch_size: int = typer.Option(16, min=1, help="Texts per forward pass (halved automatically on out-of-memory)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    devices: Optional[str] = typer.Option(None, help="Encode with one process per device, e.g. cuda:0,cuda:1."),
     dtype: Optional[str] = typer.Option(None, help="Override the model's dtype: float32, bfloat16, float16."),
+    shard_size: int = typer.Option(4096, min=1, help="Documents per resumable shard."),
+    seed: int = typer.Option(0, help="Seed of the training sample for trained index types."),
     overwrite: bool = typer.Option(False, help="Replace an existing index of that name."),
 ) -> None:
-    """Encode CORPUS and build an exact (flat, inner-product) FAISS index under the index folder."""
-    from arretrieve.index import IndexStore, build_index
+    """Encode CORPUS (resumable: re-run after an interruption) and build a FAISS index."""
+    from arretrieve.corpus import Chunking, FieldNames
+    from arretrieve.index import BuildOptions, IndexStore, add_to_index, build_index
 
+    options = BuildOptions(
+        fields=FieldNames(id=id_field, text=text_field, title=title_field),
+        skip_invalid=skip_invalid,
+        chunking=Chunking(chunk_words, chunk_overlap) if chunk_words else None,
+        batch_size=batch_size,
+        device=device,
+        devices=[d.strip() for d in devices.split(",") if d.strip()] if devices else None,
+        dtype=dtype,
+        shard_size=shard_size,
+        show_progress=True,
+    )
     store = IndexStore(index_dir)
+    if add:
+        manifest = add_to_index(corpus, name=name, options=options, store=store)
+        console.print(f"index {manifest.name} now holds {manifest.count} vectors ({manifest.model}) → {store.path(manifest.name)}")
+        return
     manifest = build_index(
         corpus,
         name=name,
         model=model,
+        index_type=index_type,
+        memory_budget=parse_size(memory_budget) if memory_budget else None,
+        seed=seed,
+        options=options,
         store=store,
-        batch_size=batch_size,
-        device=device,
-        dtype=dtype,
         overwrite=overwrite,
-        show_progress=True,
     )
     console.print(
-        f"indexed {manifest.count} documents with {manifest.model} ({manifest.encoder['dtype']}, "
-        f"dim {manifest.dim}) → {store.path(manifest.name)}"
+        f"indexed {manifest.count} {'chunks' if options.chunking else 'documents'} with {manifest.model} "
+        f"({manifest.encoder['dtype']}, dim {manifest.dim}, {manifest.index_type}: {manifest.index_params['reason']}) "
+        f"→ {store.path(manifest.name)}",
+        highlight=False,
     )

@@ -17,23 +17,41 @@ def _snippet(text: str, width: int = 160) -> str:
 
 
 def search(
-    query: str = typer.Argument(..., help="The query text."),
+    query: Optional[str] = typer.Argument(None, help="The query text (or use --queries FILE)."),
     index: Optional[str] = typer.Option(None, "--index", "-i", help="Index name (default: the only index)."),
     k: int = typer.Option(10, "-k", min=1, help="How many results."),
-    index_dir: Optional[Path] = typer.Option(None, help="Where indexes live (default ./indexes or $ARR_INDEXES)."),
+    queries: Optional[Path] = typer.Option(None, "--queries", help="Batch search: BEIR queries.jsonl or id<TAB>text TSV."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="With --queries: write the TREC run here (default stdout)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {rank, score, id, title, text}."),
+    nprobe: Optional[int] = typer.Option(None, min=1, help="IVF lists to visit (IVF index types)."),
+    ef_search: Optional[int] = typer.Option(None, min=1, help="HNSW search depth."),
+    rerank: Optional[int] = typer.Option(None, min=0, help="IVF-PQ candidates re-ranked exactly."),
+    no_collapse: bool = typer.Option(False, help="On a chunked index, list chunks instead of one hit per document."),
+    index_dir: Optional[Path] = typer.Option(None, help="Where indexes live (default ./indexes or $ARR_INDEXES)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
 ) -> None:
     """Search an index and print rank, score, id, title and a snippet."""
     from arretrieve.errors import ArrError
     from arretrieve.index import IndexStore, Searcher
 
-    if not query.strip():
+    if (query is None) == (queries is None):
+        raise ArrError("give either a query or --queries FILE")
+    if query is not None and not query.strip():
         raise ArrError("empty query")
-    searcher = Searcher(IndexStore(index_dir).resolve(index), device=device)
-    hits = searcher.search([query], k=k)[0]
+    overrides = {key: value for key, value in (("nprobe", nprobe), ("ef_search", ef_search), ("rerank", rerank)) if value is not None}
+    searcher = Searcher(IndexStore(index_dir).resolve(index), device=device, search_params=overrides)
+    collapse = False if no_collapse else None
+    if queries is not None:
+        from arretrieve.queries import read_queries
+        from arretrieve.run_file import write_trec_run
+
+        batch = read_queries(queries)
+        results = searcher.search(list(batch.values()), k=k, collapse=collapse)
+        write_trec_run(dict(zip(batch, results)), output, tag=f"arr-{searcher.manifest.name}")
+        return
+    hits = searcher.search([query], k=k, collapse=collapse)[0]
     if as_json:
-        print(json.dumps([hit.__dict__ for hit in hits], ensure_ascii=False, indent=2))
+        print(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False, indent=2))
         return
     from rich.table import Table
 

@@ -65,7 +65,8 @@ def build_tiny_llama(folder: Path, with_bos: bool = True, seed: int = 0) -> Path
 
 def build_tiny_sentence_transformer(folder: Path) -> Path:
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, trainers
     from tokenizers import models as tok_models
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
@@ -79,8 +80,8 @@ def build_tiny_sentence_transformer(folder: Path) -> Path:
     bert_dir = folder / "bert"
     BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)).save_pretrained(bert_dir)
     tokenizer.save_pretrained(bert_dir)
-    transformer = models.Transformer(str(bert_dir), max_seq_length=64)
-    SentenceTransformer(modules=[transformer, models.Pooling(32, "mean")], device="cpu").save(str(folder / "st"))
+    transformer = Transformer(str(bert_dir), max_seq_length=64)
+    SentenceTransformer(modules=[transformer, Pooling(32, "mean")], device="cpu").save(str(folder / "st"))
     return folder / "st"
 
 

@@ -6,7 +6,7 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -75,7 +75,10 @@ class Embedder(ABC):
         role: str = "document",
         batch_size: int = 32,
         show_progress: bool = False,
+        on_progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
+        """(N, dim) float32 vectors in input order. `on_progress(n)` hears of every n texts done;
+        `show_progress` draws a bar of its own instead."""
         if role not in PROMPT_ROLES:
             raise ArrError(f"unknown role {role!r}; known: {', '.join(PROMPT_ROLES)}")
         if batch_size < 1:
@@ -94,10 +97,12 @@ class Embedder(ABC):
             )
         # Longest first: an out-of-memory shows up on the first batch, not after an hour.
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
-        progress = _progress() if show_progress and len(texts) > batch_size else None
+        progress = progress_bar() if show_progress and len(texts) > batch_size else None
         start = 0
         with torch.inference_mode(), (progress or contextlib.nullcontext()):
-            task = progress.add_task("encoding", total=len(texts)) if progress else None
+            if progress:
+                task = progress.add_task("encoding", total=len(texts))
+                on_progress = lambda done: progress.update(task, advance=done)  # noqa: E731
             while start < len(order):
                 chunk = order[start : start + batch_size]
                 try:
@@ -115,12 +120,12 @@ class Embedder(ABC):
                     continue
                 output[chunk] = vectors.float().cpu().numpy()
                 start += len(chunk)
-                if progress:
-                    progress.update(task, advance=len(chunk))
+                if on_progress:
+                    on_progress(len(chunk))
         return output
 
 
-def _progress():
+def progress_bar():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,12 @@ class IndexManifest:
     count: int
     index_type: str
     index_params: dict[str, Any]
-    corpus: dict[str, Any]
+    corpus: list[dict[str, Any]]
     toolkit_version: str
     created: str
-    extra: dict[str, Any] = field(default_factory=dict)
+    generation: int
+    files: dict[str, str | None]
+    docs_bytes: int
 
     def save(self, folder: Path) -> None:
         write_json_atomic(folder / MANIFEST_FILE, asdict(self))
@@ -39,5 +41,5 @@ class IndexManifest:
             raise ArrError(f"{folder} is not an index (no {MANIFEST_FILE}); build it with `arr index`")
         try:
             return cls(**json.loads(path.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, TypeError) as exc:
+        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
             raise ArrError(f"{path} is corrupted ({exc}); rebuild the index with `arr index`") from None

@@ -1,0 +1,168 @@
+"""Sharded, resumable corpus encoding.
+
+Documents are cut into shards of `shard_size` in corpus order; each shard's vectors are written to
+`shard-NNNNN.npy` atomically (temporary file, then rename), so after Ctrl-C, kill -9 or an
+out-of-memory kill, re-running the same command encodes only the missing shards. Memory stays
+bounded by one shard's texts and vectors whatever the corpus size. With several devices, one
+process per device encodes every n-th shard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import traceback
+from dataclasses import asdict, dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..corpus import CorpusSource, Document
+from ..errors import ArrError
+from ..home import write_json_atomic
+from ..registry import ModelEntry
+
+JOB_FILE = "job.json"
+
+
+@dataclass(frozen=True)
+class EncodeJobSpec:
+    """Everything that must match for a stopped job to be resumed rather than restarted."""
+
+    model_fingerprint: str
+    corpus_fingerprint: str
+    dtype: str
+    shard_size: int
+    count: int
+
+
+def shard_batches(documents: Iterator[Document], shard_size: int) -> Iterator[list[Document]]:
+    while batch := list(islice(documents, shard_size)):
+        yield batch
+
+
+class EncodeJob:
+    def __init__(self, work_dir: Path, spec: EncodeJobSpec):
+        self.work_dir = work_dir
+        self.spec = spec
+        self.shards = -(-spec.count // spec.shard_size)
+
+    def prepare(self) -> None:
+        """Start a job, or check that the stopped one in `work_dir` had the same settings."""
+        path = self.work_dir / JOB_FILE
+        if path.is_file():
+            try:
+                previous = EncodeJobSpec(**json.loads(path.read_text(encoding="utf-8")))
+            except (json.JSONDecodeError, TypeError):
+                raise ArrError(f"{path} is corrupted; delete {self.work_dir} to start over") from None
+            if previous != self.spec:
+                changed = [k for k, v in asdict(self.spec).items() if asdict(previous)[k] != v]
+                raise ArrError(
+                    f"an interrupted build in {self.work_dir} used different settings ({', '.join(changed)} "
+                    "changed); re-run it with the same model, dtype and corpus, or pass --overwrite to start over"
+                )
+        else:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, asdict(self.spec))
+
+    def shard_path(self, number: int) -> Path:
+        return self.work_dir / f"shard-{number:05d}.npy"
+
+    def pending(self) -> list[int]:
+        return [n for n in range(self.shards) if not self.shard_path(n).is_file()]
+
+    def done_documents(self) -> int:
+        return sum(
+            min(self.spec.shard_size, self.spec.count - n * self.spec.shard_size)
+            for n in range(self.shards)
+            if self.shard_path(n).is_file()
+        )
+
+    def encode(
+        self,
+        source: CorpusSource,
+        embedder,
+        batch_size: int,
+        only: set[int] | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Encode the pending shards (of `only`, when given), streaming the corpus once."""
+        todo = set(self.pending()) if only is None else set(self.pending()) & only
+        for number, batch in enumerate(shard_batches(source.documents(), self.spec.shard_size)):
+            if number not in todo:
+                continue
+            vectors = embedder.encode(
+                [d.full_text for d in batch], role="document", batch_size=batch_size, on_progress=on_progress
+            )
+            self._save(number, vectors)
+
+    def _save(self, number: int, vectors: np.ndarray) -> None:
+        target = self.shard_path(number)
+        partial = target.with_suffix(".partial.npy")
+        with open(partial, "wb") as handle:
+            np.save(handle, vectors)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, target)
+
+    def load_shard(self, number: int) -> np.ndarray:
+        try:
+            vectors = np.load(self.shard_path(number))
+        except (OSError, ValueError):
+            raise ArrError(f"{self.shard_path(number)} is corrupted; delete it and re-run to encode it again") from None
+        expected = min(self.spec.shard_size, self.spec.count - number * self.spec.shard_size)
+        if vectors.shape[0] != expected:
+            raise ArrError(f"{self.shard_path(number)} holds {vectors.shape[0]} vectors, expected {expected}; delete it and re-run")
+        return vectors
+
+    def iter_vectors(self) -> Iterator[np.ndarray]:
+        for number in range(self.shards):
+            yield self.load_shard(number)
+
+
+def _worker(rank: int, devices: list[str], entry_payload: dict, dtype: str, work_dir: str, spec: dict,
+            source_args: dict, batch_size: int) -> None:
+    """One encoding process per device: shards number % len(devices) == rank."""
+    try:
+        from ..encoding import load_embedder
+
+        job = EncodeJob(Path(work_dir), EncodeJobSpec(**spec))
+        embedder = load_embedder(ModelEntry.from_dict(entry_payload), device=devices[rank], dtype=dtype)
+        mine = {n for n in range(job.shards) if n % len(devices) == rank}
+        job.encode(CorpusSource(**source_args), embedder, batch_size, only=mine)
+    except BaseException as exc:  # reported to the parent, which turns it into one line
+        (Path(work_dir) / f"worker-{rank}.error").write_text(
+            f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", encoding="utf-8"
+        )
+        raise SystemExit(1) from None
+
+
+def encode_on_devices(job: EncodeJob, source: CorpusSource, entry: ModelEntry, dtype: str, devices: list[str],
+                      batch_size: int) -> None:
+    """Encode the pending shards with one process per device, then check every worker finished."""
+    import torch.multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    source_args = {"path": source.path, "fields": source.fields, "skip_invalid": source.skip_invalid,
+                   "chunking": source.chunking}
+    entry_payload = entry.to_dict()
+    processes = [
+        context.Process(target=_worker, args=(rank, devices, entry_payload, dtype, str(job.work_dir),
+                                              asdict(job.spec), source_args, batch_size))
+        for rank in range(len(devices))
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    failures = []
+    for rank, process in enumerate(processes):
+        error_file = job.work_dir / f"worker-{rank}.error"
+        if process.exitcode != 0:
+            detail = error_file.read_text(encoding="utf-8").splitlines()[0] if error_file.is_file() else f"exit code {process.exitcode}"
+            failures.append(f"{devices[rank]}: {detail}")
+        error_file.unlink(missing_ok=True)
+    if failures:
+        raise ArrError("encoding worker failed (finished shards are kept; re-run to resume): " + "; ".join(failures))

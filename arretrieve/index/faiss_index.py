@@ -1,0 +1,171 @@
+"""FAISS index types, the `auto` choice, training on a seeded sample, and GPU use when present.
+
+All indexes use inner product over L2-normalised vectors, i.e. cosine similarity.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..errors import ArrError
+
+log = logging.getLogger(__name__)
+
+INDEX_TYPES = ("auto", "flat", "hnsw", "ivf-flat", "ivf-pq", "sq-fp16", "sq-int8")
+TRAINED_TYPES = ("ivf-flat", "ivf-pq", "sq-fp16", "sq-int8")
+# Below this many vectors exact search is fast enough that an approximate index only loses quality.
+FLAT_LIMIT = 200_000
+HNSW_LIMIT = 5_000_000
+HNSW_M = 32
+
+
+def faiss_module():
+    from importlib.metadata import PackageNotFoundError, version
+
+    installed = []
+    for distribution in ("faiss-cpu", "faiss-gpu"):
+        try:
+            version(distribution)
+            installed.append(distribution)
+        except PackageNotFoundError:
+            pass
+    if len(installed) > 1:
+        raise ArrError(
+            "faiss-cpu and faiss-gpu are both installed and overwrite each other's `faiss` package: "
+            "pip uninstall -y faiss-cpu faiss-gpu, then install one of them"
+        )
+    try:
+        import faiss
+    except ImportError:
+        raise ArrError("faiss is not installed: pip install 'arretrieve[cpu]' (or [gpu])") from None
+    return faiss
+
+
+@dataclass
+class IndexParams:
+    type: str
+    nlist: int = 0
+    pq_m: int = 0
+    pq_bits: int = 8
+    hnsw_m: int = HNSW_M
+    ef_construction: int = 80
+    train_size: int = 0
+    seed: int = 0
+    reason: str = ""
+    # Search-time defaults; `arr search --nprobe/--ef-search/--rerank` override them.
+    search: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def bytes_per_vector(index_type: str, dim: int, pq_m: int = 0, hnsw_m: int = HNSW_M) -> int:
+    return {
+        "flat": 4 * dim,
+        "hnsw": 4 * dim + 2 * hnsw_m * 4,
+        "ivf-flat": 4 * dim + 8,
+        "ivf-pq": pq_m + 8,
+        "sq-fp16": 2 * dim,
+        "sq-int8": dim,
+    }[index_type]
+
+
+def _pq_m(dim: int) -> int:
+    """Sub-quantizers for IVF-PQ: about 8 dimensions each, dividing the dimension exactly."""
+    return max(m for m in range(1, dim + 1) if dim % m == 0 and m <= max(1, dim // 8))
+
+
+def plan_index(index_type: str, count: int, dim: int, memory_budget: int | None = None, seed: int = 0) -> IndexParams:
+    """Concrete parameters for a requested type; `auto` picks by corpus size and memory budget."""
+    if index_type not in INDEX_TYPES:
+        raise ArrError(f"unknown index type {index_type!r}; choose from {', '.join(INDEX_TYPES)}")
+    reason = f"requested {index_type}"
+    if index_type == "auto":
+        fits = lambda kind: memory_budget is None or count * bytes_per_vector(kind, dim, _pq_m(dim)) <= memory_budget  # noqa: E731
+        if count <= FLAT_LIMIT and fits("flat"):
+            index_type, reason = "flat", f"auto: {count} vectors ≤ {FLAT_LIMIT}, exact search is fast enough"
+        elif count <= HNSW_LIMIT and fits("hnsw"):
+            index_type, reason = "hnsw", f"auto: {count} vectors, HNSW fits the memory budget"
+        elif fits("sq-int8"):
+            index_type, reason = "sq-int8", "auto: int8 scalar quantisation fits the memory budget"
+        else:
+            index_type, reason = "ivf-pq", "auto: only IVF-PQ (with exact re-ranking) fits the memory budget"
+    params = IndexParams(type=index_type, seed=seed, reason=reason)
+    if index_type.startswith("ivf"):
+        # ~4·sqrt(N) lists, each with >= 39 training points (FAISS's own minimum).
+        params.nlist = max(1, min(int(4 * math.sqrt(count)), count // 39))
+        params.search["nprobe"] = max(1, min(params.nlist, math.ceil(params.nlist / 8)))
+    if index_type == "ivf-pq":
+        params.pq_m = _pq_m(dim)
+        # 2^bits centroids per sub-quantizer need >= 39 points each.
+        params.pq_bits = max(1, min(8, int(math.log2(max(2, count // 39)))))
+        params.search["rerank"] = 100
+    if index_type == "hnsw":
+        params.search["ef_search"] = 128
+    if index_type in TRAINED_TYPES:
+        params.train_size = min(count, max(50_000, 64 * max(params.nlist, 1)))
+    return params
+
+
+def create_index(params: IndexParams, dim: int):
+    faiss = faiss_module()
+    metric = faiss.METRIC_INNER_PRODUCT
+    if params.type == "flat":
+        return faiss.IndexFlatIP(dim)
+    if params.type == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, params.hnsw_m, metric)
+        index.hnsw.efConstruction = params.ef_construction
+        return index
+    if params.type == "ivf-flat":
+        return faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, params.nlist, metric)
+    if params.type == "ivf-pq":
+        return faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, params.nlist, params.pq_m, params.pq_bits, metric)
+    quantizer = {"sq-fp16": faiss.ScalarQuantizer.QT_fp16, "sq-int8": faiss.ScalarQuantizer.QT_8bit}[params.type]
+    return faiss.IndexScalarQuantizer(dim, quantizer, metric)
+
+
+def gpu_count() -> int:
+    faiss = faiss_module()
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+def to_gpu_if_available(index):
+    """Flat and IVF indexes move to all GPUs when faiss-gpu sees some; HNSW stays on the CPU."""
+    faiss = faiss_module()
+    if gpu_count() == 0 or isinstance(index, faiss.IndexHNSWFlat):
+        return index
+    try:
+        return faiss.index_cpu_to_all_gpus(index)
+    except (RuntimeError, AttributeError) as exc:
+        log.warning("FAISS GPU unavailable (%s); searching on the CPU", exc)
+        return index
+
+
+def to_cpu(index):
+    faiss = faiss_module()
+    return faiss.index_gpu_to_cpu(index) if gpu_count() and hasattr(index, "getDevice") else index
+
+
+def training_sample(shards: list[np.ndarray] | Iterable[np.ndarray], count: int, size: int, seed: int) -> np.ndarray:
+    """`size` vectors chosen uniformly with a fixed seed (so a rebuild trains identically)."""
+    wanted = np.sort(np.random.default_rng(seed).choice(count, size=size, replace=False))
+    picked, offset = [], 0
+    for vectors in shards:
+        inside = wanted[(wanted >= offset) & (wanted < offset + len(vectors))] - offset
+        picked.append(vectors[inside])
+        offset += len(vectors)
+    return np.ascontiguousarray(np.concatenate(picked), dtype=np.float32)
+
+
+def apply_search_params(index, params: dict[str, int]) -> None:
+    faiss = faiss_module()
+    if "nprobe" in params:
+        ivf = faiss.try_extract_index_ivf(index)
+        (ivf if ivf is not None else index).nprobe = params["nprobe"]
+    if "ef_search" in params and hasattr(index, "hnsw"):
+        index.hnsw.efSearch = params["ef_search"]

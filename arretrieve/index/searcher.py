@@ -1,0 +1,120 @@
+"""Searching an index with the model that built it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ArrError
+from ..registry import Registry
+from .builder import mismatch_message
+from .docstore import DocStore
+from .faiss_index import apply_search_params, faiss_module, to_gpu_if_available
+from .manifest import IndexManifest
+
+
+@dataclass
+class Hit:
+    rank: int
+    score: float
+    id: str
+    title: str
+    text: str
+    chunk: str | None = None
+
+    def to_dict(self) -> dict:
+        payload = {"rank": self.rank, "score": self.score, "id": self.id, "title": self.title, "text": self.text}
+        if self.chunk is not None:
+            payload["chunk"] = self.chunk
+        return payload
+
+
+class Searcher:
+    """Loads an index, refuses it if its model's registry entry changed, and answers queries."""
+
+    def __init__(self, folder: Path, registry: Registry | None = None, device: str = "auto",
+                 search_params: dict[str, int] | None = None):
+        self.folder = folder
+        self.manifest = manifest = IndexManifest.load(folder)
+        self.entry = (registry or Registry()).get(manifest.model)
+        if self.entry.fingerprint != manifest.model_fingerprint:
+            raise ArrError(mismatch_message(manifest, self.entry))
+        faiss = faiss_module()
+        index_path = folder / manifest.files["index"]
+        try:
+            index = faiss.read_index(str(index_path))
+        except RuntimeError:
+            raise ArrError(f"{index_path} is missing or corrupted; rebuild the index with `arr index --overwrite`") from None
+        if index.ntotal != manifest.count or index.d != manifest.dim:
+            raise ArrError(f"{index_path} does not match its manifest (vectors or dimension differ); rebuild the index")
+        self.index = to_gpu_if_available(index)
+        self.params = {**manifest.index_params.get("search", {}), **(search_params or {})}
+        apply_search_params(self.index, self.params)
+        self.docstore = DocStore(folder, manifest.files["offsets"], manifest.count)
+        self.vectors = None
+        if manifest.files.get("vectors"):
+            self.vectors = np.memmap(folder / manifest.files["vectors"], dtype=np.float32, mode="r",
+                                     shape=(manifest.count, manifest.dim))
+        self.chunked = bool(manifest.encoder.get("chunking"))
+        self._device = device
+        self._embedder = None
+
+    @property
+    def embedder(self):
+        """The query encoder, loaded on first use (same model and dtype as the documents)."""
+        if self._embedder is None:
+            from ..encoding import load_embedder
+
+            self._embedder = load_embedder(self.entry, device=self._device, dtype=self.manifest.encoder["dtype"])
+        return self._embedder
+
+    def _candidates(self, query_vectors: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        depth = min(depth, self.manifest.count)
+        rerank = self.params.get("rerank", 0) if self.vectors is not None else 0
+        scores, rows = self.index.search(query_vectors, max(depth, min(rerank, self.manifest.count)))
+        if rerank:  # exact inner products for the approximate (IVF-PQ) candidates
+            for q, row in enumerate(rows):
+                valid = row[row >= 0]
+                exact = np.asarray(self.vectors[np.sort(valid)]) @ query_vectors[q]
+                order = np.argsort(-exact, kind="stable")
+                sorted_rows = np.sort(valid)[order]
+                rows[q, : len(valid)], scores[q, : len(valid)] = sorted_rows, exact[order]
+            rows, scores = rows[:, :depth], scores[:, :depth]
+        return scores, rows
+
+    def search(self, queries: Sequence[str], k: int = 10, collapse: bool | None = None) -> list[list[Hit]]:
+        """Top-k hits per query; chunked indexes give one hit per document unless collapse=False."""
+        if k < 1:
+            raise ArrError("k must be at least 1")
+        if any(not q.strip() for q in queries):
+            raise ArrError("empty query")
+        collapse = self.chunked if collapse is None else collapse
+        query_vectors = self.embedder.encode(list(queries), role="query")
+        return self.search_vectors(query_vectors, k, collapse)
+
+    def search_vectors(self, query_vectors: np.ndarray, k: int, collapse: bool = False) -> list[list[Hit]]:
+        depth = k * 4 if collapse else k
+        while True:
+            scores, rows = self._candidates(query_vectors, depth)
+            results = [self._hits(s, r, k, collapse) for s, r in zip(scores, rows)]
+            short = any(len(h) < k for h in results)
+            if not (collapse and short and depth < self.manifest.count):
+                return results
+            depth *= 4
+
+    def _hits(self, scores: np.ndarray, rows: np.ndarray, k: int, collapse: bool) -> list[Hit]:
+        keep = [(float(s), int(r)) for s, r in zip(scores, rows) if r >= 0]
+        documents = self.docstore.get(r for _, r in keep)
+        hits, seen = [], set()
+        for (score, _), doc in zip(keep, documents):
+            key = doc.doc_id if collapse else doc.id
+            if key in seen:
+                continue
+            seen.add(key)
+            hits.append(Hit(len(hits) + 1, score, key, doc.title, doc.text, chunk=doc.id if collapse else None))
+            if len(hits) == k:
+                break
+        return hits

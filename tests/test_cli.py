@@ -1,0 +1,81 @@
+import json
+import subprocess
+import sys
+import time
+
+from typer.testing import CliRunner
+
+from arretrieve.cli.app import app
+from conftest import SENTENCES, tiny_entry, write_beir_corpus
+
+runner = CliRunner()
+
+
+def _arr(*args: str) -> subprocess.CompletedProcess:
+    code = "import sys; from arretrieve.cli.app import main; sys.argv = ['arr', *sys.argv[1:]]; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+
+
+def test_models_list_and_show():
+    listed = runner.invoke(app, ["models", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "smollm2-135m" in listed.output and "autoregembed" in listed.output
+    shown = runner.invoke(app, ["models", "show", "smollm2-135m", "--json"])
+    payload = json.loads(shown.output)
+    assert payload["num_compress_tokens"] == 5 and len(payload["fingerprint"]) == 16
+    assert set(payload["prompts"]) == {"symmetric", "query", "document", "i_next", "i_self"}
+
+
+def test_models_add_default_remove(tiny_llama_dir):
+    added = runner.invoke(app, ["models", "add", "mine", "--base", str(tiny_llama_dir), "--k", "2", "--max-length", "128"])
+    assert added.exit_code == 0, added.output
+    shown = json.loads(runner.invoke(app, ["models", "show", "mine", "--json"]).output)
+    assert shown["dim"] == 64 and shown["add_bos"] is True and shown["base_sha256"]
+    assert runner.invoke(app, ["models", "default", "mine"]).output.strip() == "mine"
+    assert runner.invoke(app, ["models", "remove", "mine"]).exit_code == 0
+    assert runner.invoke(app, ["models", "default"]).output.strip() == "smollm2-135m"
+
+
+def test_errors_are_one_line_without_traceback():
+    for args, message in [
+        (["models", "show", "nope"], "no model named 'nope'"),
+        (["models", "add", "../x", "--base", "y/z"], "invalid name"),
+        (["search", "some query"], "no index"),
+        (["search", " "], "empty query"),
+        (["index", "/definitely/missing"], "does not exist"),
+    ]:
+        result = _arr(*args)
+        assert result.returncode == 1
+        assert result.stderr.strip() == f"error: {result.stderr.strip()[7:]}"
+        assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_index_then_search(tmp_path, tiny_llama_dir):
+    from arretrieve.registry import Registry
+
+    Registry().add(tiny_entry(tiny_llama_dir, name="tiny"))
+    rows = [{"_id": f"d{i}", "title": "", "text": text} for i, text in enumerate(SENTENCES)]
+    corpus = write_beir_corpus(tmp_path / "docs", rows)
+    built = runner.invoke(app, ["index", str(corpus), "--model", "tiny"])
+    assert built.exit_code == 0, built.output
+    assert "indexed 6 documents with tiny" in built.output
+    found = runner.invoke(app, ["search", "yaml parser", "-k", "2", "--json"])
+    hits = json.loads(found.output)
+    assert [h["rank"] for h in hits] == [1, 2]
+    assert set(hits[0]) == {"rank", "score", "id", "title", "text"}
+    table = runner.invoke(app, ["search", "yaml parser", "-k", "2"])
+    assert "docs · tiny" in table.output
+
+
+def test_help_starts_fast():
+    start = time.perf_counter()
+    result = _arr("--help")
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0 and "index" in result.stdout
+    assert "torch" not in _arr_imports()
+    assert elapsed < 5  # generous bound for loaded CI machines; the real figure is in BENCHMARKS.md
+
+
+def _arr_imports() -> str:
+    code = "import sys; import arretrieve.cli.app; print(' '.join(sorted(sys.modules)))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout

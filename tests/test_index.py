@@ -1,0 +1,221 @@
+import json
+
+import numpy as np
+import pytest
+
+from arretrieve.corpus import Chunking, CorpusSource
+from arretrieve.errors import ArrError
+from arretrieve.index import BuildOptions, IndexManifest, IndexStore, Searcher, add_to_index, build_index
+from arretrieve.index.encode_job import EncodeJob
+from arretrieve.index.faiss_index import plan_index
+from arretrieve.registry import Registry
+from conftest import SENTENCES, tiny_entry, write_beir_corpus
+
+WORDS = " ".join(SENTENCES).split()
+# 48 distinct small documents from the shared vocabulary.
+ROWS = [
+    {"_id": f"d{i:02d}", "title": "", "text": " ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(5 + i % 7))}
+    for i in range(48)
+]
+SMALL_SHARDS = BuildOptions(shard_size=10, batch_size=4)
+
+
+@pytest.fixture
+def registry(tiny_llama_dir):
+    registry = Registry()
+    registry.add(tiny_entry(tiny_llama_dir, name="tiny"))
+    return registry
+
+
+def corpus(tmp_path, rows=ROWS, name="corpus"):
+    return write_beir_corpus(tmp_path / name, rows)
+
+
+def exact_vectors(searcher, queries):
+    """Document and query vectors computed directly, for brute-force comparisons."""
+    texts = [d.full_text for d in CorpusSource(searcher.manifest.corpus[0]["path"]).documents()]
+    return searcher.embedder.encode(texts, role="document"), searcher.embedder.encode(queries, role="query")
+
+
+def test_flat_search_equals_brute_force_numpy(tmp_path, registry):
+    manifest = build_index(corpus(tmp_path), model="tiny", options=SMALL_SHARDS, registry=registry)
+    assert manifest.index_type == "flat" and manifest.count == len(ROWS)
+    searcher = Searcher(IndexStore().resolve(None), registry=registry)
+    queries = ["yaml python library", "fonts for the desktop"]
+    documents, query_vectors = exact_vectors(searcher, queries)
+    for hits, query_vector in zip(searcher.search(queries, k=5), query_vectors):
+        scores = documents @ query_vector
+        assert [h.id for h in hits] == [ROWS[i]["_id"] for i in np.argsort(-scores, kind="stable")[:5]]
+        assert np.allclose([h.score for h in hits], np.sort(scores)[::-1][:5], atol=1e-5)
+
+
+@pytest.mark.parametrize("index_type", ["hnsw", "ivf-flat", "ivf-pq", "sq-fp16", "sq-int8"])
+def test_every_index_type_builds_and_finds_the_exact_neighbours(tmp_path, registry, index_type):
+    manifest = build_index(corpus(tmp_path), model="tiny", index_type=index_type, options=SMALL_SHARDS, registry=registry)
+    assert manifest.index_type == index_type
+    params = {"nprobe": manifest.index_params["nlist"]} if index_type.startswith("ivf") else {}
+    searcher = Searcher(IndexStore().resolve(None), registry=registry, search_params=params)
+    documents, query_vectors = exact_vectors(searcher, ["yaml python library"])
+    hits = searcher.search(["yaml python library"], k=3)[0]
+    expected = np.argsort(-(documents @ query_vectors[0]), kind="stable")[:3]
+    assert hits[0].id == ROWS[expected[0]]["_id"]
+    if index_type == "ivf-pq":  # re-ranked with exact inner products from the stored vectors
+        assert manifest.files["vectors"] == "vectors.f32"
+        assert np.allclose([h.score for h in hits], (documents @ query_vectors[0])[expected], atol=1e-5)
+
+
+def test_auto_choice_follows_size_and_budget():
+    assert plan_index("auto", 1000, 576).type == "flat"
+    assert plan_index("auto", 1_000_000, 576).type == "hnsw"
+    assert plan_index("auto", 1_000_000, 576, memory_budget=700_000_000).type == "sq-int8"
+    assert plan_index("auto", 10_000_000, 576, memory_budget=1_000_000_000).type == "ivf-pq"
+    planned = plan_index("ivf-pq", 100_000, 576)
+    assert 576 % planned.pq_m == 0 and planned.pq_bits == 8 and planned.nlist > 0
+    with pytest.raises(ArrError, match="unknown index type"):
+        plan_index("lsh", 10, 8)
+
+
+def test_resume_after_a_crash_gives_identical_vectors_and_index(tmp_path, registry, monkeypatch):
+    source = corpus(tmp_path)
+    reference_store = IndexStore(tmp_path / "reference")
+    build_index(source, name="c", model="tiny", options=SMALL_SHARDS, registry=registry, store=reference_store)
+
+    original_save = EncodeJob._save
+    saved = []
+
+    def crash_after_two_shards(self, number, vectors):
+        if len(saved) == 2:
+            raise KeyboardInterrupt  # as if Ctrl-C (or kill -9) arrived mid-way
+        original_save(self, number, vectors)
+        saved.append(number)
+
+    monkeypatch.setattr(EncodeJob, "_save", crash_after_two_shards)
+    store = IndexStore(tmp_path / "resumed")
+    with pytest.raises(KeyboardInterrupt):
+        build_index(source, name="c", model="tiny", options=SMALL_SHARDS, registry=registry, store=store)
+    work_dir = store.root / ".c.build"
+    assert sorted(p.name for p in work_dir.glob("shard-*.npy")) == ["shard-00000.npy", "shard-00001.npy"]
+    assert not store.path("c").exists()
+    monkeypatch.setattr(EncodeJob, "_save", original_save)
+    encoded = []
+    monkeypatch.setattr(EncodeJob, "encode", _recording(EncodeJob.encode, encoded))
+    build_index(source, name="c", model="tiny", options=SMALL_SHARDS, registry=registry, store=store)
+    assert encoded == [{2, 3, 4}]  # only the missing shards were encoded again
+    assert not work_dir.exists()
+    for name in ("index-0.faiss", "docs.jsonl", "offsets-0.npy"):
+        assert (store.path("c") / name).read_bytes() == (reference_store.path("c") / name).read_bytes(), name
+
+
+def _recording(encode, calls):
+    def wrapper(self, source, embedder, batch_size, only=None, on_progress=None):
+        calls.append(set(self.pending()))
+        return encode(self, source, embedder, batch_size, only, on_progress)
+
+    return wrapper
+
+
+def test_changed_settings_are_not_resumed(tmp_path, registry, monkeypatch):
+    source = corpus(tmp_path)
+    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+        patched.setattr(EncodeJob, "_save", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+        build_index(source, model="tiny", options=SMALL_SHARDS, registry=registry)
+    other = BuildOptions(shard_size=12, batch_size=4)
+    with pytest.raises(ArrError, match="shard_size changed"):
+        build_index(source, model="tiny", options=other, registry=registry)
+    assert build_index(source, model="tiny", options=other, registry=registry, overwrite=True).count == len(ROWS)
+
+
+def test_add_appends_documents_like_a_full_build(tmp_path, registry):
+    build_index(corpus(tmp_path, ROWS[:30], "part"), model="tiny", options=SMALL_SHARDS, registry=registry)
+    manifest = add_to_index(corpus(tmp_path, ROWS[30:], "rest"), name="part", options=SMALL_SHARDS, registry=registry)
+    assert manifest.count == len(ROWS) and manifest.generation == 1 and len(manifest.corpus) == 2
+    folder = IndexStore().path("part")
+    assert sorted(p.name for p in folder.iterdir()) == ["docs.jsonl", "index-1.faiss", "manifest.json", "offsets-1.npy"]
+    build_index(corpus(tmp_path), name="whole", model="tiny", options=SMALL_SHARDS, registry=registry)
+    queries = ["yaml python library", "fonts", "compression library development"]
+    added = Searcher(folder, registry=registry).search(queries, k=8)
+    whole = Searcher(IndexStore().path("whole"), registry=registry).search(queries, k=8)
+    assert [[h.id for h in hits] for hits in added] == [[h.id for h in hits] for hits in whole]
+    with pytest.raises(ArrError, match="already in index"):
+        add_to_index(corpus(tmp_path, ROWS[:3], "again"), name="part", options=SMALL_SHARDS, registry=registry)
+
+
+def test_interrupted_add_leaves_the_index_usable(tmp_path, registry, monkeypatch):
+    build_index(corpus(tmp_path, ROWS[:20], "part"), model="tiny", options=SMALL_SHARDS, registry=registry)
+    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+        patched.setattr("arretrieve.index.builder.append_documents", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+        add_to_index(corpus(tmp_path, ROWS[20:], "rest"), name="part", options=SMALL_SHARDS, registry=registry)
+    assert Searcher(IndexStore().path("part"), registry=registry).manifest.count == 20
+    assert add_to_index(corpus(tmp_path, ROWS[20:], "rest"), name="part", options=SMALL_SHARDS, registry=registry).count == 48
+
+
+def test_changed_model_entry_is_refused(tmp_path, registry, tiny_llama_dir):
+    build_index(corpus(tmp_path), model="tiny", options=SMALL_SHARDS, registry=registry)
+    changed = tiny_entry(tiny_llama_dir, name="tiny", prompts={**registry.get("tiny").prompts, "document": "D: {text}"})
+    registry.add(changed, overwrite=True)
+    with pytest.raises(ArrError, match="fingerprint"):
+        Searcher(IndexStore().resolve("corpus"), registry=registry)
+    with pytest.raises(ArrError, match="fingerprint"):
+        add_to_index(corpus(tmp_path, ROWS[:1], "one"), name="corpus", registry=registry)
+
+
+def test_corrupted_or_missing_files_are_one_line_errors(tmp_path, registry):
+    build_index(corpus(tmp_path), model="tiny", options=SMALL_SHARDS, registry=registry)
+    folder = IndexStore().resolve("corpus")
+    (folder / "offsets-0.npy").write_bytes(b"junk")
+    with pytest.raises(ArrError, match="offsets-0.npy is missing or corrupted"):
+        Searcher(folder, registry=registry)
+    (folder / "index-0.faiss").write_bytes(b"garbage")
+    with pytest.raises(ArrError, match="missing or corrupted"):
+        Searcher(folder, registry=registry)
+    (folder / "manifest.json").write_text("{")
+    with pytest.raises(ArrError, match="corrupted"):
+        Searcher(folder, registry=registry)
+
+
+def test_store_resolution_and_existing_names(tmp_path, registry):
+    store = IndexStore()
+    with pytest.raises(ArrError, match="no index"):
+        store.resolve(None)
+    build_index(corpus(tmp_path, name="a"), model="tiny", options=SMALL_SHARDS, registry=registry)
+    with pytest.raises(ArrError, match="already exists"):
+        build_index(corpus(tmp_path, name="a"), model="tiny", options=SMALL_SHARDS, registry=registry)
+    build_index(corpus(tmp_path, name="b"), model="tiny", options=SMALL_SHARDS, registry=registry)
+    with pytest.raises(ArrError, match="choose one with --index"):
+        store.resolve(None)
+    assert store.resolve("b").name == "b"
+    with pytest.raises(ArrError, match="no index named"):
+        store.resolve("c")
+
+
+def test_chunked_index_collapses_hits_per_document(tmp_path, registry):
+    long_rows = [{"_id": f"long{i}", "title": "", "text": " ".join(WORDS[i:] + WORDS[:i])} for i in range(4)]
+    options = BuildOptions(chunking=Chunking(words=8, overlap=2), shard_size=10)
+    manifest = build_index(corpus(tmp_path, long_rows), model="tiny", options=options, registry=registry)
+    assert manifest.count == 4 * len(list(Chunking(8, 2).split(CorpusSource(corpus(tmp_path, long_rows)).documents().__next__())))
+    searcher = Searcher(IndexStore().resolve(None), registry=registry)
+    hits = searcher.search(["yaml"], k=3)[0]
+    assert len({h.id for h in hits}) == 3 and all(h.chunk.startswith(h.id + "#") for h in hits)
+    chunks = searcher.search(["yaml"], k=3, collapse=False)[0]
+    assert all("#" in h.id for h in chunks)
+
+
+def test_two_device_processes_give_the_same_index(tmp_path, registry):
+    single = build_index(corpus(tmp_path), name="single", model="tiny", options=SMALL_SHARDS, registry=registry)
+    two = BuildOptions(shard_size=10, batch_size=4, devices=["cpu", "cpu"])
+    build_index(corpus(tmp_path), name="double", model="tiny", options=two, registry=registry)
+    store = IndexStore()
+    assert (store.path("double") / "index-0.faiss").read_bytes() == (store.path("single") / "index-0.faiss").read_bytes()
+    assert single.count == len(ROWS)
+
+
+def test_manifest_records_how_the_index_was_built(tmp_path, registry):
+    manifest = build_index(corpus(tmp_path), model="tiny", options=SMALL_SHARDS, registry=registry)
+    stored = IndexManifest.load(IndexStore().resolve(None))
+    assert stored == manifest
+    assert stored.model_fingerprint == registry.get("tiny").fingerprint
+    assert stored.encoder["prompts"]["document"].startswith("Passage:")
+    assert stored.encoder["dtype"] == "float32" and stored.dim == 64 and stored.metric == "inner_product"
+    assert stored.corpus[0]["fingerprint"] and stored.toolkit_version
+    rows = [json.loads(line) for line in (IndexStore().resolve(None) / "docs.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [r["_id"] for r in ROWS]
