@@ -24,6 +24,11 @@ def base_cache_dir() -> Path:
     return arr_home() / "cache" / "bases"
 
 
+def encoding_cache_dir() -> Path:
+    """Encoded corpora (sharded vectors), shared by `arr index` and `arr beir-eval`."""
+    return arr_home() / "cache" / "encodings"
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON so that readers see either the old file or the complete new one."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -75,10 +75,12 @@ def test_auto_choice_follows_size_and_budget():
         plan_index("lsh", 10, 8)
 
 
-def test_resume_after_a_crash_gives_identical_vectors_and_index(tmp_path, registry, monkeypatch):
+def test_resume_after_a_crash_gives_identical_vectors_and_index(tmp_path, registry, monkeypatch, isolated_home):
     source = corpus(tmp_path)
     reference_store = IndexStore(tmp_path / "reference")
-    build_index(source, name="c", model="tiny", options=SMALL_SHARDS, registry=registry, store=reference_store)
+    with monkeypatch.context() as elsewhere:  # its own encoding cache, so nothing is shared
+        elsewhere.setenv("ARR_HOME", str(tmp_path / "reference-home"))
+        build_index(source, name="c", model="tiny", options=SMALL_SHARDS, registry=registry, store=reference_store)
 
     original_save = EncodeJob._save
     saved = []
@@ -89,19 +91,21 @@ def test_resume_after_a_crash_gives_identical_vectors_and_index(tmp_path, regist
         original_save(self, number, vectors)
         saved.append(number)
 
-    monkeypatch.setattr(EncodeJob, "_save", crash_after_two_shards)
     store = IndexStore(tmp_path / "resumed")
-    with pytest.raises(KeyboardInterrupt):
+    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+        patched.setattr(EncodeJob, "_save", crash_after_two_shards)
         build_index(source, name="c", model="tiny", options=SMALL_SHARDS, registry=registry, store=store)
-    work_dir = store.root / ".c.build"
+    (work_dir,) = (isolated_home / "cache" / "encodings").iterdir()
     assert sorted(p.name for p in work_dir.glob("shard-*.npy")) == ["shard-00000.npy", "shard-00001.npy"]
     assert not store.path("c").exists()
-    monkeypatch.setattr(EncodeJob, "_save", original_save)
     encoded = []
     monkeypatch.setattr(EncodeJob, "encode", _recording(EncodeJob.encode, encoded))
     build_index(source, name="c", model="tiny", options=SMALL_SHARDS, registry=registry, store=store)
     assert encoded == [{2, 3, 4}]  # only the missing shards were encoded again
-    assert not work_dir.exists()
+    reference_dir = next((tmp_path / "reference-home" / "cache" / "encodings").iterdir())
+    for number in range(5):
+        shard = f"shard-{number:05d}.npy"
+        assert (work_dir / shard).read_bytes() == (reference_dir / shard).read_bytes()
     for name in ("index-0.faiss", "docs.jsonl", "offsets-0.npy"):
         assert (store.path("c") / name).read_bytes() == (reference_store.path("c") / name).read_bytes(), name
 
@@ -114,15 +118,16 @@ def _recording(encode, calls):
     return wrapper
 
 
-def test_changed_settings_are_not_resumed(tmp_path, registry, monkeypatch):
+def test_encoded_corpus_is_reused_by_later_builds(tmp_path, registry, monkeypatch):
     source = corpus(tmp_path)
-    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
-        patched.setattr(EncodeJob, "_save", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
-        build_index(source, model="tiny", options=SMALL_SHARDS, registry=registry)
-    other = BuildOptions(shard_size=12, batch_size=4)
-    with pytest.raises(ArrError, match="shard_size changed"):
-        build_index(source, model="tiny", options=other, registry=registry)
-    assert build_index(source, model="tiny", options=other, registry=registry, overwrite=True).count == len(ROWS)
+    build_index(source, name="flat", model="tiny", options=SMALL_SHARDS, registry=registry)
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("the model should not be loaded: the vectors are cached")
+
+    monkeypatch.setattr("arretrieve.encoding.load_embedder", no_encoding)
+    manifest = build_index(source, name="graph", model="tiny", index_type="hnsw", options=SMALL_SHARDS, registry=registry)
+    assert manifest.count == len(ROWS) and manifest.index_type == "hnsw"
 
 
 def test_add_appends_documents_like_a_full_build(tmp_path, registry):

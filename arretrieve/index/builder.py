@@ -1,5 +1,5 @@
-"""`arr index`: validate a corpus, encode it in resumable shards, build the FAISS index, and
-`--add` new documents to an existing index.
+"""`arr index`: validate a corpus, encode it in resumable cached shards, build the FAISS index,
+and `--add` new documents to an existing index.
 
 An index folder is committed by its manifest: data files carry a generation number, and a new
 manifest (written atomically, last) is what switches readers to them, so an interrupted `--add`
@@ -51,8 +51,8 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _encode(source: CorpusSource, entry, options: BuildOptions, work_dir: Path, overwrite: bool) -> EncodeJob:
-    """Encode every document into shards under `work_dir`, resuming a stopped job with the same settings."""
+def encode_corpus(source: CorpusSource, entry, options: BuildOptions) -> EncodeJob:
+    """Encode every document into cached shards, resuming (or reusing) a job with the same settings."""
     from ..encoding import load_embedder
     from ..encoding.device import dtype_name, resolve_device, resolve_dtype
 
@@ -62,17 +62,12 @@ def _encode(source: CorpusSource, entry, options: BuildOptions, work_dir: Path, 
     devices = options.devices or [options.device]
     dtype = dtype_name(resolve_dtype(options.dtype or entry.dtype, resolve_device(devices[0])))
     spec = EncodeJobSpec(entry.fingerprint, source.fingerprint(), dtype, options.shard_size, scan.chunks)
-    job = EncodeJob(work_dir, spec)
-    try:
-        job.prepare()
-    except ArrError:
-        if not overwrite:
-            raise
-        shutil.rmtree(work_dir)
-        job.prepare()
+    job = EncodeJob(spec)
+    job.prepare()
     done = job.done_documents()
     if done:
-        log.warning("resuming: %d of %d texts were already encoded in %s", done, spec.count, work_dir)
+        state = "all" if done == spec.count else f"{done} of"
+        log.info("reusing encoded vectors: %s %d texts already encoded in %s", state, spec.count, job.work_dir)
     if not job.pending():
         return job
     if len(devices) > 1:
@@ -126,8 +121,7 @@ def build_index(
         raise ArrError(f"index {name!r} already exists in {store.root}; pass --overwrite to rebuild it or --add to extend it")
     source = CorpusSource(corpus, options.fields, options.skip_invalid, options.chunking)
     entry = registry.resolve(model)
-    work_dir = store.root / f".{name}.build"
-    job = _encode(source, entry, options, work_dir, overwrite)
+    job = encode_corpus(source, entry, options)
 
     faiss = faiss_module()
     dim = job.load_shard(0).shape[1]
@@ -138,6 +132,7 @@ def build_index(
         trainable = to_gpu_if_available(index)
         trainable.train(sample)
         index = to_cpu(trainable)
+    store.root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.staging-", dir=store.root))
     try:
         vectors_file = staging / VECTORS_FILE if params.type == "ivf-pq" else None
@@ -173,7 +168,6 @@ def build_index(
         staging.rename(folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    shutil.rmtree(work_dir, ignore_errors=True)
     return manifest
 
 
@@ -201,8 +195,7 @@ def add_to_index(
     clashes = [d.doc_id for d in source.documents() if d.doc_id in existing]
     if clashes:
         raise ArrError(f"{len(clashes)} documents of {corpus} are already in index {manifest.name!r} (e.g. {clashes[0]!r})")
-    work_dir = store.root / f".{manifest.name}.add.build"
-    job = _encode(source, entry, options, work_dir, overwrite=False)
+    job = encode_corpus(source, entry, options)
 
     faiss = faiss_module()
     index = faiss.read_index(str(folder / manifest.files["index"]))
@@ -230,7 +223,6 @@ def add_to_index(
     manifest.save(folder)  # the commit point
     for key in ("index", "offsets"):
         (folder / old_files[key]).unlink(missing_ok=True)
-    shutil.rmtree(work_dir, ignore_errors=True)
     return manifest
 
 

@@ -1,10 +1,14 @@
-"""Sharded, resumable corpus encoding.
+"""Sharded, resumable corpus encoding, cached under the toolkit home.
 
 Documents are cut into shards of `shard_size` in corpus order; each shard's vectors are written to
 `shard-NNNNN.npy` atomically (temporary file, then rename), so after Ctrl-C, kill -9 or an
 out-of-memory kill, re-running the same command encodes only the missing shards. Memory stays
 bounded by one shard's texts and vectors whatever the corpus size. With several devices, one
 process per device encodes every n-th shard.
+
+A job's folder is named by everything that decides its vectors (model fingerprint, corpus
+fingerprint, dtype, shard size) and is kept when done: rebuilding an index with another index
+type, or evaluating the same corpus with `arr beir-eval`, reuses the vectors.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 
 from ..corpus import CorpusSource, Document
 from ..errors import ArrError
-from ..home import write_json_atomic
+from ..home import encoding_cache_dir, write_json_atomic
 from ..registry import ModelEntry
 
 JOB_FILE = "job.json"
@@ -44,13 +48,14 @@ def shard_batches(documents: Iterator[Document], shard_size: int) -> Iterator[li
 
 
 class EncodeJob:
-    def __init__(self, work_dir: Path, spec: EncodeJobSpec):
-        self.work_dir = work_dir
+    def __init__(self, spec: EncodeJobSpec, root: Path | None = None):
         self.spec = spec
+        key = f"{spec.model_fingerprint}-{spec.corpus_fingerprint[:16]}-{spec.dtype}-{spec.shard_size}"
+        self.work_dir = (root or encoding_cache_dir()) / key
         self.shards = -(-spec.count // spec.shard_size)
 
     def prepare(self) -> None:
-        """Start a job, or check that the stopped one in `work_dir` had the same settings."""
+        """Start a job, or check that the folder holds the same job (a stopped or finished one)."""
         path = self.work_dir / JOB_FILE
         if path.is_file():
             try:
@@ -58,11 +63,7 @@ class EncodeJob:
             except (json.JSONDecodeError, TypeError):
                 raise ArrError(f"{path} is corrupted; delete {self.work_dir} to start over") from None
             if previous != self.spec:
-                changed = [k for k, v in asdict(self.spec).items() if asdict(previous)[k] != v]
-                raise ArrError(
-                    f"an interrupted build in {self.work_dir} used different settings ({', '.join(changed)} "
-                    "changed); re-run it with the same model, dtype and corpus, or pass --overwrite to start over"
-                )
+                raise ArrError(f"{self.work_dir} holds another encoding job; delete that folder to start over")
         else:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(path, asdict(self.spec))
@@ -128,7 +129,7 @@ def _worker(rank: int, devices: list[str], entry_payload: dict, dtype: str, work
     try:
         from ..encoding import load_embedder
 
-        job = EncodeJob(Path(work_dir), EncodeJobSpec(**spec))
+        job = EncodeJob(EncodeJobSpec(**spec), Path(work_dir).parent)
         embedder = load_embedder(ModelEntry.from_dict(entry_payload), device=devices[rank], dtype=dtype)
         mine = {n for n in range(job.shards) if n % len(devices) == rank}
         job.encode(CorpusSource(**source_args), embedder, batch_size, only=mine)
