@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from . import index_command, indexes_command, models_command, search_command
+from . import beir_eval_command, index_command, indexes_command, models_command, search_command
 
 app = typer.Typer(
     name="arr",
@@ -19,6 +19,7 @@ app.add_typer(models_command.app, name="models")
 app.add_typer(indexes_command.app, name="indexes")
 app.command("index")(index_command.index)
 app.command("search")(search_command.search)
+app.command("beir-eval")(beir_eval_command.beir_eval)
 
 
 def main() -> None:

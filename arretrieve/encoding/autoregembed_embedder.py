@@ -12,6 +12,8 @@ from .embedder import Embedder
 
 
 class AutoRegEmbedEmbedder(Embedder):
+    truncation_note = "their text was cut, the prompt and compress tokens kept"
+
     def __init__(self, entry: ModelEntry, model: AutoRegEmbedModel, device: torch.device, dtype: torch.dtype):
         super().__init__(entry, device, dtype)
         self.model = model

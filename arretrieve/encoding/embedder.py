@@ -36,6 +36,9 @@ class EncodeStats:
 class Embedder(ABC):
     """Turns texts into float32 numpy vectors for one registry entry on one device and dtype."""
 
+    # How over-long texts are shortened, for the warning that reports them.
+    truncation_note = "their ends were cut"
+
     def __init__(self, entry: ModelEntry, device: torch.device, dtype: torch.dtype):
         self.entry = entry
         self.device = device
@@ -92,8 +95,8 @@ class Embedder(ABC):
         self.last_stats.truncated_examples = [i for i, cut in enumerate(truncated) if cut][:5]
         if self.last_stats.truncated:
             log.warning(
-                "%d of %d texts were longer than max_length=%d tokens; their text was cut (the prompt kept)",
-                self.last_stats.truncated, len(texts), self.entry.max_length,
+                "%d of %d texts were longer than max_length=%d tokens; %s",
+                self.last_stats.truncated, len(texts), self.entry.max_length, self.truncation_note,
             )
         # Longest first: an out-of-memory shows up on the first batch, not after an hour.
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])

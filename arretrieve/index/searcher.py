@@ -61,6 +61,7 @@ class Searcher:
         self.chunked = bool(manifest.encoder.get("chunking"))
         self._device = device
         self._embedder = None
+        self._ids: list[str] | None = None
 
     @property
     def embedder(self):
@@ -94,6 +95,14 @@ class Searcher:
         collapse = self.chunked if collapse is None else collapse
         query_vectors = self.embedder.encode(list(queries), role="query")
         return self.search_vectors(query_vectors, k, collapse)
+
+    def search_ids(self, query_vectors: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        """(document id, score) per query without reading texts: what evaluation needs."""
+        if self._ids is None:
+            self._ids = [doc_id for doc_id, _ in self.docstore.iter_ids()]
+        scores, rows = self._candidates(query_vectors, k)
+        return [[(self._ids[r], float(s)) for s, r in zip(row_scores, row_ids) if r >= 0]
+                for row_scores, row_ids in zip(scores, rows)]
 
     def search_vectors(self, query_vectors: np.ndarray, k: int, collapse: bool = False) -> list[list[Hit]]:
         depth = k * 4 if collapse else k

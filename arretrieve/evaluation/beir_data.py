@@ -1,0 +1,116 @@
+"""BEIR datasets: a local folder, or a BEIR name downloaded (once) with beir's own utility."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..corpus import CorpusSource
+from ..errors import ArrError
+from ..hashing import sha256_file
+from ..home import arr_home
+from ..queries import read_queries
+
+BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
+# The usual small BEIR sets, evaluated when no dataset is named.
+DEFAULT_DATASETS = ("scifact", "nfcorpus", "fiqa", "arguana", "scidocs")
+# Sets whose queries are also documents: a query's own id must not count as a hit.
+IDENTICAL_ID_DATASETS = ("arguana", "quora")
+KNOWN_DATASETS = DEFAULT_DATASETS + (
+    "msmarco", "trec-covid", "nq", "hotpotqa", "dbpedia-entity", "fever", "climate-fever", "quora",
+    "webis-touche2020", "cqadupstack", "trec-news", "robust04", "signal1m", "bioasq",
+)
+
+
+@dataclass
+class BeirDataset:
+    name: str
+    folder: Path
+    split: str
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    fingerprint: str
+
+    @property
+    def corpus(self) -> CorpusSource:
+        return CorpusSource(self.folder)
+
+
+def beir_cache_dir() -> Path:
+    return arr_home() / "cache" / "beir"
+
+
+def _download(name: str) -> Path:
+    target = beir_cache_dir() / name
+    if (target / "corpus.jsonl").is_file():
+        return target
+    from beir import util
+
+    try:
+        util.download_and_unzip(BEIR_URL.format(name=name), str(beir_cache_dir()))
+    except Exception as exc:  # noqa: BLE001 - requests/zipfile raise many kinds
+        raise ArrError(
+            f"cannot download the BEIR dataset {name!r} ({type(exc).__name__}); without a network, download "
+            f"{BEIR_URL.format(name=name)} elsewhere, unzip it and pass the folder instead"
+        ) from None
+    if not (target / "corpus.jsonl").is_file():
+        raise ArrError(f"the download of {name!r} did not contain {name}/corpus.jsonl")
+    return target
+
+
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """query id → {document id: relevance} from a BEIR qrels TSV (header line optional)."""
+    if not path.is_file():
+        raise ArrError(f"{path} does not exist (is the split name right?)")
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                parts = raw.decode("utf-8").rstrip("\r\n").split("\t")
+            except UnicodeDecodeError:
+                raise ArrError(f"{path}:{line_no}: not valid UTF-8") from None
+            if parts == [""]:
+                continue
+            if line_no == 1 and parts[0] == "query-id":
+                continue
+            if len(parts) != 3:
+                raise ArrError(f"{path}:{line_no}: expected query-id<TAB>corpus-id<TAB>score")
+            try:
+                qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+            except ValueError:
+                raise ArrError(f"{path}:{line_no}: score {parts[2]!r} is not an integer") from None
+    if not qrels:
+        raise ArrError(f"{path} holds no judgements")
+    return qrels
+
+
+def load_dataset(spec: str, split: str = "test") -> BeirDataset:
+    """A local BEIR folder, or a BEIR dataset name (downloaded and cached once)."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        folder, name = path, path.resolve().name
+    elif "/" in spec or spec.startswith("."):
+        raise ArrError(f"{spec} does not exist")
+    elif spec.lower() in KNOWN_DATASETS:
+        folder, name = _download(spec.lower()), spec.lower()
+    else:
+        raise ArrError(f"{spec!r} is neither a folder nor a BEIR dataset name ({', '.join(KNOWN_DATASETS)})")
+    for required in ("corpus.jsonl", "queries.jsonl"):
+        if not (folder / required).is_file() and not (folder / (required + ".gz")).is_file():
+            raise ArrError(f"{folder} is not a BEIR folder: {required} is missing")
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    qrels = read_qrels(qrels_path)
+    queries = read_queries(folder / "queries.jsonl")
+    unknown_queries = sorted(set(qrels) - set(queries))
+    if unknown_queries:
+        raise ArrError(f"{qrels_path} names {len(unknown_queries)} query ids missing from queries.jsonl (e.g. {unknown_queries[0]!r})")
+    corpus_ids = {document.id for document in CorpusSource(folder).documents()}
+    unknown_docs = sorted({doc for rels in qrels.values() for doc in rels} - corpus_ids)
+    if unknown_docs:
+        raise ArrError(f"{qrels_path} names {len(unknown_docs)} document ids missing from the corpus (e.g. {unknown_docs[0]!r})")
+    digest = hashlib.sha256()
+    for file in [*CorpusSource(folder).files, folder / "queries.jsonl", qrels_path]:
+        digest.update(sha256_file(file).encode())
+    evaluated = {qid: queries[qid] for qid in queries if qid in qrels}
+    return BeirDataset(name, folder, split, evaluated, qrels, digest.hexdigest())

@@ -1,0 +1,124 @@
+"""`arr beir-eval`: several retrievers on several BEIR datasets, with every setting recorded."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from .. import __version__
+from ..errors import ArrError
+from ..home import write_json_atomic
+from ..index import BuildOptions
+from ..registry import Registry, validate_name
+from .beir_data import IDENTICAL_ID_DATASETS, load_dataset
+from .metrics import K_VALUES, compute_metrics
+from .retrievers import BM25, bm25_retrieval, dense_retrieval
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalRecord:
+    dataset: str
+    model: str
+    metrics: dict[str, float]
+    payload: dict[str, Any]
+    path: Path
+
+
+def run_beir_eval(
+    datasets: Sequence[str],
+    models: Sequence[str],
+    *,
+    split: str = "test",
+    top_k: int = 100,
+    index_type: str = "flat",
+    ignore_identical_ids: bool | None = None,
+    output: Path = Path("results"),
+    options: BuildOptions | None = None,
+    registry: Registry | None = None,
+) -> list[EvalRecord]:
+    """Evaluate every model on every dataset; write one results JSON per pair under `output`."""
+    options = options or BuildOptions()
+    registry = registry or Registry()
+    if top_k < max(K_VALUES):
+        raise ArrError(f"--top-k must be at least {max(K_VALUES)} (the largest metric cut-off)")
+    for model in models:  # fail before any work on an unknown name
+        if model != BM25:
+            registry.get(model)
+    records = []
+    for spec in datasets:
+        dataset = load_dataset(spec, split)
+        ignore = dataset.name in IDENTICAL_ID_DATASETS if ignore_identical_ids is None else ignore_identical_ids
+        for model in models:
+            log.info("evaluating %s on %s (%d queries)", model, dataset.name, len(dataset.queries))
+            started = time.perf_counter()
+            if model == BM25:
+                retrieval = bm25_retrieval(dataset, top_k)
+            else:
+                retrieval = dense_retrieval(dataset, model, registry, options, index_type, top_k)
+            metrics = compute_metrics(dataset.qrels, retrieval.results, K_VALUES, ignore)
+            payload = {
+                "dataset": dataset.name,
+                "dataset_path": str(dataset.folder.resolve()),
+                "dataset_fingerprint": dataset.fingerprint,
+                "split": split,
+                "queries": len(dataset.queries),
+                "metrics": metrics,
+                "retriever": retrieval.settings,
+                "top_k": top_k,
+                "ignore_identical_ids": ignore,
+                "seconds": {**retrieval.seconds, "total": round(time.perf_counter() - started, 2)},
+                "toolkit_version": __version__,
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            }
+            path = output / validate_name(dataset.name.lower()) / f"{model}.json"
+            write_json_atomic(path, payload)
+            records.append(EvalRecord(dataset.name, model, metrics, payload, path))
+    return records
+
+
+def markdown_table(records: Sequence[EvalRecord], metric: str = "NDCG@10") -> str:
+    """Models × datasets, one metric."""
+    datasets = list(dict.fromkeys(r.dataset for r in records))
+    models = list(dict.fromkeys(r.model for r in records))
+    if records and metric not in records[0].metrics:
+        raise ArrError(f"unknown metric {metric!r}; known: {', '.join(records[0].metrics)}")
+    cells = {(r.model, r.dataset): r.metrics[metric] for r in records}
+    lines = [f"| model | {' | '.join(datasets)} |", "|---|" + "---:|" * len(datasets)]
+    for model in models:
+        values = [f"{cells[(model, d)]:.4f}" if (model, d) in cells else "" for d in datasets]
+        lines.append(f"| {model} | {' | '.join(values)} |")
+    return "\n".join(lines)
+
+
+def bar_chart(records: Sequence[EvalRecord], path: Path, metric: str = "NDCG@10") -> Path:
+    """A grouped bar chart (datasets × models) of one metric, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    datasets = list(dict.fromkeys(r.dataset for r in records))
+    models = list(dict.fromkeys(r.model for r in records))
+    cells = {(r.model, r.dataset): r.metrics[metric] for r in records}
+    width = 0.8 / len(models)
+    figure, axes = plt.subplots(figsize=(max(5, 1.6 * len(datasets) * max(1, len(models) / 2)), 4))
+    for i, model in enumerate(models):
+        values = [cells.get((model, d), 0.0) for d in datasets]
+        bars = axes.bar(np.arange(len(datasets)) + i * width, values, width, label=model)
+        axes.bar_label(bars, fmt="%.3f", fontsize=7)
+    axes.set_xticks(np.arange(len(datasets)) + width * (len(models) - 1) / 2, datasets)
+    axes.set_ylabel(metric)
+    axes.set_ylim(0, 1)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
