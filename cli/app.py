@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from . import beir_eval_command, index_command, indexes_command, models_command, search_command
+from . import beir_eval_command, index_command, indexes_command, models_command, search_command, train_command
 
 app = typer.Typer(
     name="arr",
@@ -20,6 +20,7 @@ app.add_typer(indexes_command.app, name="indexes")
 app.command("index")(index_command.index)
 app.command("search")(search_command.search)
 app.command("beir-eval")(beir_eval_command.beir_eval)
+app.command("train")(train_command.train)
 
 
 def main() -> None:

@@ -28,4 +28,4 @@ class AutoRegEmbedEmbedder(Embedder):
 
     def embed_batch(self, items: list[list[int]]) -> torch.Tensor:
         input_ids, lengths = self.model.pad(items)
-        return self.model.pool(self.model.compress(input_ids, lengths))
+        return self.model.embed(input_ids, lengths, self.entry.pooling)

@@ -112,13 +112,24 @@ class AutoRegEmbedModel(nn.Module):
     def encode_texts(self, texts: Sequence[str], template: str) -> EncodedTexts:
         """Token ids for texts wrapped in a prompt template; only the text part is ever truncated."""
         prefix, suffix = split_template(template)
-        prefix_ids, suffix_ids = (self._tokenize([p])[0] if p else [] for p in (prefix, suffix))
-        fixed = len(self.bos_ids) + len(prefix_ids) + len(suffix_ids) + self.num_compress_tokens
-        room = self.max_length - fixed
-        if room < 1:
-            raise ArrError(f"max_length {self.max_length} leaves no room for text after the prompt ({fixed} tokens)")
+        return self.encode_parts(texts, [prefix] * len(texts), [suffix] * len(texts))
+
+    def encode_parts(self, texts: Sequence[str], prefixes: Sequence[str], suffixes: Sequence[str]) -> EncodedTexts:
+        """[BOS] + prefix + text + suffix + compress tokens per text, each piece tokenised on its own
+        (as the reference code does); the text is cut to fit max_length, never the rest."""
+        cache: dict[str, list[int]] = {}
+
+        def pieces(strings: Sequence[str]) -> list[list[int]]:
+            missing = [p for p in dict.fromkeys(strings) if p and p not in cache]
+            cache.update(zip(missing, self._tokenize(missing)))
+            return [cache[p] if p else [] for p in strings]
+
         input_ids, truncated = [], []
-        for text_ids in self._tokenize(texts):
+        for prefix_ids, text_ids, suffix_ids in zip(pieces(prefixes), self._tokenize(texts), pieces(suffixes)):
+            fixed = len(self.bos_ids) + len(prefix_ids) + len(suffix_ids) + self.num_compress_tokens
+            room = self.max_length - fixed
+            if room < 1:
+                raise ArrError(f"max_length {self.max_length} leaves no room for text after the prompt ({fixed} tokens)")
             truncated.append(len(text_ids) > room)
             input_ids.append(self.bos_ids + prefix_ids + text_ids[:room] + suffix_ids + self.compress_token_ids)
         return EncodedTexts(input_ids, truncated)
@@ -140,18 +151,46 @@ class AutoRegEmbedModel(nn.Module):
         compress_rows = self.compress_embeddings[offset.clamp(0, self.num_compress_tokens - 1)]
         return torch.where(is_compress.unsqueeze(-1), compress_rows.to(token_embeds.dtype), token_embeds)
 
-    def compress(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, L) right-padded ids → (B, k, H) last-layer hidden states at the compress tokens."""
+    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) right-padded ids → (B, L, H) last-layer hidden states (after the final norm)."""
         transformer = self._base_lm.get_decoder()
-        hidden = transformer(inputs_embeds=self._input_embeddings(input_ids), use_cache=False).last_hidden_state
+        return transformer(inputs_embeds=self._input_embeddings(input_ids), use_cache=False).last_hidden_state
+
+    def gather_compress(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, k, H) states at the k compress tokens, which end each row."""
         k = self.num_compress_tokens
         positions = lengths.unsqueeze(1) - k + torch.arange(k, device=lengths.device)
         return hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+
+    def compress(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, L) right-padded ids → (B, k, H) last-layer hidden states at the compress tokens."""
+        return self.gather_compress(self.hidden_states(input_ids), lengths)
+
+    def embed(self, input_ids: torch.Tensor, lengths: torch.Tensor, pooling: str = "compress-mean") -> torch.Tensor:
+        """L2-normalised float32 embeddings. Pooling: `compress-mean` (AutoRegEmbed), `last-token`
+        (the final position) or `mean` (every real position), the last two for contrastive baselines."""
+        hidden = self.hidden_states(input_ids)
+        if pooling == "compress-mean":
+            pooled = self.gather_compress(hidden, lengths).float().mean(1)
+        elif pooling == "last-token":
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1].float()
+        elif pooling == "mean":
+            mask = (torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(-1)
+            pooled = (hidden.float() * mask).sum(1) / lengths.unsqueeze(1)
+        else:
+            raise ArrError(f"unknown pooling {pooling!r}; use compress-mean, last-token or mean")
+        return F.normalize(pooled, dim=-1)
 
     @staticmethod
     def pool(compressed: torch.Tensor) -> torch.Tensor:
         """The embedding: mean of the k compress states, L2-normalised, in float32."""
         return F.normalize(compressed.float().mean(1), dim=-1)
+
+    def train(self, mode: bool = True) -> AutoRegEmbedModel:
+        super().train(mode)
+        if self.frozen_decoder_lm is not None:
+            self.frozen_decoder_lm.eval()  # the decoder is the released base: never in training mode
+        return self
 
     # ----------------------------------------------------------------- decoder side
     @contextlib.contextmanager
@@ -167,8 +206,13 @@ class AutoRegEmbedModel(nn.Module):
 
     def target_ids(self, targets: Sequence[str], max_target_length: int | None = None) -> list[list[int]]:
         """tok(target) + [EOS] per target (bare text: the decoder sees no prompt)."""
+        return self.encode_targets(targets, max_target_length).input_ids
+
+    def encode_targets(self, targets: Sequence[str], max_target_length: int | None = None) -> EncodedTexts:
+        """Decoder targets, cut to `max_target_length` tokens with the EOS kept; which were cut."""
         limit = (max_target_length or self.max_length) - 1
-        return [ids[:limit] + [self.eos_id] for ids in self._tokenize(targets)]
+        tokenized = self._tokenize(targets)
+        return EncodedTexts([ids[:limit] + [self.eos_id] for ids in tokenized], [len(ids) > limit for ids in tokenized])
 
     def score_targets(self, compressed: torch.Tensor, target_ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """log p(target + EOS | compressed prefix) from the frozen decoder: (sum, mean) per example.
@@ -176,6 +220,11 @@ class AutoRegEmbedModel(nn.Module):
         Decoder weights get no gradient; gradients flow through its activations into `compressed`.
         """
         targets, target_lengths = self.pad(target_ids)
+        summed = self.score_padded(compressed, targets, target_lengths)
+        return summed, summed / target_lengths
+
+    def score_padded(self, compressed: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
+        """Summed log p(target | compressed) for right-padded (B, T) targets and their lengths."""
         k = self.num_compress_tokens
         with self.frozen_decoder() as decoder_lm:
             embeds = decoder_lm.get_input_embeddings()(targets)
@@ -186,5 +235,4 @@ class AutoRegEmbedModel(nn.Module):
             logits = decoder_lm.get_output_embeddings()(predicting).float()
         token_logp = -F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
         mask = torch.arange(targets.shape[1], device=targets.device).unsqueeze(0) < target_lengths.unsqueeze(1)
-        summed = (token_logp * mask).sum(1)
-        return summed, summed / target_lengths
+        return (token_logp * mask).sum(1)

@@ -67,10 +67,10 @@ def load_autoregembed(entry: ModelEntry, dtype: torch.dtype, device: torch.devic
     return model.to(device).eval()
 
 
-def save_compress_rows(model: AutoRegEmbedModel, folder: Path) -> None:
+def save_compress_rows(model: AutoRegEmbedModel, folder: Path, half: bool = False) -> None:
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    rows = model.compress_embeddings.detach().float().cpu().contiguous()
+    rows = model.compress_embeddings.detach().to(torch.float16 if half else torch.float32).cpu().contiguous()
     save_file({"compress_embeddings": rows}, str(folder / COMPRESS_FILE))
 

@@ -21,6 +21,8 @@ TEXT_FIELD = "{text}"
 # Roles a text can be encoded in. i_next / i_self are the stage-2 training inputs (query side and
 # positive "self" side); query / document / symmetric are inference roles.
 PROMPT_ROLES = ("symmetric", "query", "document", "i_next", "i_self")
+# compress-mean is AutoRegEmbed's own; last-token and mean serve contrastive baselines.
+AUTOREGEMBED_POOLINGS = ("compress-mean", "last-token", "mean")
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
@@ -93,6 +95,8 @@ class ModelEntry:
             if not isinstance(template, str) or template.count(TEXT_FIELD) != 1:
                 problems.append(f"prompt {role!r} must be a string with exactly one {TEXT_FIELD}")
         if self.kind == "autoregembed":
+            if self.pooling not in AUTOREGEMBED_POOLINGS:
+                problems.append(f"pooling must be one of {', '.join(AUTOREGEMBED_POOLINGS)}, not {self.pooling!r}")
             if self.num_compress_tokens < 1:
                 problems.append("an autoregembed entry needs num_compress_tokens >= 1")
             missing = {"query", "document", "symmetric"} - set(self.prompts)

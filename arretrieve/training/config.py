@@ -1,0 +1,172 @@
+"""Everything `arr train` can be told, as one dataclass: CLI flags and config-file keys are the same names."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import ArrError
+
+STAGES = ("compress", "align", "all")
+OBJECTIVES = ("autoregembed", "contrastive")
+REFERENCE_FORMS = ("code", "paper")
+PASSES = ("batched", "sequential")
+
+# The paper's settings (AutoRegEmbed scripts): k=5, lr 1e-5 then 5e-6, warmup 5%, global batch 32
+# then 128, 1 then 4 epochs, beta = tau = 0.1.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "num_compress_tokens": 5,
+        "compress_lr": 1e-5,
+        "align_lr": 5e-6,
+        "warmup_ratio": 0.05,
+        "compress_batch_size": 32,
+        "align_batch_size": 128,
+        "compress_epochs": 1.0,
+        "align_epochs": 4.0,
+        "beta": 0.1,
+        "tau": 0.1,
+    },
+}
+
+
+@dataclass
+class FieldMap:
+    """Column names in the training files."""
+
+    context: str = "context"
+    instruction: str = "instruction"
+    output: str = "output"
+    query: str = "query"
+    pos: str = "pos"
+    neg: str = "neg"
+
+
+@dataclass
+class TrainConfig:
+    name: str
+    base: str = "smollm2-135m"  # a registry entry (its base, prompts, k) or a base source
+    compression_data: str | None = None
+    alignment_data: str | None = None
+    stage: str = "all"
+    objective: str = "autoregembed"
+    reference_form: str = "code"
+    lora: bool = True
+    lora_r: int = 32
+    lora_alpha: int = 64
+    lora_dropout: float = 0.1
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    num_compress_tokens: int | None = None  # default: the base entry's k
+    compress_lr: float = 1e-4
+    align_lr: float = 5e-5
+    compress_batch_size: int = 8
+    align_batch_size: int = 8
+    compress_epochs: float = 1.0
+    align_epochs: float = 1.0
+    compress_max_steps: int = -1
+    align_max_steps: int = -1
+    compress_examples: int | None = None  # use only the first N rows (small runs)
+    align_examples: int | None = None
+    gradient_accumulation_steps: int = 1
+    warmup_ratio: float = 0.05
+    scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    beta: float = 0.1
+    tau: float = 0.1
+    num_negatives: int = 1
+    temperature: float = 0.05  # contrastive
+    in_batch_negatives: bool = True  # contrastive
+    pooling: str = "compress-mean"  # contrastive: compress-mean, last-token or mean
+    passes: str = "batched"
+    max_length: int = 512
+    max_target_length: int = 256
+    gradient_checkpointing: bool = False
+    dtype: str = "auto"
+    device: str = "auto"
+    seed: int = 42
+    save_steps: int = 500
+    logging_steps: int = 10
+    output_dir: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    fields: FieldMap = field(default_factory=FieldMap)
+    preset: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fields, dict):
+            self.fields = FieldMap(**self.fields)
+        checks = [
+            (self.stage in STAGES, f"stage must be one of {', '.join(STAGES)}"),
+            (self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}"),
+            (self.reference_form in REFERENCE_FORMS, f"reference form must be one of {', '.join(REFERENCE_FORMS)}"),
+            (self.passes in PASSES, f"passes must be one of {', '.join(PASSES)}"),
+            (self.num_negatives >= 1, "num_negatives must be at least 1"),
+            (self.beta > 0 and self.tau > 0 and self.temperature > 0, "beta, tau and temperature must be positive"),
+            (min(self.compress_batch_size, self.align_batch_size) >= 1, "batch sizes must be at least 1"),
+        ]
+        problems = [message for ok, message in checks if not ok]
+        if self.objective == "contrastive" and self.stage == "compress":
+            problems.append("the contrastive objective has no compression stage; use --stage align or all")
+        if problems:
+            raise ArrError("; ".join(problems))
+
+    def needs(self) -> tuple[bool, bool]:
+        """(run stage 1, run stage 2)."""
+        if self.objective == "contrastive":
+            return False, True
+        return self.stage in ("compress", "all"), self.stage in ("align", "all")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def apply_preset(values: dict[str, Any]) -> dict[str, Any]:
+    """Preset values first, then everything given explicitly."""
+    preset = values.get("preset")
+    if preset is None:
+        return values
+    if preset not in PRESETS:
+        raise ArrError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    return {**PRESETS[preset], **values}
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Keys of a .json, .toml or .yaml file (the same names as the command's flags, with _)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ArrError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            payload = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            payload = yaml.safe_load(text)
+        else:
+            payload = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - json/toml/yaml each raise their own type
+        raise ArrError(f"{path}: cannot parse ({str(exc).splitlines()[0]})") from None
+    if not isinstance(payload, dict):
+        raise ArrError(f"{path}: expected a mapping of settings")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(payload) - known)
+    if unknown:
+        raise ArrError(f"{path}: unknown settings {unknown}")
+    return payload
+
+
+def build_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> TrainConfig:
+    """Preset < config file < command-line flags."""
+    merged = {**file_values, **{k: v for k, v in flag_values.items() if v is not None}}
+    if "name" not in merged:
+        raise ArrError("a name for the trained model is required (--name or `name` in the config file)")
+    try:
+        return TrainConfig(**apply_preset(merged))
+    except TypeError as exc:
+        raise ArrError(f"bad training settings: {exc}") from None

@@ -1,0 +1,98 @@
+"""The trainable AutoRegEmbed model: LoRA on one shared base, or a full copy plus a frozen decoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..backbone import load_causal_lm
+from ..modeling.autoregembed_model import AutoRegEmbedModel
+from ..modeling.loading import COMPRESS_FILE, save_compress_rows
+from ..registry import ModelEntry
+from .config import TrainConfig
+
+
+def build_trainable(entry: ModelEntry, config: TrainConfig, dtype: torch.dtype, init_from: Path | None = None) -> AutoRegEmbedModel:
+    """Stage-1 model from the base, or the stage-2 model continuing from stage-1 weights (`init_from`).
+
+    LoRA: adapters on the attention and MLP projections of the one base copy, plus trainable
+    compress-token rows; the decoder is that copy with adapters disabled. Full: the encoder is a
+    trainable copy and the decoder a second, frozen copy of the base.
+    """
+    from transformers import set_seed
+
+    set_seed(config.seed)  # LoRA initialisation draws from the global RNG: same seed, same start
+    load = {"expected_sha256": entry.base_sha256, "revision": entry.revision,
+            "trust_remote_code": entry.trust_remote_code, "dtype": dtype}
+    k = config.num_compress_tokens or entry.num_compress_tokens
+    compress_rows = _compress_rows(init_from) if init_from else None
+    if config.lora:
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        causal_lm, tokenizer = load_causal_lm(entry.base, **load)
+        if init_from:
+            causal_lm = PeftModel.from_pretrained(causal_lm, str(init_from), is_trainable=True)
+        else:
+            lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                              target_modules=list(config.lora_targets), bias="none")
+            causal_lm = get_peft_model(causal_lm, lora)
+        decoder = None
+    else:
+        causal_lm, tokenizer = load_causal_lm(str(init_from) if init_from else entry.base,
+                                              **(load if not init_from else {**load, "expected_sha256": None}))
+        causal_lm.requires_grad_(True)
+        decoder, _ = load_causal_lm(entry.base, **load)
+    if config.gradient_checkpointing:
+        causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = AutoRegEmbedModel(causal_lm, tokenizer, k, entry.add_bos, config.max_length,
+                              compress_embeddings=compress_rows, frozen_decoder_lm=decoder)
+    # Trainable parameters are kept in fp32 (AdamW's eps underflows in half precision); bf16
+    # compute comes from autocast.
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()
+    return model
+
+
+def _compress_rows(folder: Path) -> torch.Tensor:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / COMPRESS_FILE))["compress_embeddings"]
+
+
+def save_trained(model: AutoRegEmbedModel, folder: Path, half: bool = False) -> None:
+    """Adapter (LoRA) or full weights plus the compress-token rows, loadable by `load_autoregembed`.
+
+    `half` stores LoRA weights and compress rows in fp16 (a few MB to ship)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if hasattr(model.causal_lm, "peft_config"):
+        if half:
+            from peft import get_peft_model_state_dict
+            from safetensors.torch import save_file
+
+            state = {k: v.detach().to(torch.float16).contiguous() for k, v in get_peft_model_state_dict(model.causal_lm).items()}
+            model.causal_lm.peft_config["default"].save_pretrained(str(folder))
+            save_file(state, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+        else:
+            model.causal_lm.save_pretrained(str(folder))
+    else:
+        model.causal_lm.save_pretrained(str(folder))
+        model.tokenizer.save_pretrained(str(folder))
+    save_compress_rows(model, folder, half=half)
+
+
+def load_trained_state(model: AutoRegEmbedModel, folder: Path) -> None:
+    """Put the weights `save_trained` wrote back into a model of the same shape (for resume)."""
+    from safetensors.torch import load_file
+
+    if hasattr(model.causal_lm, "peft_config"):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model.causal_lm, load_file(str(folder / "adapter_model.safetensors")))
+    else:
+        from transformers.modeling_utils import load_state_dict
+
+        model.causal_lm.load_state_dict(load_state_dict(str(folder / "model.safetensors")), strict=False)
+    with torch.no_grad():
+        model.compress_embeddings.copy_(_compress_rows(folder).to(model.compress_embeddings))

@@ -1,0 +1,260 @@
+"""`arr train`: stage 1 (information compression), stage 2 (conditional distribution alignment) or
+the InfoNCE baseline, then register the result.
+
+Run folder layout (`--output-dir`, default runs/<name>):
+    config.json  metrics.jsonl  loss-<stage>.png
+    compress/checkpoint-N/  compress/final/      (stage 1)
+    align/checkpoint-N/     align/final/         (stage 2 or contrastive)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..encoding.device import dtype_name, resolve_device, resolve_dtype
+from ..errors import ArrError
+from ..hashing import sha256_json, sha256_tree
+from ..home import arr_home, write_json_atomic
+from ..modeling.loading import weights_folder
+from ..registry import ModelEntry, Registry
+from ..registry.new_entry import new_entry
+from .batches import CompressionCollator, CompressionSet, TripletCollator, TripletSet, prompt_template
+from .config import TrainConfig
+from .data import load_compression_data, load_triplets
+from .model_setup import build_trainable
+from .steps import alignment_step, compression_step, contrastive_step, reference_log_probs
+from .trainer import AutoRegEmbedTrainer, MetricsLog, training_arguments
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    entry: ModelEntry
+    run_dir: Path
+    final_losses: dict[str, float] = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _base_entry(config: TrainConfig, registry: Registry) -> ModelEntry:
+    """The entry training starts from: a registry name, or a base source registered on the fly."""
+    if config.base in registry.names():
+        return registry.get(config.base)
+    return new_entry(config.name, base=config.base, num_compress_tokens=config.num_compress_tokens or 5,
+                     max_length=config.max_length)
+
+
+def _latest_checkpoint(stage_dir: Path) -> str | None:
+    checkpoints = sorted(stage_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return str(checkpoints[-1]) if checkpoints else None
+
+
+def _run_stage(stage: str, model, dataset, collator, step, config: TrainConfig, run_dir: Path, dtype, device,
+               show_progress: bool) -> tuple[float, int]:
+    stage_dir = run_dir / stage
+    trainer = AutoRegEmbedTrainer(
+        model=model,
+        args=training_arguments(config, stage, stage_dir, dtype, device),
+        train_dataset=dataset,
+        data_collator=collator,
+        step=step,
+        config=config,
+        callbacks=[MetricsLog(run_dir / "metrics.jsonl", stage, show_progress)],
+    )
+    from transformers import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)  # MetricsLog reports instead
+    trainer.remove_callback(ProgressCallback)
+    resume = _latest_checkpoint(stage_dir) if config.resume else None
+    if resume:
+        log.info("resuming %s from %s", stage, resume)
+    output = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(stage_dir / "final"))
+    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    return (losses[-1] if losses else float(output.training_loss)), trainer.state.global_step
+
+
+def _reference_scores(model, dataset: TripletSet, key: dict, batch_size: int, show_progress: bool) -> torch.Tensor:
+    """π_ref(pos|e_q) and π_ref(neg_j|e_q) for every triplet, computed once and cached on disk."""
+    path = arr_home() / "cache" / "reference" / f"{sha256_json(key)[:32]}.npy"
+    if path.is_file():
+        scores = np.load(path)
+        if scores.shape == (len(dataset), 1 + dataset.num_negatives):
+            log.info("reference scores reused from %s", path)
+            return torch.from_numpy(scores)
+    collator = TripletCollator(model.pad_id)
+    model.eval()
+    rows = []
+    from ..encoding.embedder import progress_bar
+
+    with progress_bar() if show_progress else contextlib.nullcontext() as progress:
+        task = progress.add_task("reference scores", total=len(dataset)) if progress else None
+        for start in range(0, len(dataset), batch_size):
+            batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+            batch = {k: v.to(model.device) for k, v in batch.items()}
+            with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=key["dtype"] == "bfloat16"):
+                rows.append(reference_log_probs(model, batch).cpu())
+            if progress:
+                progress.update(task, advance=batch["encoder_lengths"].shape[0] // 2)
+    scores = torch.cat(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, scores.numpy())
+    return scores
+
+
+def _plot_losses(run_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    written = []
+    for stage in dict.fromkeys(r["stage"] for r in records):
+        points = [(r["step"], r["loss"]) for r in records if r["stage"] == stage]
+        figure, axes = plt.subplots(figsize=(6, 3.5))
+        axes.plot(*zip(*points), marker="." if len(points) < 50 else None)
+        axes.set_xlabel("step")
+        axes.set_ylabel("loss")
+        axes.set_title(f"{run_dir.name}: {stage}")
+        figure.tight_layout()
+        path = run_dir / f"loss-{stage}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
+def train(config: TrainConfig, registry: Registry | None = None, show_progress: bool = False) -> TrainResult:
+    """Run the configured stages and register the trained model under `config.name`."""
+    started = time.perf_counter()
+    registry = registry or Registry()
+    if config.name in registry.names() and not (config.overwrite or config.resume):
+        raise ArrError(f"a model named {config.name!r} is already registered; choose another --name or pass --overwrite")
+    base = _base_entry(config, registry)
+    do_compress, do_align = config.needs()
+    if do_compress and not config.compression_data:
+        raise ArrError("stage 1 needs --compression-data")
+    if do_align and not config.alignment_data:
+        raise ArrError("stage 2 needs --alignment-data")
+    # Read and check all data before any model is loaded.
+    compression = load_compression_data(config.compression_data, config.fields, config.compress_examples) if do_compress else None
+    triplets = load_triplets(config.alignment_data, config.fields, config.num_negatives, config.align_examples) if do_align else None
+
+    run_dir = Path(config.output_dir or Path("runs") / config.name)
+    if run_dir.exists() and any(run_dir.iterdir()) and not config.resume:
+        if not config.overwrite:
+            raise ArrError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start over")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "config.json", {**config.to_dict(), "toolkit_version": __version__})
+    torch.set_flush_denormal(True)  # saturated sigmoid terms otherwise make fp32 steps several times slower
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    result = TrainResult(entry=base, run_dir=run_dir)
+    provenance_data = {}
+
+    init_from = None
+    if not do_compress and config.objective == "autoregembed":
+        if base.weights == "base":
+            raise ArrError(f"--stage align starts from a stage-1 model; {base.name!r} is an untrained base")
+        init_from = weights_folder(base)
+    if do_compress:
+        examples, fingerprint = compression
+        provenance_data["compression"] = {"source": config.compression_data, "fingerprint": fingerprint, "examples": len(examples)}
+        final = run_dir / "compress" / "final"
+        if config.resume and (final / "compress_embeddings.safetensors").is_file():
+            log.info("stage 1 already finished in %s", final)
+        else:
+            stage_started = time.perf_counter()
+            model = build_trainable(base, config, dtype)
+            dataset = CompressionSet(model, examples, config.max_target_length)
+            _report_truncation("compression", dataset.truncation, config)
+            loss, steps = _run_stage("compress", model, dataset, CompressionCollator(model.pad_id), compression_step,
+                                     config, run_dir, dtype, device, show_progress)
+            result.final_losses["compress"], result.steps["compress"] = loss, steps
+            result.seconds["compress"] = round(time.perf_counter() - stage_started, 1)
+            del model
+        init_from = final
+    if do_align:
+        examples, fingerprint = triplets
+        provenance_data["alignment"] = {"source": config.alignment_data, "fingerprint": fingerprint, "examples": len(examples)}
+        stage_started = time.perf_counter()
+        model = build_trainable(base, config, dtype, init_from=init_from)
+        contrastive = config.objective == "contrastive"
+        roles = ("query", "document") if contrastive else ("i_next", "i_self")
+        dataset = TripletSet(model, examples, prompt_template(base.prompts, roles[0]), prompt_template(base.prompts, roles[1]),
+                             config.max_target_length)
+        _report_truncation("alignment", dataset.truncation, config)
+        if not contrastive:
+            key = {"data": fingerprint, "stage1": sha256_tree(init_from), "base": base.base_sha256 or base.base,
+                   "dtype": dtype_name(dtype), "max_length": config.max_length, "max_target_length": config.max_target_length,
+                   "prompt": base.prompts.get("i_next"), "add_bos": base.add_bos, "k": model.num_compress_tokens}
+            dataset.reference = _reference_scores(model, dataset, key, config.align_batch_size, show_progress)
+        step = contrastive_step if contrastive else alignment_step
+        loss, steps = _run_stage("align", model, dataset, TripletCollator(model.pad_id), step, config, run_dir, dtype,
+                                 device, show_progress)
+        result.final_losses["align"], result.steps["align"] = loss, steps
+        result.seconds["align"] = round(time.perf_counter() - stage_started, 1)
+        init_from = run_dir / "align" / "final"
+        del model
+
+    if (run_dir / "metrics.jsonl").is_file():
+        _plot_losses(run_dir)
+    weights = init_from.resolve()
+    result.seconds["total"] = round(time.perf_counter() - started, 1)
+    stages = [s for s, wanted in (("compress", do_compress), ("align", do_align)) if wanted]
+    entry = ModelEntry(
+        name=config.name,
+        kind="autoregembed",
+        base=base.base,
+        base_sha256=base.base_sha256,
+        revision=base.revision,
+        weights="adapter" if config.lora else "full",
+        weights_path=str(weights),
+        weights_sha256=sha256_tree(weights),
+        num_compress_tokens=config.num_compress_tokens or base.num_compress_tokens,
+        prompts=dict(base.prompts),
+        add_bos=base.add_bos,
+        pooling=config.pooling if config.objective == "contrastive" else "compress-mean",
+        normalize=True,
+        dim=base.dim,
+        dtype=base.dtype,
+        max_length=base.max_length,
+        trust_remote_code=base.trust_remote_code,
+        description=f"{config.objective} ({'+'.join(stages)}) from {base.name}",
+        provenance={
+            "trained_by": f"arr train (arretrieve {__version__})",
+            "base_entry": base.name,
+            "base_fingerprint": base.fingerprint,
+            "objective": config.objective,
+            "stages": stages,
+            "data": provenance_data,
+            "hyperparameters": config.to_dict(),
+            "final_losses": result.final_losses,
+            "steps": result.steps,
+            "seconds": result.seconds,
+            "training_dtype": dtype_name(dtype),
+            "run_dir": str(run_dir.resolve()),
+        },
+    )
+    registry.add(entry, overwrite=config.overwrite or config.resume)
+    result.entry = entry
+    return result
+
+
+def _report_truncation(what: str, truncation, config: TrainConfig) -> None:
+    if truncation.inputs or truncation.targets:
+        log.warning("%s data: %d encoder inputs cut to %d tokens and %d decoder targets cut to %d tokens (text only)",
+                    what, truncation.inputs, config.max_length, truncation.targets, config.max_target_length)

@@ -1,0 +1,73 @@
+"""One training step's loss per objective, over the collated batches of `batches.py`."""
+
+from __future__ import annotations
+
+import torch
+
+from ..modeling.autoregembed_model import AutoRegEmbedModel
+from .config import TrainConfig
+from .losses import alignment_loss, compression_loss, info_nce_loss
+
+
+def _trim(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    return ids[:, : int(lengths.max())]
+
+
+def compression_step(model: AutoRegEmbedModel, batch: dict, config: TrainConfig) -> torch.Tensor:
+    compressed = model.compress(batch["input_ids"], batch["lengths"])
+    summed = model.score_padded(compressed, batch["targets"], batch["target_lengths"])
+    return compression_loss(summed, batch["target_lengths"])
+
+
+def alignment_log_probs(model: AutoRegEmbedModel, batch: dict, passes: str = "batched"):
+    """a = π(pos|e_q) (B,), b = π(pos|e_pos) (B,), c = π(neg_j|e_q) (B, n).
+
+    batched: one encoder pass over queries and positives, one decoder pass over every target.
+    sequential: the reference code's structure, 3 encoder and 3 decoder passes.
+    """
+    batch_size = batch["encoder_ids"].shape[0] // 2
+    n = batch["targets"].shape[0] // batch_size - 2
+    ids, lengths = batch["encoder_ids"], batch["encoder_lengths"]
+    targets, target_lengths = batch["targets"], batch["target_lengths"]
+    if passes == "batched":
+        compressed = model.compress(ids, lengths)
+        e_q, e_pos = compressed[:batch_size], compressed[batch_size:]
+        summed = model.score_padded(torch.cat([e_q, e_pos] + [e_q] * n), targets, target_lengths)
+        return summed[:batch_size], summed[batch_size : 2 * batch_size], summed[2 * batch_size :].view(n, batch_size).T
+    q_ids, q_lengths = _trim(ids[:batch_size], lengths[:batch_size]), lengths[:batch_size]
+    p_ids, p_lengths = _trim(ids[batch_size:], lengths[batch_size:]), lengths[batch_size:]
+    pos_t, pos_l = _trim(targets[:batch_size], target_lengths[:batch_size]), target_lengths[:batch_size]
+    neg_t, neg_l = _trim(targets[2 * batch_size :], target_lengths[2 * batch_size :]), target_lengths[2 * batch_size :]
+    a = model.score_padded(model.compress(q_ids, q_lengths), pos_t, pos_l)
+    b = model.score_padded(model.compress(p_ids, p_lengths), pos_t, pos_l)
+    e_q = model.compress(q_ids, q_lengths)
+    c = model.score_padded(torch.cat([e_q] * n), neg_t, neg_l).view(n, batch_size).T
+    return a, b, c
+
+
+def alignment_step(model: AutoRegEmbedModel, batch: dict, config: TrainConfig) -> torch.Tensor:
+    a, b, c = alignment_log_probs(model, batch, config.passes)
+    reference = batch["reference"].to(a.dtype)
+    return alignment_loss(a, b, c, reference[:, 0], reference[:, 1:], config.beta, config.tau, config.reference_form)
+
+
+def contrastive_step(model: AutoRegEmbedModel, batch: dict, config: TrainConfig) -> torch.Tensor:
+    batch_size = batch["encoder_ids"].shape[0] // 2
+    pairs = model.embed(batch["encoder_ids"], batch["encoder_lengths"], config.pooling)
+    negatives = model.embed(batch["negative_ids"], batch["negative_lengths"], config.pooling)
+    n = negatives.shape[0] // batch_size
+    negatives = negatives.view(n, batch_size, -1).transpose(0, 1)
+    return info_nce_loss(pairs[:batch_size], pairs[batch_size:], negatives, config.temperature, config.in_batch_negatives)
+
+
+@torch.no_grad()
+def reference_log_probs(model: AutoRegEmbedModel, batch: dict) -> torch.Tensor:
+    """(B, 1 + n): π_ref(pos | e_q) then π_ref(neg_j | e_q), from the stage-1 model."""
+    batch_size = batch["encoder_ids"].shape[0] // 2
+    n = batch["targets"].shape[0] // batch_size - 2
+    q_ids, q_lengths = _trim(batch["encoder_ids"][:batch_size], batch["encoder_lengths"][:batch_size]), batch["encoder_lengths"][:batch_size]
+    e_q = model.compress(q_ids, q_lengths)
+    keep = torch.cat([torch.arange(batch_size), torch.arange(2 * batch_size, (2 + n) * batch_size)])
+    targets, lengths = batch["targets"][keep], batch["target_lengths"][keep]
+    summed = model.score_padded(torch.cat([e_q] * (1 + n)), _trim(targets, lengths), lengths)
+    return summed.view(1 + n, batch_size).T.float()

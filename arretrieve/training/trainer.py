@@ -1,0 +1,99 @@
+"""HF Trainer, taught our losses and our (small) checkpoints: only trainable weights are saved."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from .model_setup import load_trained_state, save_trained
+
+
+class AutoRegEmbedTrainer(Trainer):
+    def __init__(self, *args, step: Callable, config, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.step, self.train_config = step, config
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = self.step(model, inputs, self.train_config)
+        return (loss, None) if return_outputs else loss
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        save_trained(self.model, Path(output_dir or self.args.output_dir))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        load_trained_state(self.model, Path(resume_from_checkpoint))
+
+
+class MetricsLog(TrainerCallback):
+    """Appends every logged loss to metrics.jsonl (with the stage) and draws a progress bar with loss and ETA."""
+
+    def __init__(self, path: Path, stage: str, show_progress: bool):
+        self.path, self.stage, self.show_progress = path, stage, show_progress
+        self.progress = self.task = None
+        self.last_loss: float | None = None
+        self.started = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.show_progress:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn(f"{self.stage}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                                     TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn())
+            self.progress.start()
+            self.task = self.progress.add_task(self.stage, total=state.max_steps, completed=state.global_step, loss="-")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "loss" not in logs:
+            return
+        self.last_loss = float(logs["loss"])
+        record = {"stage": self.stage, "step": state.global_step, "loss": self.last_loss,
+                  "learning_rate": logs.get("learning_rate"), "seconds": round(time.perf_counter() - self.started, 1)}
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.progress:
+            self.progress.update(self.task, loss=f"{self.last_loss:.4f}")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == state.max_steps:
+            control.should_log = True  # the final loss is always recorded, whatever logging_steps says
+        if self.progress:
+            self.progress.update(self.task, completed=state.global_step)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.progress:
+            self.progress.stop()
+
+
+def training_arguments(config, stage: str, output_dir: Path, dtype: torch.dtype, device: torch.device):
+    from transformers import TrainingArguments
+
+    prefix = "compress" if stage == "compress" else "align"
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=getattr(config, f"{prefix}_batch_size"),
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=getattr(config, f"{prefix}_lr"),
+        num_train_epochs=getattr(config, f"{prefix}_epochs"),
+        max_steps=getattr(config, f"{prefix}_max_steps"),
+        warmup_steps=config.warmup_ratio,
+        lr_scheduler_type=config.scheduler,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=dtype == torch.bfloat16,
+        use_cpu=device.type == "cpu",
+        report_to=[],
+        remove_unused_columns=False,
+        label_names=[],
+        disable_tqdm=True,
+        dataloader_drop_last=True,
+    )

@@ -1,0 +1,264 @@
+import json
+import math
+import time
+
+import pytest
+import torch
+
+from arretrieve.errors import ArrError
+from arretrieve.registry import Registry
+from arretrieve.training import TrainConfig, build_config, read_config_file, train
+from arretrieve.training.batches import TripletCollator, TripletSet
+from arretrieve.training.data import load_triplets
+from arretrieve.training.losses import alignment_loss, info_nce_loss
+from arretrieve.training.model_setup import build_trainable
+from arretrieve.training.steps import alignment_log_probs
+from conftest import SENTENCES, tiny_entry
+
+
+def _sigmoid(x):
+    return 1 / (1 + math.exp(-x))
+
+
+def _hand_loss(a, b, cs, ref_pos, ref_negs, beta, tau, form):
+    s1 = _sigmoid(beta * abs(a - b))
+    if form == "code":
+        s2 = [_sigmoid(beta * ((a - c) + (ref_pos - r))) for c, r in zip(cs, ref_negs)]
+    else:
+        s2 = [_sigmoid(beta * ((a - ref_pos) - (c - r))) for c, r in zip(cs, ref_negs)]
+    numerator = math.exp(-s1 / tau)
+    return -math.log(numerator / (numerator + sum(math.exp(-s / tau) for s in s2)))
+
+
+@pytest.mark.parametrize("form", ["code", "paper"])
+@pytest.mark.parametrize("negatives", [1, 3])
+def test_alignment_loss_equals_a_hand_computation(form, negatives):
+    rows = [(-20.0, -18.5, [-35.0, -22.0, -41.0], -19.0, [-30.0, -25.0, -44.0]),
+            (-7.0, -9.0, [-6.5, -12.0, -8.0], -8.0, [-9.0, -10.0, -7.5])]
+    expected = sum(_hand_loss(a, b, c[:negatives], rp, rn[:negatives], 0.1, 0.1, form) for a, b, c, rp, rn in rows) / 2
+    tensor = lambda i: torch.tensor([r[i] for r in rows])  # noqa: E731
+    loss = alignment_loss(tensor(0), tensor(1), torch.tensor([r[2][:negatives] for r in rows]), tensor(3),
+                          torch.tensor([r[4][:negatives] for r in rows]), beta=0.1, tau=0.1, reference_form=form)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_one_negative_is_the_reference_codes_softplus():
+    a, b, c, rp, rn = (torch.tensor([v]) for v in (-20.0, -18.5, -35.0, -19.0, -30.0))
+    s1 = torch.sigmoid(0.1 * (a - b).abs())
+    s2 = torch.sigmoid(0.1 * ((a - c) + (rp - rn)))
+    reference = torch.nn.functional.softplus((s1 - s2) / 0.1)
+    assert alignment_loss(a, b, c.view(1, 1), rp, rn.view(1, 1), 0.1, 0.1, "code").item() == pytest.approx(reference.item(), rel=1e-5)
+
+
+def test_info_nce_with_and_without_in_batch_negatives():
+    queries = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=1)
+    positives = queries.clone()
+    negatives = torch.nn.functional.normalize(torch.tensor([[[1.0, 1.0]], [[-1.0, 1.0]]]), dim=2)
+    own = info_nce_loss(queries, positives, negatives, temperature=1.0, in_batch=False)
+    s = 1 / math.sqrt(2)
+    assert own.item() == pytest.approx(-math.log(math.e / (math.e + math.exp(s))), rel=1e-6)
+    assert info_nce_loss(queries, positives, negatives, 1.0, in_batch=True) > own
+
+
+@pytest.fixture
+def data(tmp_path):
+    compression = tmp_path / "compression.jsonl"
+    compression.write_text("".join(json.dumps({"context": s + " with details", "instruction": "Summarize it.", "output": s[:18]}) + "\n"
+                                   for s in SENTENCES * 3))
+    triplets = tmp_path / "triplets.jsonl"
+    triplets.write_text("".join(json.dumps({"query": s[:14], "pos": s, "neg": [SENTENCES[(i + 1) % 6], SENTENCES[(i + 3) % 6]]}) + "\n"
+                                for i, s in enumerate(SENTENCES * 3)))
+    return compression, triplets
+
+
+@pytest.fixture
+def registry(tiny_llama_dir):
+    registry = Registry()
+    registry.add(tiny_entry(tiny_llama_dir, name="tiny"))
+    return registry
+
+
+def config(tmp_path, data, **overrides):
+    compression, triplets = data
+    values = dict(name="trained", base="tiny", compression_data=str(compression), alignment_data=str(triplets),
+                  compress_max_steps=3, align_max_steps=3, compress_batch_size=4, align_batch_size=4, dtype="float32",
+                  lora_r=4, lora_alpha=8, output_dir=str(tmp_path / "run"), logging_steps=1, save_steps=100)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_batched_and_sequential_passes_agree(tmp_path, data, registry):
+    cfg = config(tmp_path, data, lora_dropout=0.0)
+    model = build_trainable(registry.get("tiny"), cfg, torch.float32).eval()
+    triplets, _ = load_triplets(str(data[1]), cfg.fields, 2)
+    entry = registry.get("tiny")
+    dataset = TripletSet(model, triplets, entry.prompts["i_next"], entry.prompts["i_self"], 64)
+    batch = TripletCollator(model.pad_id)([dataset[i] for i in range(5)])
+    with torch.no_grad():
+        batched = alignment_log_probs(model, batch, "batched")
+        sequential = alignment_log_probs(model, batch, "sequential")
+    for x, y in zip(batched, sequential):
+        assert x.shape == y.shape and torch.allclose(x, y, atol=1e-4)
+    assert batched[2].shape == (5, 2)
+
+
+def _weights(module):
+    return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_a_step_changes_the_encoder_and_never_the_decoder(tmp_path, data, registry, monkeypatch, lora, tiny_llama_dir):
+    from transformers import AutoModelForCausalLM
+
+    import arretrieve.training.run as run_module
+
+    captured = {}
+    original_run_stage = run_module._run_stage
+
+    def capture(stage, model, *args, **kwargs):
+        captured[stage] = {"before_rows": model.compress_embeddings.detach().clone(), "before": _weights(model.causal_lm)}
+        outcome = original_run_stage(stage, model, *args, **kwargs)
+        captured[stage]["model"] = model
+        return outcome
+
+    monkeypatch.setattr(run_module, "_run_stage", capture)
+    train(config(tmp_path, data, stage="compress", lora=lora, compress_max_steps=1, warmup_ratio=0.0), registry=registry)
+    model = captured["compress"]["model"]
+    before = captured["compress"]["before"]
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
+    base_state = base.state_dict()
+    if lora:
+        changed = [n for n, p in model.causal_lm.named_parameters() if not torch.equal(p, before[n])]
+        assert changed and all("lora_" in n for n in changed)
+        # The decoder is the base with adapters off: its weights are bit-identical to the released base.
+        with model.frozen_decoder() as decoder:
+            for name, tensor in decoder.state_dict().items():
+                plain = name.replace("base_model.model.", "").replace(".base_layer", "")
+                if "lora_" not in name:
+                    assert torch.equal(tensor, base_state[plain]), name
+    else:
+        assert any(not torch.equal(p, before[n]) for n, p in model.causal_lm.named_parameters())
+        for name, tensor in model.frozen_decoder_lm.state_dict().items():
+            assert torch.equal(tensor, base_state[name]), name
+    assert not torch.equal(model.compress_embeddings, captured["compress"]["before_rows"])
+
+
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, data, registry):
+    from safetensors.torch import load_file
+
+    from arretrieve.training.trainer import MetricsLog
+
+    straight = config(tmp_path / "a", data, name="straight", stage="all", compress_max_steps=4, align_max_steps=4, save_steps=2)
+    train(straight, registry=registry)
+
+    class Crash(Exception):
+        pass
+
+    original = MetricsLog.on_step_end
+
+    def crash_at_step_3_of_align(self, args, state, control, **kwargs):
+        original(self, args, state, control, **kwargs)
+        if self.stage == "align" and state.global_step == 3:
+            raise Crash
+
+    interrupted = config(tmp_path / "b", data, name="resumed", stage="all", compress_max_steps=4, align_max_steps=4, save_steps=2)
+    MetricsLog.on_step_end = crash_at_step_3_of_align
+    try:
+        with pytest.raises(Crash):
+            train(interrupted, registry=registry)
+    finally:
+        MetricsLog.on_step_end = original
+    assert (tmp_path / "b" / "run" / "align" / "checkpoint-2").is_dir()
+    interrupted.resume = True
+    train(interrupted, registry=registry)
+    for name in ("adapter_model.safetensors", "compress_embeddings.safetensors"):
+        a = load_file(str(tmp_path / "a" / "run" / "align" / "final" / name))
+        b = load_file(str(tmp_path / "b" / "run" / "align" / "final" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_end_to_end_train_registers_a_model_that_encodes(tmp_path, data, registry):
+    from typer.testing import CliRunner
+
+    from arretrieve.cli.app import app
+    from arretrieve.encoding import load_embedder
+
+    compression, triplets = data
+    started = time.perf_counter()
+    result = CliRunner().invoke(app, ["train", "--name", "tiny-are", "--base", "tiny", "--compression-data", str(compression),
+                                      "--alignment-data", str(triplets), "--max-steps", "3", "--batch-size", "4",
+                                      "--dtype", "float32", "--output-dir", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert time.perf_counter() - started < 60
+    entry = Registry().get("tiny-are")
+    assert entry.weights == "adapter" and entry.provenance["stages"] == ["compress", "align"]
+    assert set(entry.provenance["final_losses"]) == {"compress", "align"}
+    assert entry.provenance["data"]["alignment"]["examples"] == 18
+    run = tmp_path / "run"
+    assert {"config.json", "metrics.jsonl", "loss-compress.png", "loss-align.png"} <= {p.name for p in run.iterdir()}
+    vectors = load_embedder(entry, device="cpu").encode(["yaml parser", "fonts"], role="query")
+    assert vectors.shape == (2, 64)
+    untrained = load_embedder(registry.get("tiny"), device="cpu").encode(["yaml parser", "fonts"], role="query")
+    assert not torch.allclose(torch.from_numpy(vectors), torch.from_numpy(untrained))
+
+
+def test_reference_scores_are_cached_and_reused(tmp_path, data, registry, isolated_home, caplog):
+    import logging
+
+    train(config(tmp_path / "a", data, name="first"), registry=registry)
+    cached = list((isolated_home / "cache" / "reference").glob("*.npy"))
+    assert len(cached) == 1
+    first_stage = tmp_path / "a" / "run" / "compress" / "final"
+    registry.add(tiny_entry(registry.get("tiny").base, name="stage1", weights="adapter", weights_path=str(first_stage)))
+    with caplog.at_level(logging.INFO, logger="arretrieve"):
+        train(config(tmp_path / "b", data, name="second", base="stage1", stage="align"), registry=registry)
+    assert "reference scores reused" in caplog.text
+
+
+def test_contrastive_baseline_trains_with_its_pooling(tmp_path, data, registry):
+    result = train(config(tmp_path, data, name="infonce", objective="contrastive", pooling="last-token"), registry=registry)
+    assert result.entry.pooling == "last-token" and result.entry.provenance["stages"] == ["align"]
+    assert "compress" not in result.final_losses
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"query": "q", "pos": "p"}', r"triplets.jsonl:2: missing field 'neg'"),
+        ('{"query": "q", "pos": " ", "neg": "n"}', r"triplets.jsonl:2: field 'pos' is empty"),
+        ('{"query": 3, "pos": "p", "neg": "n"}', r"triplets.jsonl:2: field 'query' must be a string, not int"),
+        ('{"query": "q", "pos": "p", "neg": [1]}', r"triplets.jsonl:2: field 'neg' must be a string or a list of strings"),
+        ("{oops", r"triplets.jsonl:2: malformed JSON"),
+    ],
+)
+def test_malformed_rows_are_named_before_any_compute(tmp_path, registry, line, message, monkeypatch):
+    triplets = tmp_path / "triplets.jsonl"
+    triplets.write_text('{"query": "q", "pos": "p", "neg": "n"}\n' + line + "\n")
+    import arretrieve.training.run as run_module
+
+    monkeypatch.setattr(run_module, "build_trainable", lambda *a, **k: pytest.fail("a model was loaded"))
+    with pytest.raises(ArrError, match=message):
+        train(TrainConfig(name="x", base="tiny", objective="contrastive", alignment_data=str(triplets)), registry=registry)
+
+
+def test_settings_come_from_flags_then_file_then_preset(tmp_path):
+    path = tmp_path / "train.toml"
+    path.write_text('name = "from-file"\npreset = "paper"\nalign_lr = 1e-6\nbeta = 0.2\n')
+    settings = build_config(read_config_file(path), {"beta": 0.3})
+    assert settings.name == "from-file" and settings.beta == 0.3 and settings.align_lr == 1e-6
+    assert settings.compress_lr == 1e-5 and settings.align_batch_size == 128 and settings.align_epochs == 4.0
+    (tmp_path / "bad.json").write_text('{"name": "x", "colour": 1}')
+    with pytest.raises(ArrError, match="unknown settings"):
+        read_config_file(tmp_path / "bad.json")
+    with pytest.raises(ArrError, match="name for the trained model"):
+        build_config({}, {})
+    with pytest.raises(ArrError, match="stage must be one of"):
+        TrainConfig(name="x", stage="everything")
+
+
+def test_existing_run_or_name_is_not_clobbered(tmp_path, data, registry):
+    train(config(tmp_path, data), registry=registry)
+    with pytest.raises(ArrError, match="already registered"):
+        train(config(tmp_path, data), registry=registry)
+    with pytest.raises(ArrError, match="already holds a run"):
+        train(config(tmp_path, data, name="other"), registry=registry)
