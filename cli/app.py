@@ -37,3 +37,7 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
         sys.exit(130)
+
+
+if __name__ == "__main__":  # `python -m arretrieve.cli.app`, e.g. under torchrun
+    main()

@@ -115,7 +115,7 @@ def test_a_step_changes_the_encoder_and_never_the_decoder(tmp_path, data, regist
     captured = {}
     original_run_stage = run_module._run_stage
 
-    def capture(stage, model, *args, **kwargs):
+    def capture(stage, model, *args, **kwargs):  # the AutoRegEmbedModel handed to the trainer
         captured[stage] = {"before_rows": model.compress_embeddings.detach().clone(), "before": _weights(model.causal_lm)}
         outcome = original_run_stage(stage, model, *args, **kwargs)
         captured[stage]["model"] = model

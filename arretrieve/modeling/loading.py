@@ -54,7 +54,8 @@ def load_autoregembed(entry: ModelEntry, dtype: torch.dtype, device: torch.devic
             from peft import PeftModel
 
             folder = weights_folder(entry)
-            causal_lm = PeftModel.from_pretrained(causal_lm, str(folder), is_trainable=False)
+            # Merged into the base weights: inference then costs exactly what the base costs.
+            causal_lm = PeftModel.from_pretrained(causal_lm, str(folder), is_trainable=False).merge_and_unload()
             compress_rows = _load_compress_rows(folder)
     model = AutoRegEmbedModel(
         causal_lm,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from .config import TrainConfig
 from .data import load_compression_data, load_triplets
 from .model_setup import build_trainable
 from .steps import alignment_step, compression_step, contrastive_step, reference_log_probs
-from .trainer import AutoRegEmbedTrainer, MetricsLog, training_arguments
+from .trainer import AutoRegEmbedTrainer, MetricsLog, StepModule, training_arguments
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,16 @@ def _base_entry(config: TrainConfig, registry: Registry) -> ModelEntry:
                      max_length=config.max_length)
 
 
+def _is_main_process() -> bool:
+    """Rank 0 under torchrun/accelerate (or the only process): it alone writes run files and registers."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
 def _latest_checkpoint(stage_dir: Path) -> str | None:
     checkpoints = sorted(stage_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     return str(checkpoints[-1]) if checkpoints else None
@@ -64,12 +75,10 @@ def _run_stage(stage: str, model, dataset, collator, step, config: TrainConfig, 
                show_progress: bool) -> tuple[float, int]:
     stage_dir = run_dir / stage
     trainer = AutoRegEmbedTrainer(
-        model=model,
+        model=StepModule(model, step, config),
         args=training_arguments(config, stage, stage_dir, dtype, device),
         train_dataset=dataset,
         data_collator=collator,
-        step=step,
-        config=config,
         callbacks=[MetricsLog(run_dir / "metrics.jsonl", stage, show_progress)],
     )
     from transformers import PrinterCallback, ProgressCallback
@@ -81,6 +90,7 @@ def _run_stage(stage: str, model, dataset, collator, step, config: TrainConfig, 
         log.info("resuming %s from %s", stage, resume)
     output = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(stage_dir / "final"))
+    _barrier()  # every rank reads these weights next
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     return (losses[-1] if losses else float(output.training_loss)), trainer.state.global_step
 
@@ -109,7 +119,9 @@ def _reference_scores(model, dataset: TripletSet, key: dict, batch_size: int, sh
                 progress.update(task, advance=batch["encoder_lengths"].shape[0] // 2)
     scores = torch.cat(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, scores.numpy())
+    partial = path.with_suffix(f".{os.getpid()}.partial.npy")  # several ranks may write it at once
+    np.save(partial, scores.numpy())
+    os.replace(partial, path)
     return scores
 
 
@@ -140,7 +152,8 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
     """Run the configured stages and register the trained model under `config.name`."""
     started = time.perf_counter()
     registry = registry or Registry()
-    if config.name in registry.names() and not (config.overwrite or config.resume):
+    main_process = _is_main_process()
+    if main_process and config.name in registry.names() and not (config.overwrite or config.resume):
         raise ArrError(f"a model named {config.name!r} is already registered; choose another --name or pass --overwrite")
     base = _base_entry(config, registry)
     do_compress, do_align = config.needs()
@@ -153,12 +166,13 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
     triplets = load_triplets(config.alignment_data, config.fields, config.num_negatives, config.align_examples) if do_align else None
 
     run_dir = Path(config.output_dir or Path("runs") / config.name)
-    if run_dir.exists() and any(run_dir.iterdir()) and not config.resume:
-        if not config.overwrite:
-            raise ArrError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start over")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "config.json", {**config.to_dict(), "toolkit_version": __version__})
+    if main_process:
+        if run_dir.exists() and any(run_dir.iterdir()) and not config.resume:
+            if not config.overwrite:
+                raise ArrError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start over")
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_dir / "config.json", {**config.to_dict(), "toolkit_version": __version__})
     torch.set_flush_denormal(True)  # saturated sigmoid terms otherwise make fp32 steps several times slower
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
@@ -210,9 +224,11 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
         init_from = run_dir / "align" / "final"
         del model
 
+    weights = init_from.resolve()
+    if not main_process:
+        return result
     if (run_dir / "metrics.jsonl").is_file():
         _plot_losses(run_dir)
-    weights = init_from.resolve()
     result.seconds["total"] = round(time.perf_counter() - started, 1)
     stages = [s for s, wanted in (("compress", do_compress), ("align", do_align)) if wanted]
     entry = ModelEntry(

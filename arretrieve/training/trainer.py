@@ -13,20 +13,28 @@ from transformers import Trainer, TrainerCallback
 from .model_setup import load_trained_state, save_trained
 
 
-class AutoRegEmbedTrainer(Trainer):
-    def __init__(self, *args, step: Callable, config, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.step, self.train_config = step, config
+class StepModule(torch.nn.Module):
+    """The model with one objective's step as its `forward`, so DDP/FSDP wrappers see the
+    computation go through `forward` (which is where they synchronise gradients)."""
 
+    def __init__(self, model, step: Callable, config):
+        super().__init__()
+        self.model, self.step, self.train_config = model, step, config
+
+    def forward(self, **batch) -> torch.Tensor:
+        return self.step(self.model, batch, self.train_config)
+
+
+class AutoRegEmbedTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss = self.step(model, inputs, self.train_config)
+        loss = model(**inputs)
         return (loss, None) if return_outputs else loss
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        save_trained(self.model, Path(output_dir or self.args.output_dir))
+        save_trained(self.model.model, Path(output_dir or self.args.output_dir))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        load_trained_state(self.model, Path(resume_from_checkpoint))
+        load_trained_state(self.model.model, Path(resume_from_checkpoint))
 
 
 class MetricsLog(TrainerCallback):
@@ -39,7 +47,7 @@ class MetricsLog(TrainerCallback):
         self.started = time.perf_counter()
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if self.show_progress:
+        if self.show_progress and state.is_world_process_zero:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.progress = Progress(TextColumn(f"{self.stage}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
@@ -48,7 +56,7 @@ class MetricsLog(TrainerCallback):
             self.task = self.progress.add_task(self.stage, total=state.max_steps, completed=state.global_step, loss="-")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or "loss" not in logs:
+        if not logs or "loss" not in logs or not state.is_world_process_zero:
             return
         self.last_loss = float(logs["loss"])
         record = {"stage": self.stage, "step": state.global_step, "loss": self.last_loss,
