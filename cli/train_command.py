@@ -53,6 +53,8 @@ def train(
             flags[f"compress_{key}"] = flags[f"align_{key}"] = value
     settings = build_config(read_config_file(config) if config else {}, flags)
     result = run_training(settings, show_progress=True)
+    if not result.registered:  # a non-main torchrun process: rank 0 reports
+        return
     losses = ", ".join(f"{stage} {loss:.4f}" for stage, loss in result.final_losses.items())
     console.print(f"trained {result.entry.name} ({losses}; {result.seconds.get('total', 0):.0f} s) → {result.run_dir}", highlight=False)
     console.print(f"registered {result.entry.name} (fingerprint {result.entry.fingerprint}); use it with --model {result.entry.name}", highlight=False)

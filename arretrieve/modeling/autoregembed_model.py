@@ -230,9 +230,11 @@ class AutoRegEmbedModel(nn.Module):
             embeds = decoder_lm.get_input_embeddings()(targets)
             inputs = torch.cat([compressed.to(embeds.dtype), embeds], dim=1)
             hidden = decoder_lm.get_decoder()(inputs_embeds=inputs, use_cache=False).last_hidden_state
-            # Position k-1+t predicts target token t; only those positions need the LM head.
+            # Position k-1+t predicts target token t. Only real (unpadded) target positions go
+            # through the LM head: its (tokens x vocabulary) logits dominate memory.
             predicting = hidden[:, k - 1 : k - 1 + targets.shape[1]]
-            logits = decoder_lm.get_output_embeddings()(predicting).float()
-        token_logp = -F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        mask = torch.arange(targets.shape[1], device=targets.device).unsqueeze(0) < target_lengths.unsqueeze(1)
-        return (token_logp * mask).sum(1)
+            mask = torch.arange(targets.shape[1], device=targets.device).unsqueeze(0) < target_lengths.unsqueeze(1)
+            logits = decoder_lm.get_output_embeddings()(predicting[mask]).float()
+        token_logp = -F.cross_entropy(logits, targets[mask], reduction="none")
+        rows = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1).expand_as(mask)[mask]
+        return torch.zeros(targets.shape[0], device=token_logp.device, dtype=token_logp.dtype).index_add(0, rows, token_logp)

@@ -46,6 +46,7 @@ class TrainResult:
     final_losses: dict[str, float] = field(default_factory=dict)
     steps: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    registered: bool = False  # only the main process registers (and reports) under torchrun
 
 
 def _base_entry(config: TrainConfig, registry: Registry) -> ModelEntry:
@@ -266,7 +267,7 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
         },
     )
     registry.add(entry, overwrite=config.overwrite or config.resume)
-    result.entry = entry
+    result.entry, result.registered = entry, True
     return result
 
 

@@ -22,22 +22,26 @@ def compression_step(model: AutoRegEmbedModel, batch: dict, config: TrainConfig)
 def alignment_log_probs(model: AutoRegEmbedModel, batch: dict, passes: str = "batched"):
     """a = π(pos|e_q) (B,), b = π(pos|e_pos) (B,), c = π(neg_j|e_q) (B, n).
 
-    batched: one encoder pass over queries and positives, one decoder pass over every target.
+    batched: 2 encoder passes (queries once, reused for the negatives; positives) and 2 decoder
+    passes (the two scorings of the positive share their targets, so they run as one pass of 2B
+    with no extra padding; the negatives). Each pass keeps texts of one kind together, so short
+    queries are never padded to document length.
     sequential: the reference code's structure, 3 encoder and 3 decoder passes.
     """
     batch_size = batch["encoder_ids"].shape[0] // 2
     n = batch["targets"].shape[0] // batch_size - 2
     ids, lengths = batch["encoder_ids"], batch["encoder_lengths"]
     targets, target_lengths = batch["targets"], batch["target_lengths"]
-    if passes == "batched":
-        compressed = model.compress(ids, lengths)
-        e_q, e_pos = compressed[:batch_size], compressed[batch_size:]
-        summed = model.score_padded(torch.cat([e_q, e_pos] + [e_q] * n), targets, target_lengths)
-        return summed[:batch_size], summed[batch_size : 2 * batch_size], summed[2 * batch_size :].view(n, batch_size).T
     q_ids, q_lengths = _trim(ids[:batch_size], lengths[:batch_size]), lengths[:batch_size]
     p_ids, p_lengths = _trim(ids[batch_size:], lengths[batch_size:]), lengths[batch_size:]
     pos_t, pos_l = _trim(targets[:batch_size], target_lengths[:batch_size]), target_lengths[:batch_size]
     neg_t, neg_l = _trim(targets[2 * batch_size :], target_lengths[2 * batch_size :]), target_lengths[2 * batch_size :]
+    if passes == "batched":
+        e_q = model.compress(q_ids, q_lengths)
+        e_pos = model.compress(p_ids, p_lengths)
+        both = model.score_padded(torch.cat([e_q, e_pos]), pos_t.repeat(2, 1), pos_l.repeat(2))
+        c = model.score_padded(torch.cat([e_q] * n), neg_t, neg_l).view(n, batch_size).T
+        return both[:batch_size], both[batch_size:], c
     a = model.score_padded(model.compress(q_ids, q_lengths), pos_t, pos_l)
     b = model.score_padded(model.compress(p_ids, p_lengths), pos_t, pos_l)
     e_q = model.compress(q_ids, q_lengths)
