@@ -38,6 +38,15 @@ class EncodedTexts:
     truncated: list[bool]
 
 
+def right_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists into a (B, L) tensor; also return the real lengths."""
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+    batch = torch.full((len(sequences), int(lengths.max())), pad_id, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        batch[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return batch, lengths
+
+
 class AutoRegEmbedModel(nn.Module):
     def __init__(
         self,
@@ -135,11 +144,8 @@ class AutoRegEmbedModel(nn.Module):
         return EncodedTexts(input_ids, truncated)
 
     def pad(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-pad id lists into a (B, L) tensor; also return the real lengths."""
-        lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
-        batch = torch.full((len(sequences), int(lengths.max())), self.pad_id, dtype=torch.long)
-        for row, seq in enumerate(sequences):
-            batch[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        """Right-padded (B, L) ids and real lengths, on the model's device."""
+        batch, lengths = right_pad(sequences, self.pad_id)
         return batch.to(self.device), lengths.to(self.device)
 
     # ----------------------------------------------------------------- encoder side

@@ -6,12 +6,12 @@ Every text is tokenised once, up front, so truncation is counted (and reported) 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
-from ..modeling.autoregembed_model import AutoRegEmbedModel
+from ..modeling.autoregembed_model import AutoRegEmbedModel, right_pad
 from ..registry.model_entry import split_template
 from .data import CompressionExample, Triplet
 
@@ -20,14 +20,6 @@ from .data import CompressionExample, Triplet
 class Truncation:
     inputs: int = 0
     targets: int = 0
-
-
-def _pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
-    batch = torch.full((len(sequences), int(lengths.max())), pad_id, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        batch[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-    return batch, lengths
 
 
 class CompressionSet(Dataset):
@@ -91,8 +83,8 @@ class CompressionCollator:
         self.pad_id = pad_id
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        input_ids, lengths = _pad([i["input"] for i in items], self.pad_id)
-        targets, target_lengths = _pad([i["target"] for i in items], self.pad_id)
+        input_ids, lengths = right_pad([i["input"] for i in items], self.pad_id)
+        targets, target_lengths = right_pad([i["target"] for i in items], self.pad_id)
         return {"input_ids": input_ids, "lengths": lengths, "targets": targets, "target_lengths": target_lengths}
 
 
@@ -104,11 +96,11 @@ class TripletCollator:
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         n = len(items[0]["negs"])
-        encoder_ids, encoder_lengths = _pad([i["query"] for i in items] + [i["pos"] for i in items], self.pad_id)
+        encoder_ids, encoder_lengths = right_pad([i["query"] for i in items] + [i["pos"] for i in items], self.pad_id)
         negatives = [i["negs"][j] for j in range(n) for i in items]
-        negative_ids, negative_lengths = _pad(negatives, self.pad_id)
+        negative_ids, negative_lengths = right_pad(negatives, self.pad_id)
         targets = [i["pos_target"] for i in items] * 2 + [i["neg_targets"][j] for j in range(n) for i in items]
-        target_ids, target_lengths = _pad(targets, self.pad_id)
+        target_ids, target_lengths = right_pad(targets, self.pad_id)
         batch = {"encoder_ids": encoder_ids, "encoder_lengths": encoder_lengths, "negative_ids": negative_ids,
                  "negative_lengths": negative_lengths, "targets": target_ids, "target_lengths": target_lengths}
         if "reference" in items[0]:
