@@ -102,13 +102,6 @@ def test_device_and_dtype_choice():
             resolve_device("cuda")
 
 
-def test_describe_records_what_decides_the_vectors(embedder):
-    described = embedder.describe()
-    assert described["fingerprint"] == embedder.entry.fingerprint
-    assert described["dtype"] == "float32" and described["num_compress_tokens"] == 3
-    assert described["prompts"]["document"].startswith("Passage:")
-
-
 def test_sentence_transformers_kind(tiny_st_dir):
     entry = ModelEntry(name="tiny-st", kind="sentence-transformers", base=str(tiny_st_dir), dim=32, dtype="float32", max_length=64)
     st_embedder = load_embedder(entry, device="cpu")

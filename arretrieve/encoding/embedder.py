@@ -13,7 +13,6 @@ import torch
 
 from ..errors import ArrError
 from ..registry.model_entry import PROMPT_ROLES, ModelEntry
-from .device import dtype_name
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +47,6 @@ class Embedder(ABC):
     @property
     def dim(self) -> int:
         return self.entry.dim
-
-    def describe(self) -> dict[str, Any]:
-        """What decides the vectors, for index manifests and evaluation records."""
-        return {
-            "model": self.entry.name,
-            "fingerprint": self.entry.fingerprint,
-            "kind": self.entry.kind,
-            "prompts": dict(self.entry.prompts),
-            "num_compress_tokens": self.entry.num_compress_tokens,
-            "pooling": self.entry.pooling,
-            "max_length": self.entry.max_length,
-            "dim": self.dim,
-            "dtype": dtype_name(self.dtype),
-            "device": str(self.device),
-        }
 
     @abstractmethod
     def prepare(self, texts: Sequence[str], role: str) -> tuple[list[Any], list[int], list[bool]]:

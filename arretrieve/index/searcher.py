@@ -78,11 +78,10 @@ class Searcher:
         scores, rows = self.index.search(query_vectors, max(depth, min(rerank, self.manifest.count)))
         if rerank:  # exact inner products for the approximate (IVF-PQ) candidates
             for q, row in enumerate(rows):
-                valid = row[row >= 0]
-                exact = np.asarray(self.vectors[np.sort(valid)]) @ query_vectors[q]
+                valid = np.sort(row[row >= 0])  # ascending rows read the memory-mapped file in order
+                exact = np.asarray(self.vectors[valid]) @ query_vectors[q]
                 order = np.argsort(-exact, kind="stable")
-                sorted_rows = np.sort(valid)[order]
-                rows[q, : len(valid)], scores[q, : len(valid)] = sorted_rows, exact[order]
+                rows[q, : len(valid)], scores[q, : len(valid)] = valid[order], exact[order]
             rows, scores = rows[:, :depth], scores[:, :depth]
         return scores, rows
 
