@@ -64,6 +64,12 @@ def test_every_index_type_builds_and_finds_the_exact_neighbours(tmp_path, regist
         assert np.allclose([h.score for h in hits], (documents @ query_vectors[0])[expected], atol=1e-5)
 
 
+def test_unknown_index_type_is_refused_before_encoding(tmp_path, registry, monkeypatch):
+    monkeypatch.setattr("arretrieve.index.builder.encode_corpus", lambda *a, **k: pytest.fail("encoded first"))
+    with pytest.raises(ArrError, match="unknown index type 'lsh'"):
+        build_index(corpus(tmp_path), model="tiny", index_type="lsh", registry=registry)
+
+
 def test_auto_choice_follows_size_and_budget():
     assert plan_index("auto", 1000, 576).type == "flat"
     assert plan_index("auto", 1_000_000, 576).type == "hnsw"
