@@ -170,6 +170,13 @@ def test_changed_model_entry_is_refused(tmp_path, registry, tiny_llama_dir):
         add_to_index(corpus(tmp_path, ROWS[:1], "one"), name="corpus", registry=registry)
 
 
+def test_removed_model_is_explained(tmp_path, registry):
+    build_index(corpus(tmp_path), model="tiny", options=SMALL_SHARDS, registry=registry)
+    registry.remove("tiny")
+    with pytest.raises(ArrError, match="built with model 'tiny', which is no longer in the registry"):
+        Searcher(IndexStore().resolve(None), registry=registry)
+
+
 def test_corrupted_or_missing_files_are_one_line_errors(tmp_path, registry):
     build_index(corpus(tmp_path), model="tiny", options=SMALL_SHARDS, registry=registry)
     folder = IndexStore().resolve("corpus")

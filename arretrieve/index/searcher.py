@@ -39,7 +39,11 @@ class Searcher:
                  search_params: dict[str, int] | None = None):
         self.folder = folder
         self.manifest = manifest = IndexManifest.load(folder)
-        self.entry = (registry or Registry()).get(manifest.model)
+        registry = registry or Registry()
+        if manifest.model not in registry.names():
+            raise ArrError(f"index {manifest.name!r} was built with model {manifest.model!r}, which is no longer in the "
+                           "registry; restore that entry (`arr models add`) or rebuild the index with another model")
+        self.entry = registry.get(manifest.model)
         if self.entry.fingerprint != manifest.model_fingerprint:
             raise ArrError(mismatch_message(manifest, self.entry))
         faiss = faiss_module()
