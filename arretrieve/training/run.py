@@ -10,6 +10,7 @@ Run folder layout (`--output-dir`, default runs/<name>):
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -201,6 +202,7 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
             result.final_losses["compress"], result.steps["compress"] = loss, steps
             result.seconds["compress"] = round(time.perf_counter() - stage_started, 1)
             del model
+            gc.collect()  # Trainer/accelerate keep reference cycles: free stage 1 before stage 2 allocates
         init_from = final
     if do_align:
         examples, fingerprint = triplets
@@ -224,6 +226,7 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
         result.seconds["align"] = round(time.perf_counter() - stage_started, 1)
         init_from = run_dir / "align" / "final"
         del model
+        gc.collect()
 
     weights = init_from.resolve()
     if not main_process:
