@@ -23,7 +23,7 @@ from ..errors import ArrError
 from ..registry import Registry
 from .docstore import DOCS_FILE, DocStore, append_documents
 from .encode_job import EncodeJob, EncodeJobSpec, encode_on_devices
-from .faiss_index import INDEX_TYPES, TRAINED_TYPES, create_index, faiss_module, plan_index, to_cpu, to_gpu_if_available, training_sample
+from .faiss_index import TRAINED_TYPES, check_index_type, create_index, faiss_module, plan_index, to_cpu, to_gpu_if_available, training_sample
 from .manifest import IndexManifest
 from .store import IndexStore
 
@@ -114,8 +114,7 @@ def build_index(
     """Build `indexes/<name>/` from a corpus; re-running after an interruption resumes the encoding."""
     options = options or BuildOptions()
     store, registry = store or IndexStore(), registry or Registry()
-    if index_type not in INDEX_TYPES:  # before hours of encoding, not after
-        raise ArrError(f"unknown index type {index_type!r}; choose from {', '.join(INDEX_TYPES)}")
+    check_index_type(index_type)  # before hours of encoding, not after
     corpus = Path(corpus)
     name = name or (corpus.resolve().name if corpus.is_dir() else corpus.name.split(".")[0]).lower()
     folder = store.path(name)

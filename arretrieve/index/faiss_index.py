@@ -5,6 +5,7 @@ All indexes use inner product over L2-normalised vectors, i.e. cosine similarity
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -24,7 +25,9 @@ HNSW_LIMIT = 5_000_000
 HNSW_M = 32
 
 
+@functools.cache
 def faiss_module():
+    """The faiss package, checked once per process (it is asked for on every index operation)."""
     from importlib.metadata import PackageNotFoundError, version
 
     installed = []
@@ -80,10 +83,14 @@ def _pq_m(dim: int) -> int:
     return max(m for m in range(1, dim + 1) if dim % m == 0 and m <= max(1, dim // 8))
 
 
-def plan_index(index_type: str, count: int, dim: int, memory_budget: int | None = None, seed: int = 0) -> IndexParams:
-    """Concrete parameters for a requested type; `auto` picks by corpus size and memory budget."""
+def check_index_type(index_type: str) -> None:
     if index_type not in INDEX_TYPES:
         raise ArrError(f"unknown index type {index_type!r}; choose from {', '.join(INDEX_TYPES)}")
+
+
+def plan_index(index_type: str, count: int, dim: int, memory_budget: int | None = None, seed: int = 0) -> IndexParams:
+    """Concrete parameters for a requested type; `auto` picks by corpus size and memory budget."""
+    check_index_type(index_type)
     reason = f"requested {index_type}"
     if index_type == "auto":
         fits = lambda kind: memory_budget is None or count * bytes_per_vector(kind, dim, _pq_m(dim)) <= memory_budget  # noqa: E731
@@ -151,7 +158,7 @@ def to_cpu(index):
     return faiss.index_gpu_to_cpu(index) if gpu_count() and hasattr(index, "getDevice") else index
 
 
-def training_sample(shards: list[np.ndarray] | Iterable[np.ndarray], count: int, size: int, seed: int) -> np.ndarray:
+def training_sample(shards: Iterable[np.ndarray], count: int, size: int, seed: int) -> np.ndarray:
     """`size` vectors chosen uniformly with a fixed seed (so a rebuild trains identically)."""
     wanted = np.sort(np.random.default_rng(seed).choice(count, size=size, replace=False))
     picked, offset = [], 0
