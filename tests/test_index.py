@@ -175,6 +175,8 @@ def test_removed_model_is_explained(tmp_path, registry):
     registry.remove("tiny")
     with pytest.raises(ArrError, match="built with model 'tiny', which is no longer in the registry"):
         Searcher(IndexStore().resolve(None), registry=registry)
+    with pytest.raises(ArrError, match="built with model 'tiny', which is no longer in the registry"):
+        add_to_index(corpus(tmp_path, ROWS[:1], "one"), name="corpus", registry=registry)
 
 
 def test_corrupted_or_missing_files_are_one_line_errors(tmp_path, registry):

@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +85,33 @@ def encode_corpus(source: CorpusSource, entry, options: BuildOptions) -> EncodeJ
     return job
 
 
+def _append_vectors(path: Path, vectors: np.ndarray) -> None:
+    """IVF-PQ keeps full vectors on disk (raw float32 rows) for exact re-ranking of its candidates."""
+    with open(path, "ab") as handle:
+        handle.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+
+
+def _corpus_record(corpus: Path, source: CorpusSource, job: EncodeJob) -> dict:
+    scan = source.scan()
+    return {"path": str(Path(corpus).resolve()), "fingerprint": job.spec.corpus_fingerprint,
+            "documents": scan.documents, "skipped": sum(scan.skipped.values())}
+
+
+def model_for_index(manifest: IndexManifest, registry: Registry):
+    """The registry entry that built an index, refused if it is gone or its fingerprint changed."""
+    if manifest.model not in registry.names():
+        raise ArrError(f"index {manifest.name!r} was built with model {manifest.model!r}, which is no longer in the "
+                       "registry; restore that entry (`arr models add`) or rebuild the index with another model")
+    entry = registry.get(manifest.model)
+    if entry.fingerprint != manifest.model_fingerprint:
+        raise ArrError(
+            f"index {manifest.name!r} was built with model {entry.name!r} at fingerprint {manifest.model_fingerprint}, "
+            f"but that registry entry now has fingerprint {entry.fingerprint}: its vectors would not match new ones. "
+            f"Rebuild the index (`arr index --overwrite`) or restore the model entry"
+        )
+    return entry
+
+
 def _encoder_record(entry, dtype: str, options: BuildOptions) -> dict:
     return {
         "prompts": dict(entry.prompts),
@@ -139,9 +166,8 @@ def build_index(
         vectors_file = staging / VECTORS_FILE if params.type == "ivf-pq" else None
         for vectors in job.iter_vectors():
             index.add(vectors)
-            if vectors_file:  # kept on disk for exact re-ranking of IVF-PQ candidates
-                with open(vectors_file, "ab") as handle:
-                    handle.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+            if vectors_file:
+                _append_vectors(vectors_file, vectors)
         faiss.write_index(index, str(staging / "index-0.faiss"))
         offsets, docs_bytes = append_documents(staging / DOCS_FILE, source.documents())
         np.save(staging / "offsets-0.npy", offsets)
@@ -155,8 +181,7 @@ def build_index(
             count=job.spec.count,
             index_type=params.type,
             index_params=params.to_dict(),
-            corpus=[{"path": str(corpus.resolve()), "fingerprint": job.spec.corpus_fingerprint,
-                     "documents": source.scan().documents, "skipped": sum(source.scan().skipped.values())}],
+            corpus=[_corpus_record(corpus, source, job)],
             toolkit_version=__version__,
             created=_now(),
             generation=0,
@@ -185,12 +210,10 @@ def add_to_index(
     store, registry = store or IndexStore(), registry or Registry()
     folder = store.resolve(name)
     manifest = IndexManifest.load(folder)
-    entry = registry.get(manifest.model)
-    if entry.fingerprint != manifest.model_fingerprint:
-        raise ArrError(mismatch_message(manifest, entry))
+    entry = model_for_index(manifest, registry)
     chunking = manifest.encoder.get("chunking")
     source = CorpusSource(Path(corpus), options.fields, options.skip_invalid, Chunking(**chunking) if chunking else None)
-    options.dtype = manifest.encoder["dtype"]
+    options = replace(options, dtype=manifest.encoder["dtype"])  # new vectors must match the old ones
     docstore = DocStore(folder, manifest.files["offsets"], manifest.count)
     existing = {parent for _, parent in docstore.iter_ids()}
     clashes = [d.doc_id for d in source.documents() if d.doc_id in existing]
@@ -207,8 +230,7 @@ def add_to_index(
     for vectors in job.iter_vectors():
         index.add(vectors)
         if vectors_path:
-            with open(vectors_path, "ab") as handle:
-                handle.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+            _append_vectors(vectors_path, vectors)
     generation = manifest.generation + 1
     new_offsets, docs_bytes = append_documents(folder / DOCS_FILE, source.documents(), keep_bytes=manifest.docs_bytes)
     faiss.write_index(index, str(folder / f"index-{generation}.faiss"))
@@ -218,18 +240,8 @@ def add_to_index(
     manifest.generation = generation
     manifest.count += job.spec.count
     manifest.docs_bytes = docs_bytes
-    manifest.corpus.append({"path": str(Path(corpus).resolve()), "fingerprint": job.spec.corpus_fingerprint,
-                            "documents": source.scan().documents, "skipped": sum(source.scan().skipped.values()),
-                            "added": _now()})
+    manifest.corpus.append({**_corpus_record(corpus, source, job), "added": _now()})
     manifest.save(folder)  # the commit point
     for key in ("index", "offsets"):
         (folder / old_files[key]).unlink(missing_ok=True)
     return manifest
-
-
-def mismatch_message(manifest: IndexManifest, entry) -> str:
-    return (
-        f"index {manifest.name!r} was built with model {entry.name!r} at fingerprint {manifest.model_fingerprint}, "
-        f"but that registry entry now has fingerprint {entry.fingerprint}: its vectors would not match new ones. "
-        f"Rebuild the index (`arr index --overwrite`) or restore the model entry"
-    )

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import ArrError
 from ..registry import Registry
-from .builder import mismatch_message
+from .builder import model_for_index
 from .docstore import DocStore
 from .faiss_index import apply_search_params, faiss_module, to_gpu_if_available
 from .manifest import IndexManifest
@@ -39,13 +39,7 @@ class Searcher:
                  search_params: dict[str, int] | None = None):
         self.folder = folder
         self.manifest = manifest = IndexManifest.load(folder)
-        registry = registry or Registry()
-        if manifest.model not in registry.names():
-            raise ArrError(f"index {manifest.name!r} was built with model {manifest.model!r}, which is no longer in the "
-                           "registry; restore that entry (`arr models add`) or rebuild the index with another model")
-        self.entry = registry.get(manifest.model)
-        if self.entry.fingerprint != manifest.model_fingerprint:
-            raise ArrError(mismatch_message(manifest, self.entry))
+        self.entry = model_for_index(manifest, registry or Registry())
         faiss = faiss_module()
         index_path = folder / manifest.files["index"]
         try:
