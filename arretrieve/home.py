@@ -29,6 +29,23 @@ def encoding_cache_dir() -> Path:
     return arr_home() / "cache" / "encodings"
 
 
+def save_npy_atomic(path: Path, array) -> None:
+    """np.save so that readers (and concurrent writers) see either no file or a complete one."""
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, array)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON so that readers see either the old file or the complete new one."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,6 @@ type, or evaluating the same corpus with `arr beir-eval`, reuses the vectors.
 from __future__ import annotations
 
 import json
-import os
 import traceback
 from dataclasses import asdict, dataclass
 from itertools import islice
@@ -25,7 +24,7 @@ import numpy as np
 
 from ..corpus import CorpusSource, Document
 from ..errors import ArrError
-from ..home import encoding_cache_dir, write_json_atomic
+from ..home import encoding_cache_dir, save_npy_atomic, write_json_atomic
 from ..registry import ModelEntry
 
 JOB_FILE = "job.json"
@@ -100,13 +99,7 @@ class EncodeJob:
             self._save(number, vectors)
 
     def _save(self, number: int, vectors: np.ndarray) -> None:
-        target = self.shard_path(number)
-        partial = target.with_suffix(".partial.npy")
-        with open(partial, "wb") as handle:
-            np.save(handle, vectors)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, target)
+        save_npy_atomic(self.shard_path(number), vectors)
 
     def load_shard(self, number: int) -> np.ndarray:
         try:

@@ -26,7 +26,7 @@ from .. import __version__
 from ..encoding.device import dtype_name, resolve_device, resolve_dtype
 from ..errors import ArrError
 from ..hashing import sha256_json, sha256_tree
-from ..home import arr_home, write_json_atomic
+from ..home import arr_home, save_npy_atomic, write_json_atomic
 from ..modeling.loading import weights_folder
 from ..registry import ModelEntry, Registry
 from ..registry.new_entry import new_entry
@@ -120,10 +120,7 @@ def _reference_scores(model, dataset: TripletSet, key: dict, batch_size: int, sh
             if progress:
                 progress.update(task, advance=batch["encoder_lengths"].shape[0] // 2)
     scores = torch.cat(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.partial.npy")  # several ranks may write it at once
-    np.save(partial, scores.numpy())
-    os.replace(partial, path)
+    save_npy_atomic(path, scores.numpy())  # several ranks may write it at once
     return scores
 
 
