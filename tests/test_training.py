@@ -143,6 +143,24 @@ def test_a_step_changes_the_encoder_and_never_the_decoder(tmp_path, data, regist
     assert not torch.equal(model.compress_embeddings, captured["compress"]["before_rows"])
 
 
+@pytest.mark.parametrize("lora", [True, False])
+def test_saved_weights_load_back_for_resume(tmp_path, data, registry, lora):
+    from arretrieve.training.model_setup import load_trained_state, save_trained
+
+    cfg = config(tmp_path, data, lora=lora)
+    trained = build_trainable(registry.get("tiny"), cfg, torch.float32)
+    with torch.no_grad():
+        for parameter in trained.parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter))
+    save_trained(trained, tmp_path / "saved")
+    fresh = build_trainable(registry.get("tiny"), cfg, torch.float32)
+    load_trained_state(fresh, tmp_path / "saved")
+    expected = {n: p for n, p in trained.named_parameters() if p.requires_grad}
+    loaded = dict(fresh.named_parameters())
+    assert expected and all(torch.equal(p, loaded[n]) for n, p in expected.items())
+
+
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, data, registry):
     from safetensors.torch import load_file
 

@@ -90,9 +90,11 @@ def load_trained_state(model: AutoRegEmbedModel, folder: Path) -> None:
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(model.causal_lm, load_file(str(folder / "adapter_model.safetensors")))
-    else:
-        from transformers.modeling_utils import load_state_dict
-
-        model.causal_lm.load_state_dict(load_state_dict(str(folder / "model.safetensors")), strict=False)
+    else:  # save_pretrained writes one model.safetensors or, for big models, several shards
+        state = {}
+        for shard in sorted(folder.glob("model*.safetensors")):
+            state.update(load_file(str(shard)))
+        # strict=False: tied weights (the LM head) are saved once, under the embedding's name.
+        model.causal_lm.load_state_dict(state, strict=False)
     with torch.no_grad():
         model.compress_embeddings.copy_(_compress_rows(folder).to(model.compress_embeddings))
