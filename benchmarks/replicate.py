@@ -33,10 +33,14 @@ def main() -> None:
     parser.add_argument("--compress-steps", type=int, default=150)
     parser.add_argument("--align-steps", type=int, default=130)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--compress-lr", type=float, default=None, help="default: arr train's")
+    parser.add_argument("--align-lr", type=float, default=None, help="default: arr train's (also the InfoNCE run's)")
+    parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank (alpha = 2r); 8 keeps an fp16 adapter near 5 MB")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--runs", type=Path, default=Path("runs"))
     parser.add_argument("--results", type=Path, default=Path("results/replicate"))
     parser.add_argument("--skip-training", action="store_true", help="only evaluate already registered models")
+    parser.add_argument("--train-only", action="store_true", help="train (or reuse) the four models, evaluate nothing")
     parser.add_argument("--baselines", default="all-minilm-l6-v2,bm25", help="extra models for the table")
     args = parser.parse_args()
 
@@ -50,8 +54,9 @@ def main() -> None:
     triplets = str(args.data / "train" / "triplets.jsonl.gz")
     common = dict(compress_batch_size=args.batch_size, align_batch_size=args.batch_size, seed=args.seed,
                   compress_examples=args.compress_steps * args.batch_size, align_examples=args.align_steps * args.batch_size,
-                  compress_max_steps=args.compress_steps, align_max_steps=args.align_steps, save_steps=50)
-    wall = {}
+                  compress_max_steps=args.compress_steps, align_max_steps=args.align_steps, save_steps=50,
+                  lora_r=args.lora_r, lora_alpha=2 * args.lora_r)
+    common.update({k: v for k, v in (("compress_lr", args.compress_lr), ("align_lr", args.align_lr)) if v is not None})
     if not args.skip_training:
         plans = [
             ("stage1", dict(base=args.base, stage="compress", compression_data=compression)),
@@ -69,9 +74,12 @@ def main() -> None:
                 print(json.dumps({"model": names[key], "status": "already trained, reused"}), flush=True)
                 continue
             result = train(config, registry=registry, show_progress=True)
-            wall[names[key]] = round(time.perf_counter() - started, 1)
-            print(json.dumps({"model": names[key], "seconds": wall[names[key]], "losses": result.final_losses,
+            print(json.dumps({"model": names[key], "seconds": round(time.perf_counter() - started, 1), "losses": result.final_losses,
                               "steps": result.steps}), flush=True)
+    if args.train_only:
+        return
+    # Training wall times come from each model's provenance, so a table evaluated later still shows them.
+    wall = {name: registry.get(name).provenance.get("seconds", {}) for name in names.values() if name in registry.names()}
     models = [names["are"], names["stage1"], names["infonce"], names["are-paper"], args.base]
     models += [m for m in args.baselines.split(",") if m]
     records = run_beir_eval([str(args.data / args.split)], models, split=args.split, output=args.results)

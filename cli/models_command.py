@@ -1,4 +1,4 @@
-"""`arr models list|show|add|remove|default`: the model registry."""
+"""`arr models list|show|add|export|import|remove|default`: the model registry."""
 
 from __future__ import annotations
 
@@ -108,6 +108,37 @@ def add(
     )
     path = Registry().add(entry, overwrite=overwrite)
     console.print(f"added {entry.name} (fingerprint {entry.fingerprint}) → {path}")
+
+
+@app.command("export")
+def export(
+    name: str,
+    folder: Path = typer.Argument(..., help="New folder to write: entry.json + weights/."),
+    as_name: Optional[str] = typer.Option(None, "--name", help="Name the exported model differently."),
+    half: bool = typer.Option(True, "--half/--full-precision", help="Store fp32 tensors as fp16 (half the size)."),
+) -> None:
+    """Write a trained model as one self-describing folder to share; `arr models import` registers it."""
+    from arretrieve.modeling.export import export_model
+    from arretrieve.registry import Registry
+
+    entry = export_model(Registry().get(name), folder, name=as_name, half=half)
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    console.print(f"exported {name} as {entry.name} (fingerprint {entry.fingerprint}, {size / 1e6:.1f} MB) → {folder}")
+
+
+@app.command("import")
+def import_model(
+    folder: Path = typer.Argument(..., help="A folder written by `arr models export`."),
+    as_name: Optional[str] = typer.Option(None, "--name", help="Register it under another name."),
+    overwrite: bool = typer.Option(False, help="Replace an existing user entry of that name."),
+) -> None:
+    """Register an exported model folder (its weights stay where they are and are hash-checked on load)."""
+    from arretrieve.registry import Registry
+    from arretrieve.registry.model_folder import read_model_folder
+
+    entry = read_model_folder(folder, name=as_name)
+    path = Registry().add(entry, overwrite=overwrite)
+    console.print(f"imported {entry.name} (fingerprint {entry.fingerprint}) → {path}")
 
 
 @app.command("remove")

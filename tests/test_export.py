@@ -1,0 +1,76 @@
+import json
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+from typer.testing import CliRunner
+
+from arretrieve.cli.app import app
+from arretrieve.encoding import load_embedder
+from arretrieve.errors import ArrError
+from arretrieve.modeling.export import export_model
+from arretrieve.registry import Registry
+from arretrieve.registry.model_folder import read_model_folder
+from arretrieve.training import TrainConfig, train
+from conftest import SENTENCES, tiny_entry
+
+
+@pytest.fixture
+def trained(tmp_path, tiny_llama_dir):
+    registry = Registry()
+    registry.add(tiny_entry(tiny_llama_dir, name="tiny"))
+    triplets = tmp_path / "triplets.jsonl"
+    triplets.write_text("".join(json.dumps({"query": s[:14], "pos": s, "neg": SENTENCES[(i + 1) % 6]}) + "\n"
+                                for i, s in enumerate(SENTENCES)))
+    train(TrainConfig(name="tiny-trained", base="tiny", objective="contrastive", alignment_data=str(triplets),
+                      align_max_steps=2, align_batch_size=3, dtype="float32", lora_r=4, lora_alpha=8,
+                      output_dir=str(tmp_path / "run")), registry=registry)
+    return registry
+
+
+def _vectors(entry):
+    return load_embedder(entry, device="cpu").encode(["yaml parser", "fonts for the console"], role="document")
+
+
+def test_export_then_import_gives_the_same_model_in_half_the_bytes(tmp_path, trained):
+    folder = tmp_path / "shared-model"
+    exported = export_model(trained.get("tiny-trained"), folder, name="tiny-shared")
+    assert {p.name for p in folder.iterdir()} == {"entry.json", "weights"}
+    with safe_open(str(folder / "weights" / "adapter_model.safetensors"), framework="pt") as handle:
+        assert {str(handle.get_tensor(k).dtype) for k in handle.keys()} == {"torch.float16"}
+    assert json.loads((folder / "weights" / "adapter_config.json").read_text())["base_model_name_or_path"] == exported.base
+
+    imported = read_model_folder(folder)
+    assert imported.name == "tiny-shared" and imported.weights_sha256 == exported.weights_sha256
+    assert imported.provenance["exported"]["from"] == "tiny-trained"
+    # fp16 weights are another model as far as indexes go, but encode (almost) the same vectors.
+    assert imported.fingerprint != trained.get("tiny-trained").fingerprint
+    original, shared = _vectors(trained.get("tiny-trained")), _vectors(imported)
+    assert np.all(np.sum(original * shared, axis=1) > 0.999)
+
+
+def test_cli_round_trip_and_refusals(tmp_path, trained):
+    runner = CliRunner()
+    folder = tmp_path / "out"
+    result = runner.invoke(app, ["models", "export", "tiny-trained", str(folder), "--name", "tiny-copy"])
+    assert result.exit_code == 0, result.output
+    assert runner.invoke(app, ["models", "import", str(folder)]).exit_code == 0
+    assert Registry().get("tiny-copy").weights_path == str((folder / "weights").resolve())
+
+    refusals = [
+        (["models", "export", "tiny-trained", str(folder)], "not an empty folder"),
+        (["models", "export", "tiny", str(tmp_path / "base")], "untrained base"),
+        (["models", "import", str(tmp_path)], "no entry.json"),
+        (["models", "import", str(folder)], "already exists"),
+    ]
+    for arguments, message in refusals:
+        result = runner.invoke(app, arguments)
+        assert result.exit_code != 0 and message in str(result.exception or result.output), arguments
+
+
+def test_changed_weights_are_refused_at_load(tmp_path, trained):
+    folder = tmp_path / "out"
+    export_model(trained.get("tiny-trained"), folder)
+    (folder / "weights" / "compress_embeddings.safetensors").write_bytes(b"tampered")
+    with pytest.raises(ArrError, match="changed since"):
+        _vectors(read_model_folder(folder))
