@@ -121,7 +121,8 @@ def export(
     from arretrieve.modeling.export import export_model
     from arretrieve.registry import Registry
 
-    entry = export_model(Registry().get(name), folder, name=as_name, half=half)
+    registry = Registry()
+    entry = export_model(registry.get(name), folder, name=as_name, half=half, registry=registry)
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     console.print(f"exported {name} as {entry.name} (fingerprint {entry.fingerprint}, {size / 1e6:.1f} MB) → {folder}")
 

@@ -15,16 +15,20 @@ from arretrieve.training import TrainConfig, train
 from conftest import SENTENCES, tiny_entry
 
 
+def _train(tmp_path, registry, name, base):
+    triplets = tmp_path / "triplets.jsonl"
+    triplets.write_text("".join(json.dumps({"query": s[:14], "pos": s, "neg": SENTENCES[(i + 1) % 6]}) + "\n"
+                                for i, s in enumerate(SENTENCES)))
+    train(TrainConfig(name=name, base=base, objective="contrastive", alignment_data=str(triplets),
+                      align_max_steps=2, align_batch_size=3, dtype="float32", lora_r=4, lora_alpha=8,
+                      output_dir=str(tmp_path / f"run-{name}")), registry=registry)
+
+
 @pytest.fixture
 def trained(tmp_path, tiny_llama_dir):
     registry = Registry()
     registry.add(tiny_entry(tiny_llama_dir, name="tiny"))
-    triplets = tmp_path / "triplets.jsonl"
-    triplets.write_text("".join(json.dumps({"query": s[:14], "pos": s, "neg": SENTENCES[(i + 1) % 6]}) + "\n"
-                                for i, s in enumerate(SENTENCES)))
-    train(TrainConfig(name="tiny-trained", base="tiny", objective="contrastive", alignment_data=str(triplets),
-                      align_max_steps=2, align_batch_size=3, dtype="float32", lora_r=4, lora_alpha=8,
-                      output_dir=str(tmp_path / "run")), registry=registry)
+    _train(tmp_path, registry, "tiny-trained", "tiny")
     return registry
 
 
@@ -74,3 +78,11 @@ def test_changed_weights_are_refused_at_load(tmp_path, trained):
     (folder / "weights" / "compress_embeddings.safetensors").write_bytes(b"tampered")
     with pytest.raises(ArrError, match="changed since"):
         _vectors(read_model_folder(folder))
+
+
+def test_the_training_lineage_travels_with_the_folder(tmp_path, trained):
+    _train(tmp_path, trained, "tiny-child", "tiny-trained")
+    exported = export_model(trained.get("tiny-child"), tmp_path / "child", registry=trained)
+    assert [step["name"] for step in exported.provenance["lineage"]] == ["tiny-trained"]
+    assert exported.provenance["lineage"][0]["trained_by"].startswith("arr train")
+    assert export_model(trained.get("tiny-trained"), tmp_path / "parent", registry=trained).provenance["lineage"] == []

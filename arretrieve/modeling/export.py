@@ -12,15 +12,19 @@ import torch
 from ..errors import ArrError
 from ..hashing import sha256_tree
 from ..home import write_json_atomic
+from ..registry import Registry
 from ..registry.model_entry import ModelEntry
 from ..registry.model_folder import ENTRY_FILE, WEIGHTS_DIR
 from .loading import weights_folder
 
 
-def export_model(entry: ModelEntry, folder: Path, name: str | None = None, half: bool = True) -> ModelEntry:
+def export_model(entry: ModelEntry, folder: Path, name: str | None = None, half: bool = True,
+                 registry: Registry | None = None) -> ModelEntry:
     """Copy `entry`'s trained weights (fp32 tensors stored as fp16 when `half`) and its record into
     `folder`; returns the entry the folder describes. fp16 weights give slightly different vectors,
-    so they get their own hash and fingerprint: indexes built with the original are not reused."""
+    so they get their own hash and fingerprint: indexes built with the original are not reused.
+    With `registry`, the provenance of the trained entries it was trained from (a stage-1 model,
+    say) is copied too, as those entries will not exist where the folder goes."""
     if entry.weights == "base":
         raise ArrError(f"{entry.name!r} is an untrained base: it has no trained weights to export")
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
@@ -43,8 +47,9 @@ def export_model(entry: ModelEntry, folder: Path, name: str | None = None, half:
         else:
             shutil.copy2(path, weights / path.name)
     exported = replace(entry, name=name or entry.name, weights_sha256=sha256_tree(weights), builtin=False,
-                       provenance={**entry.provenance, "exported": {"from": entry.name, "fingerprint": entry.fingerprint,
-                                                                    "tensors": "float16" if half else "as trained"}})
+                       provenance={**entry.provenance, "lineage": _lineage(entry, registry),
+                                   "exported": {"from": entry.name, "fingerprint": entry.fingerprint,
+                                                "tensors": "float16" if half else "as trained"}})
     record = exported.to_dict()
     for key in ("builtin", "weights_path"):
         record.pop(key)
@@ -53,6 +58,23 @@ def export_model(entry: ModelEntry, folder: Path, name: str | None = None, half:
         folder.rmdir()
     partial.rename(folder)
     return replace(exported, weights_path=str((folder / WEIGHTS_DIR).resolve()))
+
+
+def _lineage(entry: ModelEntry, registry: Registry | None) -> list[dict]:
+    """Provenance of each trained ancestor, nearest first (an imported ancestor brings its own)."""
+    if "lineage" in entry.provenance:
+        return entry.provenance["lineage"]
+    chain, name = [], entry.provenance.get("base_entry")
+    while registry is not None and name in registry.names():
+        ancestor = registry.get(name)
+        if not ancestor.provenance.get("trained_by"):
+            break
+        chain.append({"name": name, "fingerprint": ancestor.fingerprint,
+                      **{k: v for k, v in ancestor.provenance.items() if k != "lineage"}})
+        if "lineage" in ancestor.provenance:
+            return chain + ancestor.provenance["lineage"]
+        name = ancestor.provenance.get("base_entry")
+    return chain
 
 
 def _save_half(source: Path, target: Path) -> None:
