@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--compress-lr", type=float, default=None, help="default: arr train's")
     parser.add_argument("--align-lr", type=float, default=None, help="default: arr train's (also the InfoNCE run's)")
+    parser.add_argument("--beta", type=float, default=None,
+                        help="stage-2 β (default: arr train's 0.1, set for short sentences; long targets need less)")
     parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank (alpha = 2r); 8 keeps an fp16 adapter near 5 MB")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--runs", type=Path, default=Path("runs"))
@@ -56,7 +58,8 @@ def main() -> None:
                   compress_examples=args.compress_steps * args.batch_size, align_examples=args.align_steps * args.batch_size,
                   compress_max_steps=args.compress_steps, align_max_steps=args.align_steps, save_steps=50,
                   lora_r=args.lora_r, lora_alpha=2 * args.lora_r)
-    common.update({k: v for k, v in (("compress_lr", args.compress_lr), ("align_lr", args.align_lr)) if v is not None})
+    common.update({k: v for k, v in (("compress_lr", args.compress_lr), ("align_lr", args.align_lr), ("beta", args.beta))
+                   if v is not None})
     if not args.skip_training:
         plans = [
             ("stage1", dict(base=args.base, stage="compress", compression_data=compression)),

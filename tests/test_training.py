@@ -10,7 +10,7 @@ from arretrieve.registry import Registry
 from arretrieve.training import TrainConfig, build_config, read_config_file, train
 from arretrieve.training.batches import TripletCollator, TripletSet
 from arretrieve.training.data import load_triplets
-from arretrieve.training.losses import alignment_loss, info_nce_loss
+from arretrieve.training.losses import alignment_loss, beta_saturation, info_nce_loss
 from arretrieve.training.model_setup import build_trainable
 from arretrieve.training.steps import alignment_log_probs
 from conftest import SENTENCES, tiny_entry
@@ -229,8 +229,15 @@ def test_reference_scores_are_cached_and_reused(tmp_path, data, registry, isolat
     first_stage = tmp_path / "a" / "run" / "compress" / "final"
     registry.add(tiny_entry(registry.get("tiny").base, name="stage1", weights="adapter", weights_path=str(first_stage)))
     with caplog.at_level(logging.INFO, logger="arretrieve"):
-        train(config(tmp_path / "b", data, name="second", base="stage1", stage="align"), registry=registry)
+        train(config(tmp_path / "b", data, name="second", base="stage1", stage="align", beta=1e4), registry=registry)
     assert "reference scores reused" in caplog.text
+    assert "saturates the alignment loss for 100% of the triplets" in caplog.text
+
+
+def test_beta_saturation_measures_the_reference_gaps():
+    reference = torch.tensor([[-100.0, -300.0, -110.0], [-50.0, -40.0, -250.0]])  # gaps 200, 10, 10, 200
+    assert beta_saturation(reference, beta=0.1) == (0.5, 10.0)  # torch.median: the lower middle value
+    assert beta_saturation(reference, beta=0.01) == (0.0, 10.0)
 
 
 def test_contrastive_baseline_trains_with_its_pooling(tmp_path, data, registry):

@@ -33,6 +33,7 @@ from ..registry.new_entry import new_entry
 from .batches import CompressionCollator, CompressionSet, TripletCollator, TripletSet, prompt_template
 from .config import TrainConfig
 from .data import load_compression_data, load_triplets
+from .losses import beta_saturation
 from .model_setup import build_trainable
 from .steps import alignment_step, compression_step, contrastive_step, reference_log_probs
 from .trainer import AutoRegEmbedTrainer, MetricsLog, StepModule, training_arguments
@@ -216,6 +217,11 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
                    "dtype": dtype_name(dtype), "max_length": config.max_length, "max_target_length": config.max_target_length,
                    "prompt": base.prompts.get("i_next"), "add_bos": base.add_bos, "k": model.num_compress_tokens}
             dataset.reference = _reference_scores(model, dataset, key, config.align_batch_size, show_progress)
+            saturated, median_gap = beta_saturation(dataset.reference, config.beta)
+            if saturated > 0.5:
+                log.warning("beta %g saturates the alignment loss for %.0f%% of the triplets (their reference log-probabilities "
+                            "differ by %.0f nats at the median): those barely train. A beta near %.2g keeps beta times that "
+                            "gap near 1 (--beta)", config.beta, 100 * saturated, median_gap, 1 / max(median_gap, 1e-6))
         step = contrastive_step if contrastive else alignment_step
         loss, steps = _run_stage("align", model, dataset, TripletCollator(model.pad_id), step, config, run_dir, dtype,
                                  device, show_progress)
