@@ -287,3 +287,22 @@ def test_existing_run_or_name_is_not_clobbered(tmp_path, data, registry):
         train(config(tmp_path, data), registry=registry)
     with pytest.raises(ArrError, match="already holds a run"):
         train(config(tmp_path, data, name="other"), registry=registry)
+
+
+def test_prompts_setting_trains_with_and_records_its_templates(tmp_path, data, registry):
+    prompts = {"i_next": "{text}\nSummarize this text in one line.\n", "document": "{text}\nSummarize this text in one line.\n"}
+    result = train(config(tmp_path, data, name="prompted", prompts=prompts), registry=registry)
+    entry = registry.get("prompted")
+    assert entry.prompts["i_next"] == entry.prompts["document"] == prompts["i_next"]
+    assert entry.prompts["query"] == registry.get("tiny").prompts["query"]  # roles not set are the base's
+    assert result.entry.provenance["hyperparameters"]["prompts"] == prompts
+
+
+def test_bad_prompts_setting_is_refused_before_any_compute(tmp_path, data, registry, monkeypatch):
+    import arretrieve.training.run as run_module
+
+    monkeypatch.setattr(run_module, "build_trainable", lambda *a, **k: pytest.fail("a model was loaded"))
+    with pytest.raises(ArrError, match=r"prompts setting: .*exactly one \{text\}"):
+        train(config(tmp_path, data, prompts={"i_next": "no slot"}), registry=registry)
+    with pytest.raises(ArrError, match="prompts must map roles to template strings"):
+        TrainConfig(name="x", prompts={"i_next": 3})

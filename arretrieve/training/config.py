@@ -48,6 +48,9 @@ class FieldMap:
 class TrainConfig:
     name: str
     base: str = "smollm2-135m"  # a registry entry (its base, prompts, k) or a base source
+    # Prompt templates (roles of the registry entry: i_next, i_self, query, document, symmetric)
+    # that replace the base entry's, for training and in the trained model's entry.
+    prompts: dict[str, str] = field(default_factory=dict)
     compression_data: str | None = None
     alignment_data: str | None = None
     stage: str = "all"
@@ -106,6 +109,8 @@ class TrainConfig:
             (self.num_negatives >= 1, "num_negatives must be at least 1"),
             (self.beta > 0 and self.tau > 0 and self.temperature > 0, "beta, tau and temperature must be positive"),
             (min(self.compress_batch_size, self.align_batch_size) >= 1, "batch sizes must be at least 1"),
+            (isinstance(self.prompts, dict) and all(isinstance(v, str) for v in self.prompts.values()),
+             "prompts must map roles to template strings"),
         ]
         problems = [message for ok, message in checks if not ok]
         if self.objective == "contrastive" and self.stage == "compress":

@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,11 +52,19 @@ class TrainResult:
 
 
 def _base_entry(config: TrainConfig, registry: Registry) -> ModelEntry:
-    """The entry training starts from: a registry name, or a base source registered on the fly."""
+    """The entry training starts from (a registry name, or a base source registered on the fly),
+    with the prompts the config sets in place of its own."""
     if config.base in registry.names():
-        return registry.get(config.base)
-    return new_entry(config.name, base=config.base, num_compress_tokens=config.num_compress_tokens or 5,
-                     max_length=config.max_length)
+        entry = registry.get(config.base)
+    else:
+        entry = new_entry(config.name, base=config.base, num_compress_tokens=config.num_compress_tokens or 5,
+                          max_length=config.max_length)
+    if not config.prompts:
+        return entry
+    try:
+        return replace(entry, prompts={**entry.prompts, **config.prompts})
+    except ArrError as exc:
+        raise ArrError(f"prompts setting: {exc}") from None
 
 
 def _is_main_process() -> bool:
