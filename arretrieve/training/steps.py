@@ -56,12 +56,15 @@ def alignment_step(model: AutoRegEmbedModel, batch: dict, config: TrainConfig) -
 
 
 def contrastive_step(model: AutoRegEmbedModel, batch: dict, config: TrainConfig) -> torch.Tensor:
+    """InfoNCE with one encoder pass per kind of text (queries are never padded to document length)."""
     batch_size = batch["encoder_ids"].shape[0] // 2
-    pairs = model.embed(batch["encoder_ids"], batch["encoder_lengths"], config.pooling)
-    negatives = model.embed(batch["negative_ids"], batch["negative_lengths"], config.pooling)
+    ids, lengths = batch["encoder_ids"], batch["encoder_lengths"]
+    queries = model.embed(_trim(ids[:batch_size], lengths[:batch_size]), lengths[:batch_size], config.pooling)
+    positives = model.embed(_trim(ids[batch_size:], lengths[batch_size:]), lengths[batch_size:], config.pooling)
+    negatives = model.embed(_trim(batch["negative_ids"], batch["negative_lengths"]), batch["negative_lengths"], config.pooling)
     n = negatives.shape[0] // batch_size
     negatives = negatives.view(n, batch_size, -1).transpose(0, 1)
-    return info_nce_loss(pairs[:batch_size], pairs[batch_size:], negatives, config.temperature, config.in_batch_negatives)
+    return info_nce_loss(queries, positives, negatives, config.temperature, config.in_batch_negatives)
 
 
 @torch.no_grad()
