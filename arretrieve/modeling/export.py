@@ -35,6 +35,8 @@ def export_model(entry: ModelEntry, folder: Path, name: str | None = None, half:
     weights = partial / WEIGHTS_DIR
     weights.mkdir(parents=True)
     for path in sorted(source.iterdir()):
+        if path.name == "README.md":
+            continue  # peft's generated model-card template: boilerplate naming a path on the training machine
         if path.is_dir():
             raise ArrError(f"{source} holds a folder ({path.name}); only flat weight folders can be exported")
         if path.suffix == ".safetensors" and half:
