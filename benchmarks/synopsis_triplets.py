@@ -11,8 +11,8 @@ three documents. This script writes the same training pairs in the paper's orien
 
 so the decoder scores synopses (~10 tokens) and stage 2 continues exactly what stage 1 trains
 (`compression.jsonl`: description → synopsis). Negatives keep the file's choice of documents
-(same Section first); a row whose negative documents have no synopsis in the training files is
-dropped and counted.
+(same Section first); a row is dropped and counted when one of its negative documents has no
+synopsis in the training files, or has the positive's own synopsis (not a negative then).
 
     python benchmarks/synopsis_triplets.py ../shared/data/debian-desc/train runs/synopsis-triplets.jsonl
 """
@@ -44,7 +44,7 @@ def main() -> None:
                 continue
             out.write(json.dumps({"query": row["pos"], "pos": row["query"], "neg": negatives}, ensure_ascii=False) + "\n")
             written += 1
-    print(json.dumps({"written": written, "dropped_no_negative_synopsis": dropped, "output": str(args.output)}))
+    print(json.dumps({"written": written, "dropped_without_distinct_negative_synopsis": dropped, "output": str(args.output)}))
 
 
 if __name__ == "__main__":
