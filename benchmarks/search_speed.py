@@ -22,14 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-SWEEPS = {
-    "flat": [{}],
-    "hnsw": [{"ef_search": e} for e in (16, 32, 64, 128)],
-    "ivf-flat": [{"nprobe": p} for p in (4, 8, 16, 32)],
-    "ivf-pq": [{"nprobe": p, "rerank": 100} for p in (8, 16, 32)],
-    "sq-fp16": [{}],
-    "sq-int8": [{}],
-}
+# (index type, build options, search settings swept on that one build)
+SWEEPS = [
+    ("flat", {}, [{}]),
+    ("hnsw", {}, [{"ef_search": e} for e in (16, 32, 48, 64, 128)]),
+    ("hnsw", {"ef_construction": 200}, [{"ef_search": e} for e in (16, 24, 32, 48, 64)]),
+    ("hnsw", {"hnsw_m": 48, "ef_construction": 200}, [{"ef_search": e} for e in (16, 24, 32, 48)]),
+    ("ivf-flat", {}, [{"nprobe": p} for p in (4, 8, 16, 32)]),
+    ("ivf-pq", {}, [{"nprobe": p, "rerank": 100} for p in (8, 16, 32)]),
+    ("sq-fp16", {}, [{}]),
+    ("sq-int8", {}, [{}]),
+]
 
 
 class PrecomputedModel:
@@ -65,7 +68,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, required=True)
     parser.add_argument("--queries", type=Path, required=True)
     parser.add_argument("--model", default=None)
-    parser.add_argument("--types", nargs="+", default=list(SWEEPS))
+    parser.add_argument("--types", nargs="+", default=sorted({kind for kind, _, _ in SWEEPS}))
     parser.add_argument("--single-queries", type=int, default=300, help="queries timed one at a time")
     args = parser.parse_args()
 
@@ -102,14 +105,16 @@ def main() -> None:
         beir_qps = len(queries) / beir_seconds
         print(json.dumps({"method": "beir-exact", "batch_qps": round(beir_qps, 1), "recall@10": round(beir_recall, 4)}), flush=True)
 
-        for index_type in args.types:
+        for index_type, build_options, sweep in SWEEPS:
+            if index_type not in args.types:
+                continue
             started = time.perf_counter()
             manifest = build_index(args.corpus, name=index_type, model=entry.name, index_type=index_type, store=store,
-                                   registry=registry, overwrite=True)
+                                   registry=registry, overwrite=True, **build_options)
             build_seconds = time.perf_counter() - started
             folder = store.path(index_type)
             size = os.path.getsize(folder / manifest.files["index"])
-            for params in SWEEPS[index_type]:
+            for params in sweep:
                 searcher = Searcher(folder, registry=registry, search_params=params)
                 started = time.perf_counter()
                 found = _rows(searcher, query_vectors, 10)
@@ -120,7 +125,7 @@ def main() -> None:
                 single_seconds = time.perf_counter() - started
                 recall = float(np.mean([len({r for r, _ in hits} & set(row)) / 10 for hits, row in zip(found, exact)]))
                 print(json.dumps({
-                    "method": index_type, "params": params, "build_s": round(build_seconds, 2),
+                    "method": index_type, "build": build_options, "params": params, "build_s": round(build_seconds, 2),
                     "bytes_per_vector": round(size / len(ids), 1), "batch_qps": round(len(queries) / batch_seconds, 1),
                     "single_qps": round(args.single_queries / single_seconds, 1), "recall@10": round(recall, 4),
                     "batch_speedup_vs_beir": round(len(queries) / batch_seconds / beir_qps, 1),

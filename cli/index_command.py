@@ -30,6 +30,8 @@ def index(
     dtype: Optional[str] = typer.Option(None, help="Override the model's dtype: float32, bfloat16, float16."),
     shard_size: int = typer.Option(4096, min=1, help="Documents per resumable shard."),
     seed: int = typer.Option(0, help="Seed of the training sample for trained index types."),
+    hnsw_m: Optional[int] = typer.Option(None, help="HNSW links per vector (default 32)."),
+    ef_construction: Optional[int] = typer.Option(None, help="HNSW build search depth (default 80): higher gives better recall, slower builds."),
     overwrite: bool = typer.Option(False, help="Replace an existing index of that name."),
 ) -> None:
     """Encode CORPUS (resumable: re-run after an interruption) and build a FAISS index."""
@@ -59,6 +61,8 @@ def index(
         index_type=index_type,
         memory_budget=parse_size(memory_budget) if memory_budget else None,
         seed=seed,
+        hnsw_m=hnsw_m,
+        ef_construction=ef_construction,
         options=options,
         store=store,
         overwrite=overwrite,

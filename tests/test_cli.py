@@ -45,6 +45,7 @@ def test_errors_are_one_line_without_traceback():
         (["search", "some query"], "no index"),
         (["search", " "], "empty query"),
         (["index", "/definitely/missing"], "does not exist"),
+        (["index", "/definitely/missing", "--index-type", "flat", "--ef-construction", "200"], "shape HNSW graphs"),
     ]:
         result = _arr(*args)
         assert result.returncode == 1

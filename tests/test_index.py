@@ -81,6 +81,21 @@ def test_auto_choice_follows_size_and_budget():
         plan_index("lsh", 10, 8)
 
 
+def test_hnsw_graph_options_are_recorded_and_refused_for_other_types(tmp_path, registry, monkeypatch):
+    manifest = build_index(corpus(tmp_path), model="tiny", index_type="hnsw", hnsw_m=8, ef_construction=200,
+                           options=SMALL_SHARDS, registry=registry)
+    assert (manifest.index_params["hnsw_m"], manifest.index_params["ef_construction"]) == (8, 200)
+    index = Searcher(IndexStore().resolve(None), registry=registry).index
+    assert index.hnsw.efConstruction == 200
+    monkeypatch.setattr("arretrieve.index.builder.encode_corpus", lambda *a, **k: pytest.fail("encoded first"))
+    with pytest.raises(ArrError, match="--ef-construction shape HNSW graphs, but this index is flat"):
+        build_index(corpus(tmp_path), name="f", model="tiny", index_type="flat", ef_construction=200, registry=registry)
+    with pytest.raises(ArrError, match="--hnsw-m must be at least 1"):
+        build_index(corpus(tmp_path), name="h", model="tiny", index_type="hnsw", hnsw_m=0, registry=registry)
+    with pytest.raises(ArrError, match=r"this index is flat \(auto: 1000 vectors"):
+        plan_index("auto", 1000, 576, hnsw_m=16)
+
+
 def test_resume_after_a_crash_gives_identical_vectors_and_index(tmp_path, registry, monkeypatch, isolated_home):
     source = corpus(tmp_path)
     reference_store = IndexStore(tmp_path / "reference")

@@ -23,6 +23,7 @@ TRAINED_TYPES = ("ivf-flat", "ivf-pq", "sq-fp16", "sq-int8")
 FLAT_LIMIT = 200_000
 HNSW_LIMIT = 5_000_000
 HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
 
 
 @functools.cache
@@ -56,7 +57,7 @@ class IndexParams:
     pq_m: int = 0
     pq_bits: int = 8
     hnsw_m: int = HNSW_M
-    ef_construction: int = 80
+    ef_construction: int = HNSW_EF_CONSTRUCTION
     train_size: int = 0
     seed: int = 0
     reason: str = ""
@@ -88,12 +89,28 @@ def check_index_type(index_type: str) -> None:
         raise ArrError(f"unknown index type {index_type!r}; choose from {', '.join(INDEX_TYPES)}")
 
 
-def plan_index(index_type: str, count: int, dim: int, memory_budget: int | None = None, seed: int = 0) -> IndexParams:
-    """Concrete parameters for a requested type; `auto` picks by corpus size and memory budget."""
+def check_graph_options(index_type: str, hnsw_m: int | None, ef_construction: int | None, reason: str = "") -> None:
+    """HNSW graph options given for another index type are refused, not silently ignored."""
+    options = {"--hnsw-m": hnsw_m, "--ef-construction": ef_construction}
+    given = [flag for flag, value in options.items() if value is not None]
+    if given and index_type != "hnsw":
+        raise ArrError(f"{' and '.join(given)} shape HNSW graphs, but this index is {index_type}" + (f" ({reason})" if reason else ""))
+    too_small = [flag for flag, value in options.items() if value is not None and value < 1]
+    if too_small:
+        raise ArrError(f"{' and '.join(too_small)} must be at least 1")
+
+
+def plan_index(index_type: str, count: int, dim: int, memory_budget: int | None = None, seed: int = 0,
+               hnsw_m: int | None = None, ef_construction: int | None = None) -> IndexParams:
+    """Concrete parameters for a requested type; `auto` picks by corpus size and memory budget.
+
+    `hnsw_m` and `ef_construction` shape the HNSW graph (more links and a deeper build search give
+    higher recall at the same search depth, for a slower build); they are refused for other types.
+    """
     check_index_type(index_type)
     reason = f"requested {index_type}"
     if index_type == "auto":
-        fits = lambda kind: memory_budget is None or count * bytes_per_vector(kind, dim, _pq_m(dim)) <= memory_budget  # noqa: E731
+        fits = lambda kind: memory_budget is None or count * bytes_per_vector(kind, dim, _pq_m(dim), hnsw_m or HNSW_M) <= memory_budget  # noqa: E731
         if count <= FLAT_LIMIT and fits("flat"):
             index_type, reason = "flat", f"auto: {count} vectors ≤ {FLAT_LIMIT}, exact search is fast enough"
         elif count <= HNSW_LIMIT and fits("hnsw"):
@@ -112,7 +129,10 @@ def plan_index(index_type: str, count: int, dim: int, memory_budget: int | None 
         # 2^bits centroids per sub-quantizer need >= 39 points each.
         params.pq_bits = max(1, min(8, int(math.log2(max(2, count // 39)))))
         params.search["rerank"] = 100
+    check_graph_options(index_type, hnsw_m, ef_construction, reason)
     if index_type == "hnsw":
+        params.hnsw_m = hnsw_m or HNSW_M
+        params.ef_construction = ef_construction or HNSW_EF_CONSTRUCTION
         params.search["ef_search"] = 128
     if index_type in TRAINED_TYPES:
         params.train_size = min(count, max(50_000, 64 * max(params.nlist, 1)))
