@@ -27,6 +27,9 @@ def train(
     num_negatives: Optional[int] = typer.Option(None, help="Hard negatives per triplet."),
     passes: Optional[str] = typer.Option(None, help="Stage-2 passes: batched or sequential (reference structure, less memory)."),
     preset: Optional[str] = typer.Option(None, help="paper: the paper's hyperparameters."),
+    eval_data: Optional[str] = typer.Option(None, help="Small BEIR folder scored (nDCG@10) during training, into metrics.jsonl."),
+    eval_split: Optional[str] = typer.Option(None, help="Qrels split of --eval-data. [default: test]"),
+    eval_steps: Optional[int] = typer.Option(None, help="Evaluate every N steps (and before the first, after the last). [default: 20]"),
     dtype: Optional[str] = typer.Option(None, help="auto (bf16 where native), float32 or bfloat16."),
     output_dir: Optional[Path] = typer.Option(None, help="Run folder. [default: runs/NAME]"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
@@ -45,6 +48,7 @@ def train(
         "name": name, "base": base, "compression_data": compression_data, "alignment_data": alignment_data,
         "stage": stage, "objective": objective, "reference_form": reference_form, "lora": lora,
         "num_negatives": num_negatives, "passes": passes, "preset": preset, "dtype": dtype,
+        "eval_data": eval_data, "eval_split": eval_split, "eval_steps": eval_steps,
         "output_dir": str(output_dir) if output_dir else None, "resume": resume or None, "overwrite": overwrite or None,
     }
     for key, value in (("max_steps", max_steps), ("epochs", epochs), ("batch_size", batch_size), ("lr", lr),

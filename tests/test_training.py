@@ -13,7 +13,7 @@ from arretrieve.training.data import load_triplets
 from arretrieve.training.losses import alignment_loss, beta_saturation, info_nce_loss
 from arretrieve.training.model_setup import build_trainable
 from arretrieve.training.steps import alignment_log_probs
-from conftest import SENTENCES, tiny_entry
+from conftest import SENTENCES, tiny_entry, write_beir_corpus
 
 
 def _sigmoid(x):
@@ -306,3 +306,36 @@ def test_bad_prompts_setting_is_refused_before_any_compute(tmp_path, data, regis
         train(config(tmp_path, data, prompts={"i_next": "no slot"}), registry=registry)
     with pytest.raises(ArrError, match="prompts must map roles to template strings"):
         TrainConfig(name="x", prompts={"i_next": 3})
+
+
+def eval_folder(root):
+    """A tiny BEIR set: each sentence is a document, its first words the query."""
+    folder = write_beir_corpus(root / "eval", [{"_id": f"d{i}", "title": "", "text": s} for i, s in enumerate(SENTENCES)])
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": s[:14]}) + "\n" for i, s in enumerate(SENTENCES)))
+    (folder / "qrels").mkdir()
+    (folder / "qrels" / "dev.tsv").write_text("".join(f"q{i}\td{i}\t1\n" for i in range(len(SENTENCES))))
+    return folder
+
+
+def test_retrieval_is_measured_during_training_without_changing_it(tmp_path, data, registry):
+    from safetensors.torch import load_file
+
+    plain = train(config(tmp_path / "a", data, name="plain"), registry=registry)
+    watched = train(config(tmp_path / "b", data, name="watched", eval_data=str(eval_folder(tmp_path)), eval_split="dev",
+                           eval_steps=2), registry=registry)
+    records = [json.loads(line) for line in (watched.run_dir / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [(r["stage"], r["step"]) for r in records if "ndcg@10" in r]
+    assert evaluated == [("compress", 0), ("compress", 2), ("compress", 3), ("align", 0), ("align", 2), ("align", 3)]
+    assert all(0 <= r["ndcg@10"] <= 1 and r["eval"] == "eval" for r in records if "ndcg@10" in r)
+    assert {p.name for p in watched.run_dir.glob("loss-*.png")} == {"loss-compress.png", "loss-align.png"}
+    for name in ("adapter_model.safetensors", "compress_embeddings.safetensors"):
+        a, b = (load_file(str(r.run_dir / "align" / "final" / name)) for r in (plain, watched))
+        assert all(torch.equal(a[k], b[k]) for k in a), name  # evaluating drew no random numbers
+
+
+def test_bad_eval_data_is_refused_before_any_compute(tmp_path, data, registry, monkeypatch):
+    monkeypatch.setattr("arretrieve.training.run.build_trainable", lambda *a, **k: pytest.fail("model loaded first"))
+    with pytest.raises(ArrError, match=r"qrels/test.tsv does not exist"):
+        train(config(tmp_path, data, eval_data=str(eval_folder(tmp_path))), registry=registry)
+    with pytest.raises(ArrError, match="eval_steps must be at least 1"):
+        config(tmp_path, data, eval_steps=0)

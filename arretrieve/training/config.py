@@ -91,6 +91,11 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 42
     save_steps: int = 500
+    # A small BEIR folder scored (nDCG@10) every eval_steps steps during training, with the
+    # qrels of eval_split; every evaluation encodes its whole corpus, so keep it small.
+    eval_data: str | None = None
+    eval_split: str = "test"
+    eval_steps: int = 20
     logging_steps: int = 10
     output_dir: str | None = None
     resume: bool = False
@@ -109,6 +114,7 @@ class TrainConfig:
             (self.num_negatives >= 1, "num_negatives must be at least 1"),
             (self.beta > 0 and self.tau > 0 and self.temperature > 0, "beta, tau and temperature must be positive"),
             (min(self.compress_batch_size, self.align_batch_size) >= 1, "batch sizes must be at least 1"),
+            (self.eval_steps >= 1, "eval_steps must be at least 1"),
             (isinstance(self.prompts, dict) and all(isinstance(v, str) for v in self.prompts.values()),
              "prompts must map roles to template strings"),
         ]

@@ -24,6 +24,7 @@ import torch
 
 from .. import __version__
 from ..encoding.device import dtype_name, resolve_device, resolve_dtype
+from ..evaluation.beir_data import BeirDataset, load_dataset
 from ..errors import ArrError
 from ..hashing import sha256_json, sha256_tree
 from ..home import arr_home, save_npy_atomic, write_json_atomic
@@ -35,6 +36,7 @@ from .config import TrainConfig
 from .data import load_compression_data, load_triplets
 from .losses import beta_saturation
 from .model_setup import build_trainable
+from .retrieval_eval import RetrievalEval
 from .steps import alignment_step, compression_step, contrastive_step, reference_log_probs
 from .trainer import AutoRegEmbedTrainer, MetricsLog, StepModule, training_arguments
 
@@ -83,14 +85,18 @@ def _latest_checkpoint(stage_dir: Path) -> str | None:
 
 
 def _run_stage(stage: str, model, dataset, collator, step, config: TrainConfig, run_dir: Path, dtype, device,
-               show_progress: bool) -> tuple[float, int]:
+               show_progress: bool, evaluation: tuple[ModelEntry, BeirDataset] | None = None) -> tuple[float, int]:
     stage_dir = run_dir / stage
+    callbacks = [MetricsLog(run_dir / "metrics.jsonl", stage, show_progress)]
+    if evaluation:
+        entry, eval_set = evaluation
+        callbacks.append(RetrievalEval(model, entry, eval_set, run_dir / "metrics.jsonl", stage, config.eval_steps, dtype))
     trainer = AutoRegEmbedTrainer(
         model=StepModule(model, step, config),
         args=training_arguments(config, stage, stage_dir, dtype, device),
         train_dataset=dataset,
         data_collator=collator,
-        callbacks=[MetricsLog(run_dir / "metrics.jsonl", stage, show_progress)],
+        callbacks=callbacks,
     )
     from transformers import PrinterCallback, ProgressCallback
 
@@ -142,12 +148,19 @@ def _plot_losses(run_dir: Path) -> list[Path]:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     written = []
     for stage in dict.fromkeys(r["stage"] for r in records):
-        points = [(r["step"], r["loss"]) for r in records if r["stage"] == stage]
+        points = [(r["step"], r["loss"]) for r in records if r["stage"] == stage and "loss" in r]
+        evals = [(r["step"], r["ndcg@10"]) for r in records if r["stage"] == stage and "ndcg@10" in r]
+        if not points:
+            continue
         figure, axes = plt.subplots(figsize=(6, 3.5))
         axes.plot(*zip(*points), marker="." if len(points) < 50 else None)
         axes.set_xlabel("step")
         axes.set_ylabel("loss")
         axes.set_title(f"{run_dir.name}: {stage}")
+        if evals:
+            quality = axes.twinx()
+            quality.plot(*zip(*evals), color="tab:orange", marker="o")
+            quality.set_ylabel("nDCG@10 (eval set)", color="tab:orange")
         figure.tight_layout()
         path = run_dir / f"loss-{stage}.png"
         figure.savefig(path, dpi=110)
@@ -165,6 +178,7 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
         raise ArrError(f"a model named {config.name!r} is already registered; choose another --name or pass --overwrite")
     base = _base_entry(config, registry)
     do_compress, do_align = config.needs()
+    pooling = config.pooling if config.objective == "contrastive" else "compress-mean"
     if do_compress and not config.compression_data:
         raise ArrError("stage 1 needs --compression-data")
     if do_align and not config.alignment_data:
@@ -172,6 +186,9 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
     # Read and check all data before any model is loaded.
     compression = load_compression_data(config.compression_data, config.fields, config.compress_examples) if do_compress else None
     triplets = load_triplets(config.alignment_data, config.fields, config.num_negatives, config.align_examples) if do_align else None
+    eval_set = load_dataset(config.eval_data, config.eval_split) if config.eval_data else None
+    # In-training evaluation encodes as the trained model will: its prompts and pooling.
+    evaluation = (replace(base, pooling=pooling), eval_set) if eval_set else None
 
     run_dir = Path(config.output_dir or Path("runs") / config.name)
     if main_process:
@@ -204,7 +221,7 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
             dataset = CompressionSet(model, examples, config.max_target_length)
             _report_truncation("compression", dataset.truncation, config)
             loss, steps = _run_stage("compress", model, dataset, CompressionCollator(model.pad_id), compression_step,
-                                     config, run_dir, dtype, device, show_progress)
+                                     config, run_dir, dtype, device, show_progress, evaluation)
             result.final_losses["compress"], result.steps["compress"] = loss, steps
             result.seconds["compress"] = round(time.perf_counter() - stage_started, 1)
             del model
@@ -232,7 +249,7 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
                             "gap near 1 (--beta)", config.beta, 100 * saturated, median_gap, 1 / max(median_gap, 1e-6))
         step = contrastive_step if contrastive else alignment_step
         loss, steps = _run_stage("align", model, dataset, TripletCollator(model.pad_id), step, config, run_dir, dtype,
-                                 device, show_progress)
+                                 device, show_progress, evaluation)
         result.final_losses["align"], result.steps["align"] = loss, steps
         result.seconds["align"] = round(time.perf_counter() - stage_started, 1)
         init_from = run_dir / "align" / "final"
@@ -258,7 +275,7 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
         num_compress_tokens=config.num_compress_tokens or base.num_compress_tokens,
         prompts=dict(base.prompts),
         add_bos=base.add_bos,
-        pooling=config.pooling if config.objective == "contrastive" else "compress-mean",
+        pooling=pooling,
         normalize=True,
         dim=base.dim,
         dtype=base.dtype,
