@@ -26,7 +26,8 @@ import numpy as np
 SWEEPS = [
     ("flat", {}, [{}]),
     ("hnsw", {}, [{"ef_search": e} for e in (16, 32, 48, 64, 128)]),
-    ("hnsw", {"ef_construction": 200}, [{"ef_search": e} for e in (16, 24, 32, 48, 64)]),
+    ("hnsw", {"ef_construction": 200}, [{"ef_search": e} for e in (16, 24, 32, 40, 48, 64)]),
+    ("hnsw", {"ef_construction": 400}, [{"ef_search": e} for e in (24, 32, 36, 40, 48)]),
     ("hnsw", {"hnsw_m": 48, "ef_construction": 200}, [{"ef_search": e} for e in (16, 24, 32, 48)]),
     ("ivf-flat", {}, [{"nprobe": p} for p in (4, 8, 16, 32)]),
     ("ivf-pq", {}, [{"nprobe": p, "rerank": 100} for p in (8, 16, 32)]),
