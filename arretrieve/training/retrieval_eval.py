@@ -34,7 +34,6 @@ class RetrievalEval(TrainerCallback):
         documents = list(dataset.corpus.documents())
         self.doc_ids, self.doc_texts = [d.id for d in documents], [d.full_text for d in documents]
         self.query_ids = list(dataset.queries)
-        self.last: dict[str, float] = {}
 
     def evaluate(self) -> dict[str, float]:
         was_training = self.model.training
@@ -58,8 +57,8 @@ class RetrievalEval(TrainerCallback):
         if not state.is_world_process_zero:
             return
         started = time.perf_counter()
-        self.last = self.evaluate()
-        record = {"stage": self.stage, "step": state.global_step, "eval": self.dataset.name, **self.last,
+        metrics = self.evaluate()
+        record = {"stage": self.stage, "step": state.global_step, "eval": self.dataset.name, **metrics,
                   "eval_seconds": round(time.perf_counter() - started, 1)}
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
