@@ -14,7 +14,7 @@ def index(
     corpus: Path = typer.Argument(..., help="BEIR folder, .jsonl(.gz)/.json/.csv/.tsv/.parquet file, or a folder of .txt/.md files."),
     name: Optional[str] = typer.Option(None, help="Index name (default: the corpus folder or file name)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry model (default: `arr models default`)."),
-    index_type: str = typer.Option("auto", "--index-type", help="auto, flat, hnsw, ivf-flat, ivf-pq, sq-fp16 or sq-int8."),
+    index_type: str = typer.Option("auto", "--index-type", help="auto, flat, hnsw, hnsw-pca, ivf-flat, ivf-pq, sq-fp16 or sq-int8."),
     memory_budget: Optional[str] = typer.Option(None, help="Index memory budget for --index-type auto, e.g. 2GB or 500MB."),
     add: bool = typer.Option(False, "--add", help="Append CORPUS to the existing index NAME (same model)."),
     id_field: str = typer.Option("_id", help="Id field of jsonl/json/csv/parquet rows."),
@@ -31,7 +31,8 @@ def index(
     shard_size: int = typer.Option(4096, min=1, help="Documents per resumable shard."),
     seed: int = typer.Option(0, help="Seed of the training sample for trained index types."),
     hnsw_m: Optional[int] = typer.Option(None, help="HNSW links per vector (default 32)."),
-    ef_construction: Optional[int] = typer.Option(None, help="HNSW build search depth (default 80): higher gives better recall, slower builds."),
+    ef_construction: Optional[int] = typer.Option(None, help="HNSW build search depth (default 80, hnsw-pca 200): higher gives better recall, slower builds."),
+    reduced_dim: Optional[int] = typer.Option(None, help="hnsw-pca: dimension of the graph's vectors (default a sixth of the model's, at least 32)."),
     overwrite: bool = typer.Option(False, help="Replace an existing index of that name."),
 ) -> None:
     """Encode CORPUS (resumable: re-run after an interruption) and build a FAISS index."""
@@ -63,6 +64,7 @@ def index(
         seed=seed,
         hnsw_m=hnsw_m,
         ef_construction=ef_construction,
+        reduced_dim=reduced_dim,
         options=options,
         store=store,
         overwrite=overwrite,

@@ -46,6 +46,7 @@ def test_errors_are_one_line_without_traceback():
         (["search", " "], "empty query"),
         (["index", "/definitely/missing"], "does not exist"),
         (["index", "/definitely/missing", "--index-type", "flat", "--ef-construction", "200"], "shape HNSW graphs"),
+        (["index", "/definitely/missing", "--index-type", "hnsw", "--reduced-dim", "64"], "graph dimension of hnsw-pca"),
     ]:
         result = _arr(*args)
         assert result.returncode == 1
@@ -68,6 +69,8 @@ def test_index_then_search(tmp_path, tiny_llama_dir):
     assert set(hits[0]) == {"rank", "score", "id", "title", "text"}
     table = runner.invoke(app, ["search", "yaml parser", "-k", "2"])
     assert "docs · tiny" in table.output
+    unused = runner.invoke(app, ["search", "yaml parser", "--ef-search", "10"])
+    assert "--ef-search does not apply to a flat index" in str(unused.exception)
 
 
 def test_help_starts_fast():

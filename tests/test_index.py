@@ -7,7 +7,7 @@ from arretrieve.corpus import Chunking, CorpusSource
 from arretrieve.errors import ArrError
 from arretrieve.index import BuildOptions, IndexManifest, IndexStore, Searcher, add_to_index, build_index
 from arretrieve.index.encode_job import EncodeJob
-from arretrieve.index.faiss_index import plan_index
+from arretrieve.index.faiss_index import plan_index, principal_axes
 from arretrieve.registry import Registry
 from conftest import SENTENCES, tiny_entry, write_beir_corpus
 
@@ -49,7 +49,7 @@ def test_flat_search_equals_brute_force_numpy(tmp_path, registry):
         assert np.allclose([h.score for h in hits], np.sort(scores)[::-1][:5], atol=1e-5)
 
 
-@pytest.mark.parametrize("index_type", ["hnsw", "ivf-flat", "ivf-pq", "sq-fp16", "sq-int8"])
+@pytest.mark.parametrize("index_type", ["hnsw", "hnsw-pca", "ivf-flat", "ivf-pq", "sq-fp16", "sq-int8"])
 def test_every_index_type_builds_and_finds_the_exact_neighbours(tmp_path, registry, index_type):
     manifest = build_index(corpus(tmp_path), model="tiny", index_type=index_type, options=SMALL_SHARDS, registry=registry)
     assert manifest.index_type == index_type
@@ -59,9 +59,44 @@ def test_every_index_type_builds_and_finds_the_exact_neighbours(tmp_path, regist
     hits = searcher.search(["yaml python library"], k=3)[0]
     expected = np.argsort(-(documents @ query_vectors[0]), kind="stable")[:3]
     assert hits[0].id == ROWS[expected[0]]["_id"]
-    if index_type == "ivf-pq":  # re-ranked with exact inner products from the stored vectors
-        assert manifest.files["vectors"] == "vectors.f32"
+    if index_type in ("ivf-pq", "hnsw-pca"):  # re-ranked with exact inner products from the full vectors
+        assert manifest.files["vectors"] == ("vectors.f32" if index_type == "ivf-pq" else None)
         assert np.allclose([h.score for h in hits], (documents @ query_vectors[0])[expected], atol=1e-5)
+
+
+def test_hnsw_pca_re_ranks_exactly_and_takes_added_documents(tmp_path, registry):
+    manifest = build_index(corpus(tmp_path, ROWS[:30], "part"), model="tiny", index_type="hnsw-pca", reduced_dim=16,
+                           options=SMALL_SHARDS, registry=registry)
+    assert (manifest.index_params["reduced_dim"], manifest.index_params["ef_construction"]) == (16, 200)
+    assert manifest.index_params["search"] == {"ef_search": 80, "rerank": 40}
+    add_to_index(corpus(tmp_path, ROWS[30:], "rest"), name="part", options=SMALL_SHARDS, registry=registry)
+    build_index(corpus(tmp_path), name="whole", model="tiny", options=SMALL_SHARDS, registry=registry)
+    queries = ["yaml python library", "fonts", "compression library development"]
+    # Re-ranking every vector with a graph search as wide as the index gives the exact answer.
+    searcher = Searcher(IndexStore().path("part"), registry=registry, search_params={"ef_search": 48, "rerank": 48})
+    exact = Searcher(IndexStore().path("whole"), registry=registry).search(queries, k=8)
+    found = searcher.search(queries, k=8)
+    assert [[h.id for h in hits] for hits in found] == [[h.id for h in hits] for hits in exact]
+    assert np.allclose([[h.score for h in hits] for hits in found], [[h.score for h in hits] for hits in exact], atol=1e-5)
+
+
+def test_principal_axes_keep_the_shared_direction():
+    rng = np.random.default_rng(0)
+    shared = rng.normal(size=16)
+    shared /= np.linalg.norm(shared)
+    sample = (shared + 0.1 * rng.normal(size=(200, 16))).astype(np.float32)
+    axes = principal_axes(sample, 4)
+    assert axes.shape == (4, 16) and np.allclose(axes @ axes.T, np.eye(4), atol=1e-5)
+    assert abs(axes[0] @ shared) > 0.99  # centred PCA would have dropped it
+
+
+def test_search_settings_the_index_type_has_no_use_for_are_refused(tmp_path, registry):
+    build_index(corpus(tmp_path), model="tiny", options=SMALL_SHARDS, registry=registry)
+    with pytest.raises(ArrError, match=r"--ef-search does not apply to a flat index \(it takes no search settings\)"):
+        Searcher(IndexStore().resolve(None), registry=registry, search_params={"ef_search": 10})
+    build_index(corpus(tmp_path), name="graph", model="tiny", index_type="hnsw", options=SMALL_SHARDS, registry=registry)
+    with pytest.raises(ArrError, match=r"--nprobe and --rerank do not apply to a hnsw index \(it takes --ef-search\)"):
+        Searcher(IndexStore().path("graph"), registry=registry, search_params={"nprobe": 2, "rerank": 5})
 
 
 def test_unknown_index_type_is_refused_before_encoding(tmp_path, registry, monkeypatch):
@@ -94,6 +129,11 @@ def test_hnsw_graph_options_are_recorded_and_refused_for_other_types(tmp_path, r
         build_index(corpus(tmp_path), name="h", model="tiny", index_type="hnsw", hnsw_m=0, registry=registry)
     with pytest.raises(ArrError, match=r"this index is flat \(auto: 1000 vectors"):
         plan_index("auto", 1000, 576, hnsw_m=16)
+    with pytest.raises(ArrError, match="--reduced-dim sets the graph dimension of hnsw-pca, but this index is hnsw"):
+        build_index(corpus(tmp_path), name="h", model="tiny", index_type="hnsw", reduced_dim=16, registry=registry)
+    with pytest.raises(ArrError, match=r"--reduced-dim must be below the vectors' dimension \(576\), got 576"):
+        plan_index("hnsw-pca", 1000, 576, reduced_dim=576)
+    assert plan_index("hnsw-pca", 1000, 576, hnsw_m=16).reduced_dim == 96
 
 
 def test_resume_after_a_crash_gives_identical_vectors_and_index(tmp_path, registry, monkeypatch, isolated_home):

@@ -23,7 +23,7 @@ from ..errors import ArrError
 from ..registry import Registry
 from .docstore import DOCS_FILE, DocStore, append_documents
 from .encode_job import EncodeJob, EncodeJobSpec, encode_on_devices
-from .faiss_index import TRAINED_TYPES, check_graph_options, check_index_type, create_index, faiss_module, plan_index, to_cpu, to_gpu_if_available, training_sample
+from .faiss_index import TRAINED_TYPES, check_build_options, check_index_type, create_index, faiss_module, plan_index, training_sample
 from .manifest import IndexManifest
 from .store import IndexStore
 
@@ -135,6 +135,7 @@ def build_index(
     seed: int = 0,
     hnsw_m: int | None = None,
     ef_construction: int | None = None,
+    reduced_dim: int | None = None,
     options: BuildOptions | None = None,
     store: IndexStore | None = None,
     registry: Registry | None = None,
@@ -144,8 +145,8 @@ def build_index(
     options = options or BuildOptions()
     store, registry = store or IndexStore(), registry or Registry()
     check_index_type(index_type)  # before hours of encoding, not after
-    if index_type != "auto":  # likewise graph options given to another type
-        check_graph_options(index_type, hnsw_m, ef_construction)
+    if index_type != "auto":  # likewise build options given to a type they do not shape
+        check_build_options(index_type, hnsw_m, ef_construction, reduced_dim)
     corpus = Path(corpus)
     name = name or (corpus.resolve().name if corpus.is_dir() else corpus.name.split(".")[0]).lower()
     folder = store.path(name)
@@ -157,13 +158,11 @@ def build_index(
 
     faiss = faiss_module()
     dim = job.load_shard(0).shape[1]
-    params = plan_index(index_type, job.spec.count, dim, memory_budget, seed, hnsw_m, ef_construction)
-    index = create_index(params, dim)
+    params = plan_index(index_type, job.spec.count, dim, memory_budget, seed, hnsw_m, ef_construction, reduced_dim)
+    sample = None
     if params.type in TRAINED_TYPES:
         sample = training_sample(job.iter_vectors(), job.spec.count, params.train_size, seed)
-        trainable = to_gpu_if_available(index)
-        trainable.train(sample)
-        index = to_cpu(trainable)
+    index = create_index(params, dim, sample)
     store.root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.staging-", dir=store.root))
     try:

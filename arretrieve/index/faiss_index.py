@@ -1,6 +1,11 @@
 """FAISS index types, the `auto` choice, training on a seeded sample, and GPU use when present.
 
 All indexes use inner product over L2-normalised vectors, i.e. cosine similarity.
+
+`hnsw-pca` walks an HNSW graph built over a low-dimensional copy of the vectors (projected on
+their principal axes, then re-normalised) and re-ranks the candidates it finds with exact inner
+products on the full vectors (FAISS's IndexRefineFlat). Each graph step then costs a fraction of
+a full-dimension distance, which is where HNSW spends its time.
 """
 
 from __future__ import annotations
@@ -17,13 +22,22 @@ from ..errors import ArrError
 
 log = logging.getLogger(__name__)
 
-INDEX_TYPES = ("auto", "flat", "hnsw", "ivf-flat", "ivf-pq", "sq-fp16", "sq-int8")
-TRAINED_TYPES = ("ivf-flat", "ivf-pq", "sq-fp16", "sq-int8")
+INDEX_TYPES = ("auto", "flat", "hnsw", "hnsw-pca", "ivf-flat", "ivf-pq", "sq-fp16", "sq-int8")
+# Types fitted to a seeded sample of the corpus before vectors are added (hnsw-pca: its projection).
+TRAINED_TYPES = ("hnsw-pca", "ivf-flat", "ivf-pq", "sq-fp16", "sq-int8")
+GRAPH_TYPES = ("hnsw", "hnsw-pca")
+# The search settings each type understands (`arr search --nprobe/--ef-search/--rerank`).
+SEARCH_SETTINGS = {
+    "flat": (), "hnsw": ("ef_search",), "hnsw-pca": ("ef_search", "rerank"), "ivf-flat": ("nprobe",),
+    "ivf-pq": ("nprobe", "rerank"), "sq-fp16": (), "sq-int8": (),
+}
 # Below this many vectors exact search is fast enough that an approximate index only loses quality.
 FLAT_LIMIT = 200_000
 HNSW_LIMIT = 5_000_000
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
+# A graph over reduced vectors is cheap to build, so hnsw-pca builds it deeper by default.
+HNSW_PCA_EF_CONSTRUCTION = 200
 
 
 @functools.cache
@@ -58,6 +72,7 @@ class IndexParams:
     pq_bits: int = 8
     hnsw_m: int = HNSW_M
     ef_construction: int = HNSW_EF_CONSTRUCTION
+    reduced_dim: int = 0
     train_size: int = 0
     seed: int = 0
     reason: str = ""
@@ -89,23 +104,35 @@ def check_index_type(index_type: str) -> None:
         raise ArrError(f"unknown index type {index_type!r}; choose from {', '.join(INDEX_TYPES)}")
 
 
-def check_graph_options(index_type: str, hnsw_m: int | None, ef_construction: int | None, reason: str = "") -> None:
-    """HNSW graph options given for another index type are refused, not silently ignored."""
-    options = {"--hnsw-m": hnsw_m, "--ef-construction": ef_construction}
-    given = [flag for flag, value in options.items() if value is not None]
-    if given and index_type != "hnsw":
-        raise ArrError(f"{' and '.join(given)} shape HNSW graphs, but this index is {index_type}" + (f" ({reason})" if reason else ""))
-    too_small = [flag for flag, value in options.items() if value is not None and value < 1]
+def check_build_options(index_type: str, hnsw_m: int | None = None, ef_construction: int | None = None,
+                        reduced_dim: int | None = None, reason: str = "") -> None:
+    """Build options given for an index type they do not shape are refused, not silently ignored."""
+    because = f" ({reason})" if reason else ""
+    graph = {"--hnsw-m": hnsw_m, "--ef-construction": ef_construction}
+    given = [flag for flag, value in graph.items() if value is not None]
+    if given and index_type not in GRAPH_TYPES:
+        raise ArrError(f"{' and '.join(given)} shape HNSW graphs, but this index is {index_type}{because}")
+    if reduced_dim is not None and index_type != "hnsw-pca":
+        raise ArrError(f"--reduced-dim sets the graph dimension of hnsw-pca, but this index is {index_type}{because}")
+    too_small = [flag for flag, value in {**graph, "--reduced-dim": reduced_dim}.items() if value is not None and value < 1]
     if too_small:
         raise ArrError(f"{' and '.join(too_small)} must be at least 1")
 
 
+def default_reduced_dim(dim: int) -> int:
+    """A sixth of the dimensions (96 of 576), at least 32: measured on the Debian dev queries, 64
+    lost recall and 128 only cost speed (BENCHMARKS.md, search speed)."""
+    return min(dim, max(32, dim // 6))
+
+
 def plan_index(index_type: str, count: int, dim: int, memory_budget: int | None = None, seed: int = 0,
-               hnsw_m: int | None = None, ef_construction: int | None = None) -> IndexParams:
+               hnsw_m: int | None = None, ef_construction: int | None = None,
+               reduced_dim: int | None = None) -> IndexParams:
     """Concrete parameters for a requested type; `auto` picks by corpus size and memory budget.
 
     `hnsw_m` and `ef_construction` shape the HNSW graph (more links and a deeper build search give
-    higher recall at the same search depth, for a slower build); they are refused for other types.
+    higher recall at the same search depth, for a slower build); `reduced_dim` is the dimension
+    hnsw-pca's graph works in. They are refused for types they do not apply to.
     """
     check_index_type(index_type)
     reason = f"requested {index_type}"
@@ -129,31 +156,65 @@ def plan_index(index_type: str, count: int, dim: int, memory_budget: int | None 
         # 2^bits centroids per sub-quantizer need >= 39 points each.
         params.pq_bits = max(1, min(8, int(math.log2(max(2, count // 39)))))
         params.search["rerank"] = 100
-    check_graph_options(index_type, hnsw_m, ef_construction, reason)
+    check_build_options(index_type, hnsw_m, ef_construction, reduced_dim, reason)
     if index_type == "hnsw":
         params.hnsw_m = hnsw_m or HNSW_M
         params.ef_construction = ef_construction or HNSW_EF_CONSTRUCTION
         params.search["ef_search"] = 128
+    if index_type == "hnsw-pca":
+        if reduced_dim is not None and reduced_dim >= dim:
+            raise ArrError(f"--reduced-dim must be below the vectors' dimension ({dim}), got {reduced_dim}")
+        params.hnsw_m = hnsw_m or HNSW_M
+        params.ef_construction = ef_construction or HNSW_PCA_EF_CONSTRUCTION
+        params.reduced_dim = reduced_dim or default_reduced_dim(dim)
+        # Recall 0.986 at 15x BEIR's exact search on the Debian dev queries (BENCHMARKS.md).
+        params.search.update(ef_search=80, rerank=40)
     if index_type in TRAINED_TYPES:
         params.train_size = min(count, max(50_000, 64 * max(params.nlist, 1)))
     return params
 
 
-def create_index(params: IndexParams, dim: int):
+def create_index(params: IndexParams, dim: int, sample: np.ndarray | None = None):
+    """An empty index ready for `add`; trained types are fitted to `sample` (on a GPU if there is one)."""
     faiss = faiss_module()
     metric = faiss.METRIC_INNER_PRODUCT
     if params.type == "flat":
         return faiss.IndexFlatIP(dim)
-    if params.type == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, params.hnsw_m, metric)
+    if params.type in GRAPH_TYPES:
+        graph_dim = params.reduced_dim or dim
+        index = faiss.IndexHNSWFlat(graph_dim, params.hnsw_m, metric)
         index.hnsw.efConstruction = params.ef_construction
-        return index
+        if params.type == "hnsw":
+            return index
+        projection = faiss.LinearTransform(dim, graph_dim, False)
+        faiss.copy_array_to_vector(principal_axes(sample, graph_dim).ravel(), projection.A)
+        projection.is_trained = True
+        reduced = faiss.IndexPreTransform(index)
+        reduced.prepend_transform(faiss.NormalizationTransform(graph_dim))
+        reduced.prepend_transform(projection)
+        return faiss.IndexRefineFlat(reduced)
     if params.type == "ivf-flat":
-        return faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, params.nlist, metric)
-    if params.type == "ivf-pq":
-        return faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, params.nlist, params.pq_m, params.pq_bits, metric)
-    quantizer = {"sq-fp16": faiss.ScalarQuantizer.QT_fp16, "sq-int8": faiss.ScalarQuantizer.QT_8bit}[params.type]
-    return faiss.IndexScalarQuantizer(dim, quantizer, metric)
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, params.nlist, metric)
+    elif params.type == "ivf-pq":
+        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, params.nlist, params.pq_m, params.pq_bits, metric)
+    else:
+        quantizer = {"sq-fp16": faiss.ScalarQuantizer.QT_fp16, "sq-int8": faiss.ScalarQuantizer.QT_8bit}[params.type]
+        index = faiss.IndexScalarQuantizer(dim, quantizer, metric)
+    trainable = to_gpu_if_available(index)
+    trainable.train(sample)
+    return to_cpu(trainable)
+
+
+def principal_axes(sample: np.ndarray, count: int) -> np.ndarray:
+    """The `count` leading eigenvectors of the sample's second-moment matrix, as rows.
+
+    Not centred PCA on purpose: embeddings share a large common direction, and the inner product
+    of two projections approximates the original one only if that direction is kept (centred
+    axes, re-normalised, cut recall@10 after re-ranking from 0.96 to 0.75 on the Debian vectors).
+    """
+    sample = np.asarray(sample, dtype=np.float64)
+    _, vectors = np.linalg.eigh(sample.T @ sample)  # ascending eigenvalues
+    return np.ascontiguousarray(vectors[:, ::-1][:, :count].T, dtype=np.float32)
 
 
 def gpu_count() -> int:
@@ -162,9 +223,9 @@ def gpu_count() -> int:
 
 
 def to_gpu_if_available(index):
-    """Flat and IVF indexes move to all GPUs when faiss-gpu sees some; HNSW stays on the CPU."""
+    """Flat and IVF indexes move to all GPUs when faiss-gpu sees some; HNSW graphs stay on the CPU."""
     faiss = faiss_module()
-    if gpu_count() == 0 or isinstance(index, faiss.IndexHNSWFlat):
+    if gpu_count() == 0 or isinstance(index, (faiss.IndexHNSW, faiss.IndexRefine)):
         return index
     try:
         return faiss.index_cpu_to_all_gpus(index)
@@ -189,10 +250,20 @@ def training_sample(shards: Iterable[np.ndarray], count: int, size: int, seed: i
     return np.ascontiguousarray(np.concatenate(picked), dtype=np.float32)
 
 
+def check_search_params(index_type: str, params: dict[str, int]) -> None:
+    """Search settings an index type has no use for are refused, not silently ignored."""
+    unused = [name for name in params if name not in SEARCH_SETTINGS[index_type]]
+    if unused:
+        flags = " and ".join("--" + name.replace("_", "-") for name in unused)
+        takes = ", ".join("--" + name.replace("_", "-") for name in SEARCH_SETTINGS[index_type]) or "no search settings"
+        raise ArrError(f"{flags} {'does' if len(unused) == 1 else 'do'} not apply to a {index_type} index (it takes {takes})")
+
+
 def apply_search_params(index, params: dict[str, int]) -> None:
+    """nprobe and ef_search, wherever they sit inside the index (hnsw-pca nests its graph)."""
     faiss = faiss_module()
     if "nprobe" in params:
         ivf = faiss.try_extract_index_ivf(index)
         (ivf if ivf is not None else index).nprobe = params["nprobe"]
-    if "ef_search" in params and hasattr(index, "hnsw"):
-        index.hnsw.efSearch = params["ef_search"]
+    if "ef_search" in params:
+        faiss.ParameterSpace().set_index_parameter(index, "efSearch", params["ef_search"])

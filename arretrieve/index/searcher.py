@@ -12,7 +12,7 @@ from ..errors import ArrError
 from ..registry import Registry
 from .builder import model_for_index
 from .docstore import DocStore
-from .faiss_index import apply_search_params, faiss_module, to_gpu_if_available
+from .faiss_index import apply_search_params, check_search_params, faiss_module, to_gpu_if_available
 from .manifest import IndexManifest
 
 
@@ -48,6 +48,7 @@ class Searcher:
             raise ArrError(f"{index_path} is missing or corrupted; rebuild the index with `arr index --overwrite`") from None
         if index.ntotal != manifest.count or index.d != manifest.dim:
             raise ArrError(f"{index_path} does not match its manifest (vectors or dimension differ); rebuild the index")
+        check_search_params(manifest.index_type, search_params or {})
         self.index = to_gpu_if_available(index)
         self.params = {**manifest.index_params.get("search", {}), **(search_params or {})}
         apply_search_params(self.index, self.params)
@@ -72,9 +73,12 @@ class Searcher:
 
     def _candidates(self, query_vectors: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
         depth = min(depth, self.manifest.count)
+        if self.manifest.index_type == "hnsw-pca":  # FAISS re-ranks inside the index, from vectors in memory
+            self.index.k_factor = max(1.0, self.params["rerank"] / depth)
+            return self.index.search(query_vectors, depth)
         rerank = self.params.get("rerank", 0) if self.vectors is not None else 0
         scores, rows = self.index.search(query_vectors, max(depth, min(rerank, self.manifest.count)))
-        if rerank:  # exact inner products for the approximate (IVF-PQ) candidates
+        if rerank:  # exact inner products for IVF-PQ's candidates, from the vectors kept on disk
             for q, row in enumerate(rows):
                 valid = np.sort(row[row >= 0])  # ascending rows read the memory-mapped file in order
                 exact = np.asarray(self.vectors[valid]) @ query_vectors[q]
