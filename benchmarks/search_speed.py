@@ -56,15 +56,24 @@ class PrecomputedModel:
         return torch.from_numpy(self.corpus_vectors[[doc["row"] for doc in corpus]])
 
 
-def beir_exact(query_vectors, corpus_vectors, ids, query_ids, texts, top_k=10):
+def best_of(repeats, run):
+    """The shortest wall time of `repeats` calls (one-off start-up costs and noise only slow a call) and
+    the last call's result."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = run()
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+def beir_exact(query_vectors, corpus_vectors, ids, query_ids, texts, repeats, top_k=10):
     from beir.retrieval.search.dense import DenseRetrievalExactSearch
 
     search = DenseRetrievalExactSearch(PrecomputedModel(query_vectors, corpus_vectors), batch_size=128)
     corpus = {doc_id: {"title": "", "text": text, "row": row} for row, (doc_id, text) in enumerate(zip(ids, texts))}
     queries = {qid: "" for qid in query_ids}
-    started = time.perf_counter()
-    results = search.search(corpus, queries, top_k, score_function="dot")
-    return time.perf_counter() - started, results
+    return best_of(repeats, lambda: search.search(corpus, queries, top_k, score_function="dot"))
 
 
 def main() -> None:
@@ -74,6 +83,7 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--types", nargs="+", default=sorted({kind for kind, _, _ in SWEEPS}))
     parser.add_argument("--single-queries", type=int, default=300, help="queries timed one at a time")
+    parser.add_argument("--repeats", type=int, default=3, help="batch searches timed per setting (the best counts)")
     args = parser.parse_args()
 
     import faiss
@@ -99,12 +109,12 @@ def main() -> None:
         query_vectors = searcher.embedder.encode(list(queries.values()), role="query", batch_size=64)
         exact = np.asarray([[r for r, _ in hits] for hits in _rows(searcher, query_vectors, 10)])
 
-        beir_seconds, beir_results = beir_exact(query_vectors, corpus_vectors, ids, list(queries), texts)
+        beir_seconds, beir_results = beir_exact(query_vectors, corpus_vectors, ids, list(queries), texts, args.repeats)
         beir_top = [set(sorted(hits, key=hits.get, reverse=True)[:10]) for hits in beir_results.values()]
         exact_ids = [set(ids[r] for r in row) for row in exact]
         beir_recall = float(np.mean([len(a & b) / 10 for a, b in zip(beir_top, exact_ids)]))
         report = {"vectors": len(ids), "dim": int(corpus_vectors.shape[1]), "queries": len(queries),
-                  "threads": faiss.omp_get_max_threads(), "model": entry.name}
+                  "threads": faiss.omp_get_max_threads(), "model": entry.name, "repeats": args.repeats}
         print(json.dumps(report), flush=True)
         beir_qps = len(queries) / beir_seconds
         print(json.dumps({"method": "beir-exact", "batch_qps": round(beir_qps, 1), "recall@10": round(beir_recall, 4)}), flush=True)
@@ -120,9 +130,7 @@ def main() -> None:
             size = os.path.getsize(folder / manifest.files["index"])
             for params in sweep:
                 searcher = Searcher(folder, registry=registry, search_params=params)
-                started = time.perf_counter()
-                found = _rows(searcher, query_vectors, 10)
-                batch_seconds = time.perf_counter() - started
+                batch_seconds, found = best_of(args.repeats, lambda: _rows(searcher, query_vectors, 10))
                 started = time.perf_counter()
                 for q in range(args.single_queries):
                     _rows(searcher, query_vectors[q : q + 1], 10)

@@ -167,7 +167,7 @@ def plan_index(index_type: str, count: int, dim: int, memory_budget: int | None 
         params.hnsw_m = hnsw_m or HNSW_M
         params.ef_construction = ef_construction or HNSW_PCA_EF_CONSTRUCTION
         params.reduced_dim = reduced_dim or default_reduced_dim(dim)
-        # Recall 0.986 at 15x BEIR's exact search on the Debian dev queries (BENCHMARKS.md).
+        # Recall@10 0.987 at 13x BEIR's exact search on the Debian dev queries (BENCHMARKS.md).
         params.search.update(ef_search=80, rerank=40)
     if index_type in TRAINED_TYPES:
         params.train_size = min(count, max(50_000, 64 * max(params.nlist, 1)))
@@ -209,8 +209,9 @@ def principal_axes(sample: np.ndarray, count: int) -> np.ndarray:
     """The `count` leading eigenvectors of the sample's second-moment matrix, as rows.
 
     Not centred PCA on purpose: embeddings share a large common direction, and the inner product
-    of two projections approximates the original one only if that direction is kept (centred
-    axes, re-normalised, cut recall@10 after re-ranking from 0.96 to 0.75 on the Debian vectors).
+    of two projections approximates the original one only if that direction is kept (FAISS's
+    centred PCA reached recall@10 0.73-0.79 where these axes reach 0.98-0.99 on the Debian dev
+    queries; benchmarks/projection_choice.py).
     """
     sample = np.asarray(sample, dtype=np.float64)
     _, vectors = np.linalg.eigh(sample.T @ sample)  # ascending eigenvalues
