@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-SETTINGS = [{"ef_search": e, "rerank": r} for e, r in ((40, 20), (40, 30), (60, 30), (80, 40))]
+SETTINGS = [{"ef_search": e, "rerank_factor": f} for e, f in ((40, 2), (40, 3), (60, 3), (80, 4))]
 
 
 def main() -> None:
@@ -62,7 +62,7 @@ def main() -> None:
         build_seconds = time.perf_counter() - started
         for setting in SETTINGS:
             faiss.ParameterSpace().set_index_parameter(index, "efSearch", setting["ef_search"])
-            index.k_factor = setting["rerank"] / 10
+            index.k_factor = float(setting["rerank_factor"])
             _, found = index.search(query_vectors, 10)
             recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)]))
             print(json.dumps({"index": name, "build_s": round(build_seconds, 2), **setting, "recall@10": round(recall, 4)}), flush=True)

@@ -25,7 +25,7 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {rank, score, id, title, text}."),
     nprobe: Optional[int] = typer.Option(None, min=1, help="IVF lists to visit (IVF index types)."),
     ef_search: Optional[int] = typer.Option(None, min=1, help="HNSW search depth (hnsw, hnsw-pca)."),
-    rerank: Optional[int] = typer.Option(None, min=0, help="Candidates re-ranked exactly (ivf-pq, hnsw-pca)."),
+    rerank_factor: Optional[int] = typer.Option(None, min=1, help="Re-score k × this many candidates exactly (ivf-pq, hnsw-pca)."),
     no_collapse: bool = typer.Option(False, help="On a chunked index, list chunks instead of one hit per document."),
     index_dir: Optional[Path] = typer.Option(None, help="Where indexes live (default ./indexes or $ARR_INDEXES)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
@@ -38,7 +38,7 @@ def search(
         raise ArrError("give either a query or --queries FILE")
     if query is not None and not query.strip():
         raise ArrError("empty query")
-    overrides = {key: value for key, value in (("nprobe", nprobe), ("ef_search", ef_search), ("rerank", rerank)) if value is not None}
+    overrides = {key: value for key, value in (("nprobe", nprobe), ("ef_search", ef_search), ("rerank_factor", rerank_factor)) if value is not None}
     searcher = Searcher(IndexStore(index_dir).resolve(index), device=device, search_params=overrides)
     collapse = False if no_collapse else None
     if queries is not None:

@@ -68,16 +68,51 @@ def test_hnsw_pca_re_ranks_exactly_and_takes_added_documents(tmp_path, registry)
     manifest = build_index(corpus(tmp_path, ROWS[:30], "part"), model="tiny", index_type="hnsw-pca", reduced_dim=16,
                            options=SMALL_SHARDS, registry=registry)
     assert (manifest.index_params["reduced_dim"], manifest.index_params["ef_construction"]) == (16, 200)
-    assert manifest.index_params["search"] == {"ef_search": 80, "rerank": 40}
+    assert manifest.index_params["search"] == {"ef_search": 80, "rerank_factor": 4}
     add_to_index(corpus(tmp_path, ROWS[30:], "rest"), name="part", options=SMALL_SHARDS, registry=registry)
     build_index(corpus(tmp_path), name="whole", model="tiny", options=SMALL_SHARDS, registry=registry)
     queries = ["yaml python library", "fonts", "compression library development"]
     # Re-ranking every vector with a graph search as wide as the index gives the exact answer.
-    searcher = Searcher(IndexStore().path("part"), registry=registry, search_params={"ef_search": 48, "rerank": 48})
+    searcher = Searcher(IndexStore().path("part"), registry=registry, search_params={"ef_search": 48, "rerank_factor": 6})
     exact = Searcher(IndexStore().path("whole"), registry=registry).search(queries, k=8)
     found = searcher.search(queries, k=8)
     assert [[h.id for h in hits] for hits in found] == [[h.id for h in hits] for hits in exact]
     assert np.allclose([[h.score for h in hits] for hits in found], [[h.score for h in hits] for hits in exact], atol=1e-5)
+
+
+@pytest.mark.parametrize("index_type", ["hnsw-pca", "ivf-pq"])
+def test_re_ranked_types_scale_candidates_with_depth(tmp_path, registry, index_type):
+    """k × rerank_factor candidates, even past the index size: a whole-index list comes back exact."""
+    build_index(corpus(tmp_path), model="tiny", index_type=index_type, options=SMALL_SHARDS, registry=registry)
+    nlist = IndexManifest.load(IndexStore().resolve(None)).index_params["nlist"]
+    searcher = Searcher(IndexStore().resolve(None), registry=registry, search_params={"nprobe": nlist} if nlist else {})
+    documents, query_vectors = exact_vectors(searcher, ["yaml python library"])
+    hits = searcher.search(["yaml python library"], k=len(ROWS))[0]
+    scores = documents @ query_vectors[0]
+    assert [h.id for h in hits] == [ROWS[i]["_id"] for i in np.argsort(-scores, kind="stable")]
+    assert np.allclose([h.score for h in hits], np.sort(scores)[::-1], atol=1e-5)
+
+
+def test_graph_search_is_widened_to_the_result_list(tmp_path, registry):
+    """FAISS answers k > ef_search from an ef_search-wide search; the searcher widens it to k."""
+    build_index(corpus(tmp_path), model="tiny", index_type="hnsw", options=SMALL_SHARDS, registry=registry)
+    searcher = Searcher(IndexStore().resolve(None), registry=registry, search_params={"ef_search": 1})
+    documents, query_vectors = exact_vectors(searcher, ["yaml python library"])
+    hits = searcher.search(["yaml python library"], k=len(ROWS))[0]
+    assert [h.id for h in hits] == [ROWS[i]["_id"] for i in np.argsort(-(documents @ query_vectors[0]), kind="stable")]
+    assert searcher.index.hnsw.efSearch == len(ROWS)
+    searcher.search(["yaml python library"], k=3)
+    assert searcher.index.hnsw.efSearch == 3
+
+
+def test_index_recording_settings_this_version_does_not_use_is_refused(tmp_path, registry):
+    build_index(corpus(tmp_path), model="tiny", index_type="ivf-pq", options=SMALL_SHARDS, registry=registry)
+    folder = IndexStore().resolve(None)
+    manifest = IndexManifest.load(folder)
+    manifest.index_params["search"] = {"nprobe": 2, "rerank": 100}  # the setting's name before rerank_factor
+    manifest.save(folder)
+    with pytest.raises(ArrError, match=r"records search settings this version does not use \(rerank\); rebuild"):
+        Searcher(folder, registry=registry)
 
 
 def test_principal_axes_keep_the_shared_direction():
@@ -95,8 +130,10 @@ def test_search_settings_the_index_type_has_no_use_for_are_refused(tmp_path, reg
     with pytest.raises(ArrError, match=r"--ef-search does not apply to a flat index \(it takes no search settings\)"):
         Searcher(IndexStore().resolve(None), registry=registry, search_params={"ef_search": 10})
     build_index(corpus(tmp_path), name="graph", model="tiny", index_type="hnsw", options=SMALL_SHARDS, registry=registry)
-    with pytest.raises(ArrError, match=r"--nprobe and --rerank do not apply to a hnsw index \(it takes --ef-search\)"):
-        Searcher(IndexStore().path("graph"), registry=registry, search_params={"nprobe": 2, "rerank": 5})
+    with pytest.raises(ArrError, match=r"--nprobe and --rerank-factor do not apply to a hnsw index \(it takes --ef-search\)"):
+        Searcher(IndexStore().path("graph"), registry=registry, search_params={"nprobe": 2, "rerank_factor": 5})
+    with pytest.raises(ArrError, match="--ef-search must be at least 1"):
+        Searcher(IndexStore().path("graph"), registry=registry, search_params={"ef_search": 0})
 
 
 def test_unknown_index_type_is_refused_before_encoding(tmp_path, registry, monkeypatch):

@@ -26,10 +26,11 @@ INDEX_TYPES = ("auto", "flat", "hnsw", "hnsw-pca", "ivf-flat", "ivf-pq", "sq-fp1
 # Types fitted to a seeded sample of the corpus before vectors are added (hnsw-pca: its projection).
 TRAINED_TYPES = ("hnsw-pca", "ivf-flat", "ivf-pq", "sq-fp16", "sq-int8")
 GRAPH_TYPES = ("hnsw", "hnsw-pca")
-# The search settings each type understands (`arr search --nprobe/--ef-search/--rerank`).
+# The search settings each type understands (`arr search --nprobe/--ef-search/--rerank-factor`).
+# rerank_factor: k × this many candidates are re-scored exactly, so deeper result lists keep their recall.
 SEARCH_SETTINGS = {
-    "flat": (), "hnsw": ("ef_search",), "hnsw-pca": ("ef_search", "rerank"), "ivf-flat": ("nprobe",),
-    "ivf-pq": ("nprobe", "rerank"), "sq-fp16": (), "sq-int8": (),
+    "flat": (), "hnsw": ("ef_search",), "hnsw-pca": ("ef_search", "rerank_factor"), "ivf-flat": ("nprobe",),
+    "ivf-pq": ("nprobe", "rerank_factor"), "sq-fp16": (), "sq-int8": (),
 }
 # Below this many vectors exact search is fast enough that an approximate index only loses quality.
 FLAT_LIMIT = 200_000
@@ -76,7 +77,7 @@ class IndexParams:
     train_size: int = 0
     seed: int = 0
     reason: str = ""
-    # Search-time defaults; `arr search --nprobe/--ef-search/--rerank` override them.
+    # Search-time defaults; `arr search --nprobe/--ef-search/--rerank-factor` override them.
     search: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,7 +156,7 @@ def plan_index(index_type: str, count: int, dim: int, memory_budget: int | None 
         params.pq_m = _pq_m(dim)
         # 2^bits centroids per sub-quantizer need >= 39 points each.
         params.pq_bits = max(1, min(8, int(math.log2(max(2, count // 39)))))
-        params.search["rerank"] = 100
+        params.search["rerank_factor"] = 10
     check_build_options(index_type, hnsw_m, ef_construction, reduced_dim, reason)
     if index_type == "hnsw":
         params.hnsw_m = hnsw_m or HNSW_M
@@ -168,7 +169,7 @@ def plan_index(index_type: str, count: int, dim: int, memory_budget: int | None 
         params.ef_construction = ef_construction or HNSW_PCA_EF_CONSTRUCTION
         params.reduced_dim = reduced_dim or default_reduced_dim(dim)
         # Recall@10 0.987 at 13x BEIR's exact search on the Debian dev queries (BENCHMARKS.md).
-        params.search.update(ef_search=80, rerank=40)
+        params.search.update(ef_search=80, rerank_factor=4)
     if index_type in TRAINED_TYPES:
         params.train_size = min(count, max(50_000, 64 * max(params.nlist, 1)))
     return params
@@ -258,6 +259,9 @@ def check_search_params(index_type: str, params: dict[str, int]) -> None:
         flags = " and ".join("--" + name.replace("_", "-") for name in unused)
         takes = ", ".join("--" + name.replace("_", "-") for name in SEARCH_SETTINGS[index_type]) or "no search settings"
         raise ArrError(f"{flags} {'does' if len(unused) == 1 else 'do'} not apply to a {index_type} index (it takes {takes})")
+    too_small = ["--" + name.replace("_", "-") for name, value in params.items() if value < 1]
+    if too_small:
+        raise ArrError(f"{' and '.join(too_small)} must be at least 1")
 
 
 def apply_search_params(index, params: dict[str, int]) -> None:

@@ -12,7 +12,7 @@ from ..errors import ArrError
 from ..registry import Registry
 from .builder import model_for_index
 from .docstore import DocStore
-from .faiss_index import apply_search_params, check_search_params, faiss_module, to_gpu_if_available
+from .faiss_index import SEARCH_SETTINGS, apply_search_params, check_search_params, faiss_module, to_gpu_if_available
 from .manifest import IndexManifest
 
 
@@ -49,9 +49,15 @@ class Searcher:
         if index.ntotal != manifest.count or index.d != manifest.dim:
             raise ArrError(f"{index_path} does not match its manifest (vectors or dimension differ); rebuild the index")
         check_search_params(manifest.index_type, search_params or {})
+        recorded = manifest.index_params.get("search", {})
+        unknown = sorted(set(recorded) - set(SEARCH_SETTINGS.get(manifest.index_type, ())))
+        if unknown:  # e.g. an index built before a setting was renamed: it would be silently ignored
+            raise ArrError(f"index {manifest.name!r} records search settings this version does not use "
+                           f"({', '.join(unknown)}); rebuild it with `arr index --overwrite`")
         self.index = to_gpu_if_available(index)
-        self.params = {**manifest.index_params.get("search", {}), **(search_params or {})}
+        self.params = {**recorded, **(search_params or {})}
         apply_search_params(self.index, self.params)
+        self._graph_width = self.params.get("ef_search")
         self.docstore = DocStore(folder, manifest.files["offsets"], manifest.count)
         self.vectors = None
         if manifest.files.get("vectors"):
@@ -73,12 +79,18 @@ class Searcher:
 
     def _candidates(self, query_vectors: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
         depth = min(depth, self.manifest.count)
+        factor = self.params.get("rerank_factor", 1)
+        candidates = min(depth * factor, self.manifest.count)
+        if self._graph_width is not None:  # FAISS does not widen a graph search narrower than its result list
+            width = max(self.params["ef_search"], candidates)
+            if width != self._graph_width:
+                apply_search_params(self.index, {"ef_search": width})
+                self._graph_width = width
         if self.manifest.index_type == "hnsw-pca":  # FAISS re-ranks inside the index, from vectors in memory
-            self.index.k_factor = max(1.0, self.params["rerank"] / depth)
+            self.index.k_factor = float(factor)
             return self.index.search(query_vectors, depth)
-        rerank = self.params.get("rerank", 0) if self.vectors is not None else 0
-        scores, rows = self.index.search(query_vectors, max(depth, min(rerank, self.manifest.count)))
-        if rerank:  # exact inner products for IVF-PQ's candidates, from the vectors kept on disk
+        scores, rows = self.index.search(query_vectors, candidates)
+        if self.vectors is not None:  # exact inner products for IVF-PQ's candidates, from the vectors kept on disk
             for q, row in enumerate(rows):
                 valid = np.sort(row[row >= 0])  # ascending rows read the memory-mapped file in order
                 exact = np.asarray(self.vectors[valid]) @ query_vectors[q]
