@@ -29,8 +29,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from arretrieve.encoding import load_embedder
     from arretrieve.corpus import CorpusSource
+    from arretrieve.encoding import load_embedder
     from arretrieve.index import BuildOptions
     from arretrieve.index.builder import encode_corpus
     from arretrieve.index.faiss_index import create_index, faiss_module, plan_index, training_sample

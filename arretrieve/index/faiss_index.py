@@ -254,10 +254,11 @@ def training_sample(shards: Iterable[np.ndarray], count: int, size: int, seed: i
 
 def check_search_params(index_type: str, params: dict[str, int]) -> None:
     """Search settings an index type has no use for are refused, not silently ignored."""
-    unused = [name for name in params if name not in SEARCH_SETTINGS[index_type]]
+    known = SEARCH_SETTINGS.get(index_type, ())
+    unused = [name for name in params if name not in known]
     if unused:
         flags = " and ".join("--" + name.replace("_", "-") for name in unused)
-        takes = ", ".join("--" + name.replace("_", "-") for name in SEARCH_SETTINGS[index_type]) or "no search settings"
+        takes = ", ".join("--" + name.replace("_", "-") for name in known) or "no search settings"
         raise ArrError(f"{flags} {'does' if len(unused) == 1 else 'do'} not apply to a {index_type} index (it takes {takes})")
     too_small = ["--" + name.replace("_", "-") for name, value in params.items() if value < 1]
     if too_small:
