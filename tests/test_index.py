@@ -174,12 +174,13 @@ def test_hnsw_graph_options_are_recorded_and_refused_for_other_types(tmp_path, r
     assert plan_index("hnsw-pca", 1000, 576, hnsw_m=16).reduced_dim == 96
 
 
-def test_resume_after_a_crash_gives_identical_vectors_and_index(tmp_path, registry, monkeypatch, isolated_home):
+@pytest.mark.parametrize("index_type", ["flat", "hnsw-pca"])  # a graph too: same shards, same graph
+def test_resume_after_a_crash_gives_identical_vectors_and_index(tmp_path, registry, monkeypatch, isolated_home, index_type):
     source = corpus(tmp_path)
     reference_store = IndexStore(tmp_path / "reference")
     with monkeypatch.context() as elsewhere:  # its own encoding cache, so nothing is shared
         elsewhere.setenv("ARR_HOME", str(tmp_path / "reference-home"))
-        build_index(source, name="c", model="tiny", options=SMALL_SHARDS, registry=registry, store=reference_store)
+        build_index(source, name="c", model="tiny", index_type=index_type, options=SMALL_SHARDS, registry=registry, store=reference_store)
 
     original_save = EncodeJob._save
     saved = []
@@ -193,13 +194,13 @@ def test_resume_after_a_crash_gives_identical_vectors_and_index(tmp_path, regist
     store = IndexStore(tmp_path / "resumed")
     with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
         patched.setattr(EncodeJob, "_save", crash_after_two_shards)
-        build_index(source, name="c", model="tiny", options=SMALL_SHARDS, registry=registry, store=store)
+        build_index(source, name="c", model="tiny", index_type=index_type, options=SMALL_SHARDS, registry=registry, store=store)
     (work_dir,) = (isolated_home / "cache" / "encodings").iterdir()
     assert sorted(p.name for p in work_dir.glob("shard-*.npy")) == ["shard-00000.npy", "shard-00001.npy"]
     assert not store.path("c").exists()
     encoded = []
     monkeypatch.setattr(EncodeJob, "encode", _recording(EncodeJob.encode, encoded))
-    build_index(source, name="c", model="tiny", options=SMALL_SHARDS, registry=registry, store=store)
+    build_index(source, name="c", model="tiny", index_type=index_type, options=SMALL_SHARDS, registry=registry, store=store)
     assert encoded == [{2, 3, 4}]  # only the missing shards were encoded again
     reference_dir = next((tmp_path / "reference-home" / "cache" / "encodings").iterdir())
     for number in range(5):
