@@ -33,7 +33,7 @@ def main() -> None:
     from arretrieve.encoding import load_embedder
     from arretrieve.index import BuildOptions
     from arretrieve.index.builder import encode_corpus
-    from arretrieve.index.faiss_index import create_index, faiss_module, plan_index, training_sample
+    from arretrieve.index.faiss_index import apply_search_params, create_index, faiss_module, plan_index, training_sample
     from arretrieve.queries import read_queries
     from arretrieve.registry import Registry
 
@@ -61,8 +61,7 @@ def main() -> None:
         index.add(vectors)
         build_seconds = time.perf_counter() - started
         for setting in SETTINGS:
-            faiss.ParameterSpace().set_index_parameter(index, "efSearch", setting["ef_search"])
-            index.k_factor = float(setting["rerank_factor"])
+            apply_search_params(index, setting)
             _, found = index.search(query_vectors, 10)
             recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)]))
             print(json.dumps({"index": name, "build_s": round(build_seconds, 2), **setting, "recall@10": round(recall, 4)}), flush=True)

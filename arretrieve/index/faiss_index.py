@@ -266,10 +266,13 @@ def check_search_params(index_type: str, params: dict[str, int]) -> None:
 
 
 def apply_search_params(index, params: dict[str, int]) -> None:
-    """nprobe and ef_search, wherever they sit inside the index (hnsw-pca nests its graph)."""
+    """nprobe, ef_search and hnsw-pca's rerank_factor, wherever they sit inside the index (hnsw-pca
+    nests its graph; FAISS re-ranks its k × rerank_factor candidates itself)."""
     faiss = faiss_module()
     if "nprobe" in params:
         ivf = faiss.try_extract_index_ivf(index)
         (ivf if ivf is not None else index).nprobe = params["nprobe"]
     if "ef_search" in params:
         faiss.ParameterSpace().set_index_parameter(index, "efSearch", params["ef_search"])
+    if "rerank_factor" in params and isinstance(index, faiss.IndexRefine):
+        index.k_factor = float(params["rerank_factor"])

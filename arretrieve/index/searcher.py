@@ -86,8 +86,7 @@ class Searcher:
             if width != self._graph_width:
                 apply_search_params(self.index, {"ef_search": width})
                 self._graph_width = width
-        if self.manifest.index_type == "hnsw-pca":  # FAISS re-ranks inside the index, from vectors in memory
-            self.index.k_factor = float(factor)
+        if self.manifest.index_type == "hnsw-pca":  # FAISS re-ranks inside the index (k_factor set at load)
             return self.index.search(query_vectors, depth)
         scores, rows = self.index.search(query_vectors, candidates)
         if self.vectors is not None:  # exact inner products for IVF-PQ's candidates, from the vectors kept on disk
