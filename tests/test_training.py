@@ -234,10 +234,13 @@ def test_reference_scores_are_cached_and_reused(tmp_path, data, registry, isolat
     assert "saturates the alignment loss for 100% of the triplets" in caplog.text
 
 
-def test_beta_saturation_measures_the_reference_gaps():
+def test_beta_saturation_measures_the_margin_of_the_form_in_use():
     reference = torch.tensor([[-100.0, -300.0, -110.0], [-50.0, -40.0, -250.0]])  # gaps 200, 10, 10, 200
-    assert beta_saturation(reference, beta=0.1) == (0.5, 10.0)  # torch.median: the lower middle value
-    assert beta_saturation(reference, beta=0.01) == (0.0, 10.0)
+    # code form: the step-0 margin is twice the gap (400, 20, 20, 400); torch.median is the lower middle value
+    assert beta_saturation(reference, beta=0.1, reference_form="code") == (0.5, 20.0)
+    assert beta_saturation(reference, beta=0.015, reference_form="code") == (0.5, 20.0)  # 6 > 4 but 0.3 < 4
+    assert beta_saturation(reference, beta=0.005, reference_form="code") == (0.0, 20.0)
+    assert beta_saturation(reference, beta=0.1, reference_form="paper") == (0.0, 0.0)  # DPO form starts at 0
 
 
 def test_contrastive_baseline_trains_with_its_pooling(tmp_path, data, registry):
@@ -339,3 +342,167 @@ def test_bad_eval_data_is_refused_before_any_compute(tmp_path, data, registry, m
         train(config(tmp_path, data, eval_data=str(eval_folder(tmp_path))), registry=registry)
     with pytest.raises(ArrError, match="eval_steps must be at least 1"):
         config(tmp_path, data, eval_steps=0)
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_gradient_checkpointing_gives_the_same_gradients(tmp_path, data, registry, lora):
+    """The shared copy's decoder pass (adapters off) must be recomputed with adapters off too."""
+    from arretrieve.training.steps import alignment_step
+
+    entry = registry.get("tiny")
+    triplets, _ = load_triplets(str(data[1]), TrainConfig(name="x").fields, 2)
+    gradients = []
+    for checkpointing in (False, True):
+        cfg = config(tmp_path, data, lora=lora, lora_dropout=0.0, gradient_checkpointing=checkpointing)
+        model = build_trainable(entry, cfg, torch.float32).train()
+        dataset = TripletSet(model, triplets, entry.prompts["i_next"], entry.prompts["i_self"], 64)
+        dataset.reference = torch.full((len(dataset), 3), -30.0)
+        batch = TripletCollator(model.pad_id)([dataset[i] for i in range(4)])
+        alignment_step(model, batch, cfg).backward()
+        gradients.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    plain, checkpointed = gradients
+    assert plain.keys() == checkpointed.keys() and any(g.abs().sum() > 0 for g in plain.values())
+    for name, grad in plain.items():
+        assert torch.allclose(grad, checkpointed[name], atol=1e-6, rtol=1e-4), name
+
+
+def test_in_batch_alignment_loss_equals_a_hand_computation():
+    from arretrieve.training.steps import split_own
+
+    # Two rows, targets [pos_0, pos_1, neg_0, neg_1]: row i's own positive is column i.
+    scores = torch.tensor([[-10.0, -30.0, -25.0, -40.0], [-28.0, -12.0, -33.0, -20.0]])
+    reference = torch.tensor([[-11.0, -29.0, -26.0, -38.0], [-27.0, -13.0, -30.0, -22.0]])
+    b = torch.tensor([-9.0, -14.0])
+    a, c = split_own(scores)
+    ref_pos, ref_neg = split_own(reference)
+    assert a.tolist() == [-10.0, -12.0] and c.tolist() == [[-30.0, -25.0, -40.0], [-28.0, -33.0, -20.0]]
+    for form in ("code", "paper"):
+        expected = sum(_hand_loss(a[i].item(), b[i].item(), c[i].tolist(), ref_pos[i].item(), ref_neg[i].tolist(), 0.1, 0.1, form)
+                       for i in range(2)) / 2
+        assert alignment_loss(a, b, c, ref_pos, ref_neg, 0.1, 0.1, form).item() == pytest.approx(expected, rel=1e-6)
+
+
+def _alignment_batch(model, entry, data, count=4):
+    triplets, _ = load_triplets(str(data[1]), TrainConfig(name="x").fields, 2)
+    dataset = TripletSet(model, triplets, entry.prompts["i_next"], entry.prompts["i_self"], 64)
+    dataset.reference = torch.full((len(dataset), 3), -30.0)
+    return TripletCollator(model.pad_id)([dataset[i] for i in range(count)])
+
+
+def test_in_batch_parts_score_every_target_against_every_query(tmp_path, data, registry):
+    from arretrieve.training.steps import alignment_log_probs, in_batch_alignment_parts
+
+    cfg = config(tmp_path, data, lora_dropout=0.0)
+    model = build_trainable(registry.get("tiny"), cfg, torch.float32).eval()
+    batch = _alignment_batch(model, registry.get("tiny"), data)
+    with torch.no_grad():
+        a, b, c, ref_pos, ref_neg, _, _ = in_batch_alignment_parts(model, model, batch)
+        own_a, own_b, own_c, _, _ = alignment_log_probs(model, batch)
+    # 4 rows × (4 positives + 8 negatives): each row has 11 negatives, its own hard negatives among them.
+    assert c.shape == (4, 11) and ref_neg.shape == (4, 11)
+    assert torch.allclose(a, own_a, atol=1e-4) and torch.allclose(b, own_b, atol=1e-4)
+    # Row 0's hard negatives are targets 4 and 8 (negatives ordered by index j, then row): columns 3 and 7 of its others.
+    assert torch.allclose(c[0, [3, 7]], own_c[0], atol=1e-4)
+    assert torch.equal(ref_pos, a) and torch.equal(ref_neg, c)  # the reference model here is the model itself
+
+
+def test_hybrid_loss_is_alignment_plus_weighted_info_nce(tmp_path, data, registry):
+    from arretrieve.training.steps import alignment_log_probs, alignment_step
+
+    entry = registry.get("tiny")
+    cfg = config(tmp_path, data, lora_dropout=0.0, objective="autoregembed+contrastive", contrastive_weight=0.5, temperature=0.1)
+    model = build_trainable(entry, cfg, torch.float32).eval()
+    batch = _alignment_batch(model, entry, data)
+    with torch.no_grad():
+        hybrid = alignment_step(model, batch, cfg).item()
+        a, b, c, e_q, e_pos = alignment_log_probs(model, batch)
+        aligned = alignment_loss(a, b, c, batch["reference"][:, 0], batch["reference"][:, 1:], cfg.beta, cfg.tau).item()
+        negatives = torch.stack([model.embed(*model.pad([ids]))[0] for ids in
+                                 [batch["negative_ids"][i, : batch["negative_lengths"][i]].tolist() for i in range(8)]])
+        queries, positives = model.pool(e_q), model.pool(e_pos)
+        candidates = torch.cat([positives, negatives])  # in-batch: every positive and negative, own positive at i
+        scores = queries @ candidates.T / 0.1
+        contrastive = sum(-(scores[i, i] - torch.logsumexp(scores[i], 0)).item() for i in range(4)) / 4
+    assert hybrid == pytest.approx(aligned + 0.5 * contrastive, rel=1e-5)
+
+
+@pytest.mark.parametrize("settings", [dict(in_batch_alignment=True), dict(objective="autoregembed+contrastive"),
+                                      dict(in_batch_alignment=True, objective="autoregembed+contrastive")])
+def test_new_alignment_variants_train_and_register(tmp_path, data, registry, settings):
+    result = train(config(tmp_path, data, name="variant", **settings), registry=registry)
+    assert result.entry.provenance["hyperparameters"]["in_batch_alignment"] == settings.get("in_batch_alignment", False)
+    assert result.entry.provenance["objective"] == settings.get("objective", "autoregembed")
+    assert math.isfinite(result.final_losses["align"])
+
+
+def test_trainable_norm_is_saved_loaded_and_merged(tmp_path, data, registry):
+    from arretrieve.modeling.loading import load_autoregembed
+    from arretrieve.training.model_setup import final_norm_name, load_trained_state, save_trained
+
+    entry = registry.get("tiny")
+    cfg = config(tmp_path, data, train_norm=True, lora_dropout=0.0)
+    trained = build_trainable(entry, cfg, torch.float32)
+    assert final_norm_name(trained._base_lm) == "model.norm"
+    norm_params = [n for n, p in trained.named_parameters() if p.requires_grad and "norm" in n]
+    assert norm_params and all("model.norm" in n for n in norm_params)  # the per-layer norms stay frozen
+    with torch.no_grad():
+        for parameter in trained.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.1 * torch.randn_like(parameter))
+    trained.eval()
+    with torch.no_grad(), trained.frozen_decoder() as decoder:  # the decoder keeps the released norm
+        assert torch.equal(decoder.get_decoder().norm.weight, torch.ones(64))
+    save_trained(trained, tmp_path / "saved")
+    fresh = build_trainable(entry, cfg, torch.float32)
+    load_trained_state(fresh, tmp_path / "saved")
+    loaded = dict(fresh.named_parameters())
+    assert all(torch.equal(p, loaded[n]) for n, p in trained.named_parameters() if p.requires_grad)
+    registry.add(tiny_entry(entry.base, name="normed", weights="adapter", weights_path=str(tmp_path / "saved")))
+    merged = load_autoregembed(registry.get("normed"), torch.float32, torch.device("cpu"))
+    ids, lengths = trained.pad(trained.encode_texts(SENTENCES[:3], entry.prompts["query"]).input_ids)
+    with torch.no_grad():
+        assert torch.allclose(merged.embed(ids, lengths), trained.embed(ids, lengths), atol=1e-5)
+        assert not torch.equal(merged._base_lm.get_decoder().norm.weight, torch.ones(64))
+
+
+def test_keep_best_restores_the_best_evaluations_weights(tmp_path, data, registry, monkeypatch):
+    from safetensors.torch import load_file
+
+    from arretrieve.training.evaluation import RetrievalCheck
+
+    scripted = iter([0.2, 0.9, 0.5, 0.4])  # steps 0, 1, 2, 3: step 1 is the best
+    monkeypatch.setattr(RetrievalCheck, "measure", lambda self, model: {"ndcg@10": next(scripted), "recall@10": 0.0})
+    result = train(config(tmp_path, data, name="kept", stage="compress", compress_max_steps=3, eval_steps=1,
+                          eval_data=str(eval_folder(tmp_path)), eval_split="dev", keep_best="ndcg@10"), registry=registry)
+    stage = result.run_dir / "compress"
+    assert json.loads((stage / "best" / "best.json").read_text()) == {"metric": "ndcg@10", "value": 0.9, "step": 1}
+    for name in ("adapter_model.safetensors", "compress_embeddings.safetensors"):
+        best, final = load_file(str(stage / "best" / name)), load_file(str(stage / "final" / name))
+        assert all(torch.equal(best[k], final[k]) for k in best), name
+    unkept = train(config(tmp_path / "b", data, name="unkept", stage="compress", compress_max_steps=3), registry=registry)
+    rows = [load_file(str(r.run_dir / "compress" / "final" / "compress_embeddings.safetensors"))["compress_embeddings"]
+            for r in (result, unkept)]
+    assert not torch.equal(*rows)  # the last step's weights were not the ones kept
+
+
+def test_keep_best_needs_its_measurement(tmp_path, data):
+    with pytest.raises(ArrError, match="keep_best ndcg@10 needs eval_data"):
+        config(tmp_path, data, keep_best="ndcg@10")
+    with pytest.raises(ArrError, match="keep_best probe_specific_share needs probe_data"):
+        config(tmp_path, data, keep_best="probe_specific_share")
+    with pytest.raises(ArrError, match="keep_best must be one of"):
+        config(tmp_path, data, keep_best="loss")
+
+
+def test_probe_is_measured_during_training(tmp_path, data, registry):
+    rows = [{"_id": f"d{i}", "title": "", "text": SENTENCES[i % 6] + f" item {i}"} for i in range(20)]
+    folder = write_beir_corpus(tmp_path / "probe", rows)
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i:02d}", "text": r["text"][:15]}) + "\n" for i, r in enumerate(rows)))
+    (folder / "qrels").mkdir()
+    (folder / "qrels" / "test.tsv").write_text("".join(f"q{i:02d}\td{i}\t1\n" for i in range(20)))
+    result = train(config(tmp_path, data, name="probed", stage="compress", compress_max_steps=2, eval_steps=1,
+                          probe_data=str(folder), probe_pairs=20, keep_best="probe_identification"), registry=registry)
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    probed = [r for r in records if "probe_specific_share" in r]
+    assert [r["step"] for r in probed] == [0, 1, 2] and all(r["probe"] == "probe" for r in probed)
+    assert all(0 <= r["probe_identification"] <= 1 for r in probed)

@@ -96,6 +96,7 @@ class AutoRegEmbedModel(nn.Module):
         self.frozen_decoder_lm = frozen_decoder_lm
         if frozen_decoder_lm is not None:
             frozen_decoder_lm.requires_grad_(False).eval()
+        self._adapters_off = False  # inside frozen_decoder() on the shared copy
 
     # ----------------------------------------------------------------- backbone access
     @property
@@ -206,9 +207,31 @@ class AutoRegEmbedModel(nn.Module):
             yield self.frozen_decoder_lm
         elif hasattr(self.causal_lm, "disable_adapter"):
             with self.causal_lm.disable_adapter():
-                yield self._base_lm
+                self._adapters_off = True
+                try:
+                    yield self._base_lm
+                finally:
+                    self._adapters_off = False
         else:
             yield self._base_lm
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Checkpoint the backbone's layers, recomputing each as it first ran.
+
+        The shared copy serves as encoder (adapters on) and as frozen decoder (adapters off), but a
+        checkpointed layer is recomputed during backward, after `frozen_decoder()` has exited: the
+        decoder's layers would be recomputed with the adapters on, which gives other activations
+        (torch refuses with CheckpointError). The recomputation therefore runs under the adapter
+        state its forward saw.
+        """
+
+        def context_fn():
+            if self._adapters_off:
+                return contextlib.nullcontext(), self.causal_lm.disable_adapter()
+            return contextlib.nullcontext(), contextlib.nullcontext()
+
+        self.causal_lm.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False, "context_fn": context_fn})
 
     def target_ids(self, targets: Sequence[str], max_target_length: int | None = None) -> list[list[int]]:
         """tok(target) + [EOS] per target (bare text: the decoder sees no prompt)."""
@@ -244,3 +267,23 @@ class AutoRegEmbedModel(nn.Module):
         token_logp = -F.cross_entropy(logits, targets[mask], reduction="none")
         rows = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1).expand_as(mask)[mask]
         return torch.zeros(targets.shape[0], device=token_logp.device, dtype=token_logp.dtype).index_add(0, rows, token_logp)
+
+    def score_after_tokens(self, prefixes: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed log p(target | prefix tokens), target lengths) from the frozen decoder, where the
+        prefix is ordinary token ids (the plain-text counterpart of `score_padded`'s states)."""
+        ids, _ = self.pad([list(p) + list(t) for p, t in zip(prefixes, targets)])
+        starts = torch.tensor([len(p) for p in prefixes], device=self.device)
+        lengths = torch.tensor([len(t) for t in targets], device=self.device)
+        offsets = torch.arange(int(lengths.max()), device=self.device)
+        mask = offsets.unsqueeze(0) < lengths.unsqueeze(1)
+        # Position start-1+t predicts target token t.
+        positions = (starts.unsqueeze(1) - 1 + offsets).clamp(max=ids.shape[1] - 1)
+        with self.frozen_decoder() as decoder_lm:
+            hidden = decoder_lm.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
+            predicting = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))[mask]
+            logits = decoder_lm.get_output_embeddings()(predicting).float()
+        wanted = ids.gather(1, (positions + 1).clamp(max=ids.shape[1] - 1))[mask]
+        token_logp = -F.cross_entropy(logits, wanted, reduction="none")
+        rows = torch.arange(ids.shape[0], device=self.device).unsqueeze(1).expand_as(mask)[mask]
+        summed = torch.zeros(ids.shape[0], device=self.device, dtype=token_logp.dtype).index_add(0, rows, token_logp)
+        return summed, lengths

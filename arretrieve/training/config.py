@@ -10,9 +10,10 @@ from typing import Any
 from ..errors import ArrError
 
 STAGES = ("compress", "align", "all")
-OBJECTIVES = ("autoregembed", "contrastive")
+OBJECTIVES = ("autoregembed", "contrastive", "autoregembed+contrastive")
 REFERENCE_FORMS = ("code", "paper")
 PASSES = ("batched", "sequential")
+KEEP_BEST_METRICS = ("ndcg@10", "recall@10", "probe_specific_share", "probe_identification", "probe_self_identification")
 
 # The paper's settings (AutoRegEmbed scripts): k=5, lr 1e-5 then 5e-6, warmup 5%, global batch 32
 # then 128, 1 then 4 epochs, beta = tau = 0.1.
@@ -61,6 +62,9 @@ class TrainConfig:
     lora_alpha: int = 64
     lora_dropout: float = 0.1
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    # LoRA: also train the backbone's final norm (saved with the adapter). It sets the scale of the
+    # states the decoder receives, which adapters on the projections cannot change.
+    train_norm: bool = False
     num_compress_tokens: int | None = None  # default: the base entry's k
     compress_lr: float = 1e-4
     align_lr: float = 5e-5
@@ -80,6 +84,11 @@ class TrainConfig:
     beta: float = 0.1
     tau: float = 0.1
     num_negatives: int = 1
+    # Stage 2: every target of the batch is a negative for the other rows (one denominator), with
+    # the stage-1 model's scores of those pairs computed on the fly as the reference term.
+    in_batch_alignment: bool = False
+    # autoregembed+contrastive: loss = alignment + contrastive_weight * InfoNCE on the pooled vectors.
+    contrastive_weight: float = 1.0
     temperature: float = 0.05  # contrastive
     in_batch_negatives: bool = True  # contrastive
     pooling: str = "compress-mean"  # contrastive: compress-mean, last-token or mean
@@ -96,6 +105,14 @@ class TrainConfig:
     eval_data: str | None = None
     eval_split: str = "test"
     eval_steps: int = 20
+    # Held-out (document, query) pairs of a BEIR folder for the compression probe, measured at the
+    # same steps as eval_data (see evaluation/compression_probe.py); probe_pairs in whole groups of 20.
+    probe_data: str | None = None
+    probe_split: str = "test"
+    probe_pairs: int = 40
+    # Restore, at the end of each stage, the weights of its best evaluation by this metric
+    # (ndcg@10 or recall@10 from eval_data, probe_<name> from probe_data).
+    keep_best: str | None = None
     logging_steps: int = 10
     output_dir: str | None = None
     resume: bool = False
@@ -112,13 +129,22 @@ class TrainConfig:
             (self.reference_form in REFERENCE_FORMS, f"reference form must be one of {', '.join(REFERENCE_FORMS)}"),
             (self.passes in PASSES, f"passes must be one of {', '.join(PASSES)}"),
             (self.num_negatives >= 1, "num_negatives must be at least 1"),
+            (self.contrastive_weight >= 0, "contrastive_weight must not be negative"),
             (self.beta > 0 and self.tau > 0 and self.temperature > 0, "beta, tau and temperature must be positive"),
             (min(self.compress_batch_size, self.align_batch_size) >= 1, "batch sizes must be at least 1"),
             (self.eval_steps >= 1, "eval_steps must be at least 1"),
+            (self.probe_pairs >= 20, "probe_pairs must be at least 20 (one group)"),
             (isinstance(self.prompts, dict) and all(isinstance(v, str) for v in self.prompts.values()),
              "prompts must map roles to template strings"),
         ]
         problems = [message for ok, message in checks if not ok]
+        if self.keep_best is not None:
+            if self.keep_best not in KEEP_BEST_METRICS:
+                problems.append(f"keep_best must be one of {', '.join(KEEP_BEST_METRICS)}")
+            elif self.keep_best.startswith("probe_") and not self.probe_data:
+                problems.append(f"keep_best {self.keep_best} needs probe_data")
+            elif not self.keep_best.startswith("probe_") and not self.eval_data:
+                problems.append(f"keep_best {self.keep_best} needs eval_data")
         if self.objective == "contrastive" and self.stage == "compress":
             problems.append("the contrastive objective has no compression stage; use --stage align or all")
         if problems:

@@ -38,15 +38,27 @@ def alignment_loss(
     return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
 
 
-def beta_saturation(reference: torch.Tensor, beta: float, limit: float = 4.0) -> tuple[float, float]:
-    """(share of triplet/negative pairs with β·|ref+ − ref-_j| > limit, median |ref+ − ref-_j| in nats).
+def initial_margins(reference: torch.Tensor, reference_form: str) -> torch.Tensor:
+    """The alignment margins at step 0, where the policy equals the reference (a = ref+, c_j = ref-_j):
+    twice ref+ − ref-_j in the code form, zero in the paper's DPO form."""
+    gaps = (reference[:, :1] - reference[:, 1:]).float()
+    if reference_form == "code":
+        return 2 * gaps
+    if reference_form == "paper":
+        return torch.zeros_like(gaps)
+    raise ValueError(f"unknown reference form {reference_form!r}")
+
+
+def beta_saturation(reference: torch.Tensor, beta: float, reference_form: str = "code",
+                    limit: float = 4.0) -> tuple[float, float]:
+    """(share of triplet/negative pairs whose step-0 margin has β·|margin| > limit, median |margin| in nats).
 
     Past `limit` the sigmoid's slope is under 2 % of its peak, so those pairs barely train. Summed
-    log-probabilities of document-length targets differ by hundreds of nats, where the paper's β=0.1
-    (chosen for short NLI sentences) saturates.
+    log-probabilities of long targets differ by hundreds of nats, where the paper's β=0.1 (chosen for
+    short NLI sentences) saturates. The margin is the one of the form in use (`initial_margins`).
     """
-    gaps = (reference[:, :1] - reference[:, 1:]).abs().float()
-    return float((beta * gaps > limit).float().mean()), float(gaps.median())
+    margins = initial_margins(reference, reference_form).abs()
+    return float((beta * margins > limit).float().mean()), float(margins.median())
 
 
 def compression_loss(summed_logp: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:

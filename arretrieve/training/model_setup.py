@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from ..backbone import load_causal_lm
+from ..errors import ArrError
 from ..modeling.autoregembed_model import AutoRegEmbedModel
 from ..modeling.loading import COMPRESS_FILE, save_compress_rows
 from ..registry import ModelEntry
@@ -35,7 +36,8 @@ def build_trainable(entry: ModelEntry, config: TrainConfig, dtype: torch.dtype, 
             causal_lm = PeftModel.from_pretrained(causal_lm, str(init_from), is_trainable=True)
         else:
             lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                              target_modules=list(config.lora_targets), bias="none")
+                              target_modules=list(config.lora_targets), bias="none",
+                              modules_to_save=[final_norm_name(causal_lm)] if config.train_norm else None)
             causal_lm = get_peft_model(causal_lm, lora)
         decoder = None
     else:
@@ -43,16 +45,32 @@ def build_trainable(entry: ModelEntry, config: TrainConfig, dtype: torch.dtype, 
                                               **(load if not init_from else {**load, "expected_sha256": None}))
         causal_lm.requires_grad_(True)
         decoder, _ = load_causal_lm(entry.base, **load)
-    if config.gradient_checkpointing:
-        causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = AutoRegEmbedModel(causal_lm, tokenizer, k, entry.add_bos, config.max_length,
                               compress_embeddings=compress_rows, frozen_decoder_lm=decoder)
+    if config.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
     # Trainable parameters are kept in fp32 (AdamW's eps underflows in half precision); bf16
     # compute comes from autocast.
     for parameter in model.parameters():
         if parameter.requires_grad:
             parameter.data = parameter.data.float()
     return model
+
+
+FINAL_NORM_NAMES = ("norm", "ln_f", "final_layernorm", "final_layer_norm")
+
+
+def final_norm_name(causal_lm: torch.nn.Module) -> str:
+    """Qualified name of the backbone's last norm (e.g. `model.norm` in Llama), whose gain sets the
+    scale of the last hidden states. peft matches modules to save by name ending, so the full
+    name keeps the per-layer norms out."""
+    transformer = causal_lm.get_decoder()
+    norm = next((getattr(transformer, n) for n in FINAL_NORM_NAMES if isinstance(getattr(transformer, n, None), torch.nn.Module)), None)
+    for name, module in causal_lm.named_modules():
+        if norm is not None and module is norm:
+            return name
+    raise ArrError(f"cannot find the final norm of {type(causal_lm).__name__} (looked for {', '.join(FINAL_NORM_NAMES)}); "
+                   "train it with --full instead of train_norm")
 
 
 def _compress_rows(folder: Path) -> torch.Tensor:

@@ -10,6 +10,7 @@ Run folder layout (`--output-dir`, default runs/<name>):
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import logging
@@ -24,7 +25,8 @@ import torch
 
 from .. import __version__
 from ..encoding.device import dtype_name, resolve_device, resolve_dtype
-from ..evaluation.beir_data import BeirDataset, load_dataset
+from ..evaluation.beir_data import load_dataset
+from ..evaluation.compression_probe import CompressionProbe, pairs_from_beir
 from ..errors import ArrError
 from ..hashing import sha256_json, sha256_tree
 from ..home import arr_home, save_npy_atomic, write_json_atomic
@@ -36,7 +38,7 @@ from .config import TrainConfig
 from .data import load_compression_data, load_triplets
 from .losses import beta_saturation
 from .model_setup import build_trainable
-from .retrieval_eval import RetrievalEval
+from .evaluation import RetrievalCheck, TrainingEval
 from .steps import alignment_step, compression_step, contrastive_step, reference_log_probs
 from .trainer import AutoRegEmbedTrainer, MetricsLog, StepModule, training_arguments
 
@@ -85,12 +87,14 @@ def _latest_checkpoint(stage_dir: Path) -> str | None:
 
 
 def _run_stage(stage: str, model, dataset, collator, step, config: TrainConfig, run_dir: Path, dtype, device,
-               show_progress: bool, evaluation: tuple[ModelEntry, BeirDataset] | None = None) -> tuple[float, int]:
+               show_progress: bool, monitors: tuple[RetrievalCheck | None, CompressionProbe | None] = (None, None)
+               ) -> tuple[float, int]:
     stage_dir = run_dir / stage
     callbacks = [MetricsLog(run_dir / "metrics.jsonl", stage, show_progress)]
-    if evaluation:
-        entry, eval_set = evaluation
-        callbacks.append(RetrievalEval(model, entry, eval_set, run_dir / "metrics.jsonl", stage, config.eval_steps, dtype))
+    retrieval, probe = monitors
+    if retrieval or probe:
+        callbacks.append(TrainingEval(model, run_dir / "metrics.jsonl", stage, config.eval_steps, dtype, retrieval=retrieval,
+                                      probe=probe, keep_best=config.keep_best, best_dir=stage_dir / "best"))
     trainer = AutoRegEmbedTrainer(
         model=StepModule(model, step, config),
         args=training_arguments(config, stage, stage_dir, dtype, device),
@@ -149,7 +153,8 @@ def _plot_losses(run_dir: Path) -> list[Path]:
     written = []
     for stage in dict.fromkeys(r["stage"] for r in records):
         points = [(r["step"], r["loss"]) for r in records if r["stage"] == stage and "loss" in r]
-        evals = [(r["step"], r["ndcg@10"]) for r in records if r["stage"] == stage and "ndcg@10" in r]
+        evals = {metric: [(r["step"], r[metric]) for r in records if r["stage"] == stage and metric in r]
+                 for metric in ("ndcg@10", "probe_specific_share", "probe_identification")}
         if not points:
             continue
         figure, axes = plt.subplots(figsize=(6, 3.5))
@@ -157,10 +162,13 @@ def _plot_losses(run_dir: Path) -> list[Path]:
         axes.set_xlabel("step")
         axes.set_ylabel("loss")
         axes.set_title(f"{run_dir.name}: {stage}")
-        if evals:
+        if any(evals.values()):
             quality = axes.twinx()
-            quality.plot(*zip(*evals), color="tab:orange", marker="o")
-            quality.set_ylabel("nDCG@10 (eval set)", color="tab:orange")
+            for (metric, points_of), colour in zip(evals.items(), ("tab:orange", "tab:green", "tab:red")):
+                if points_of:
+                    quality.plot(*zip(*points_of), color=colour, marker="o", label=metric)
+            quality.set_ylabel("eval (0-1)")
+            quality.legend(loc="lower right", fontsize="small")
         figure.tight_layout()
         path = run_dir / f"loss-{stage}.png"
         figure.savefig(path, dpi=110)
@@ -187,8 +195,10 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
     compression = load_compression_data(config.compression_data, config.fields, config.compress_examples) if do_compress else None
     triplets = load_triplets(config.alignment_data, config.fields, config.num_negatives, config.align_examples) if do_align else None
     eval_set = load_dataset(config.eval_data, config.eval_split) if config.eval_data else None
-    # In-training evaluation encodes as the trained model will: its prompts and pooling.
-    evaluation = (replace(base, pooling=pooling), eval_set) if eval_set else None
+    probe = None
+    if config.probe_data:
+        probe = CompressionProbe(pairs_from_beir(load_dataset(config.probe_data, config.probe_split), config.probe_pairs),
+                                 base.template("i_next"), base.template("i_self"))
 
     run_dir = Path(config.output_dir or Path("runs") / config.name)
     if main_process:
@@ -202,10 +212,12 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     result = TrainResult(entry=base, run_dir=run_dir)
+    # In-training evaluation encodes as the trained model will: its prompts and pooling.
+    monitors = (RetrievalCheck(replace(base, pooling=pooling), eval_set, dtype) if eval_set else None, probe)
     provenance_data = {}
 
     init_from = None
-    if not do_compress and config.objective == "autoregembed":
+    if not do_compress and config.objective != "contrastive":
         if base.weights == "base":
             raise ArrError(f"--stage align starts from a stage-1 model; {base.name!r} is an untrained base")
         init_from = weights_folder(base)
@@ -221,7 +233,7 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
             dataset = CompressionSet(model, examples, config.max_target_length)
             _report_truncation("compression", dataset.truncation, config)
             loss, steps = _run_stage("compress", model, dataset, CompressionCollator(model.pad_id), compression_step,
-                                     config, run_dir, dtype, device, show_progress, evaluation)
+                                     config, run_dir, dtype, device, show_progress, monitors)
             result.final_losses["compress"], result.steps["compress"] = loss, steps
             result.seconds["compress"] = round(time.perf_counter() - stage_started, 1)
             del model
@@ -237,23 +249,28 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
         dataset = TripletSet(model, examples, prompt_template(base.prompts, roles[0]), prompt_template(base.prompts, roles[1]),
                              config.max_target_length)
         _report_truncation("alignment", dataset.truncation, config)
-        if not contrastive:
+        step = contrastive_step if contrastive else alignment_step
+        if config.in_batch_alignment and not contrastive:
+            # The reference term of in-batch pairs: the frozen stage-1 model, scored on the fly.
+            reference_model = build_trainable(base, config, dtype, init_from=init_from).to(device).requires_grad_(False).eval()
+            step = functools.partial(alignment_step, reference_model=reference_model)
+        elif not contrastive:
             key = {"data": fingerprint, "stage1": sha256_tree(init_from), "base": base.base_sha256 or base.base,
                    "dtype": dtype_name(dtype), "max_length": config.max_length, "max_target_length": config.max_target_length,
                    "prompt": base.prompts.get("i_next"), "add_bos": base.add_bos, "k": model.num_compress_tokens}
             dataset.reference = _reference_scores(model, dataset, key, config.align_batch_size, show_progress)
-            saturated, median_gap = beta_saturation(dataset.reference, config.beta)
+            saturated, median_margin = beta_saturation(dataset.reference, config.beta, config.reference_form)
             if saturated > 0.5:
-                log.warning("beta %g saturates the alignment loss for %.0f%% of the triplets (their reference log-probabilities "
-                            "differ by %.0f nats at the median): those barely train. A beta near %.2g keeps beta times that "
-                            "gap near 1 (--beta)", config.beta, 100 * saturated, median_gap, 1 / max(median_gap, 1e-6))
-        step = contrastive_step if contrastive else alignment_step
+                log.warning("beta %g saturates the alignment loss for %.0f%% of the triplets (their starting %s-form margins "
+                            "are %.0f nats at the median): those barely train. A beta near %.2g keeps beta times that "
+                            "margin near 1 (--beta)", config.beta, 100 * saturated, config.reference_form, median_margin,
+                            1 / max(median_margin, 1e-6))
         loss, steps = _run_stage("align", model, dataset, TripletCollator(model.pad_id), step, config, run_dir, dtype,
-                                 device, show_progress, evaluation)
+                                 device, show_progress, monitors)
         result.final_losses["align"], result.steps["align"] = loss, steps
         result.seconds["align"] = round(time.perf_counter() - stage_started, 1)
         init_from = run_dir / "align" / "final"
-        del model
+        del model, step
         gc.collect()
 
     weights = init_from.resolve()

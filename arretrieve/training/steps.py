@@ -20,7 +20,7 @@ def compression_step(model: AutoRegEmbedModel, batch: dict, config: TrainConfig)
 
 
 def alignment_log_probs(model: AutoRegEmbedModel, batch: dict, passes: str = "batched"):
-    """a = π(pos|e_q) (B,), b = π(pos|e_pos) (B,), c = π(neg_j|e_q) (B, n).
+    """a = π(pos|e_q) (B,), b = π(pos|e_pos) (B,), c = π(neg_j|e_q) (B, n), and the states e_q, e_pos (B, k, H).
 
     batched: 2 encoder passes (queries once, reused for the negatives; positives) and 2 decoder
     passes (the two scorings of the positive share their targets, so they run as one pass of 2B
@@ -30,10 +30,8 @@ def alignment_log_probs(model: AutoRegEmbedModel, batch: dict, passes: str = "ba
     """
     batch_size = batch["encoder_ids"].shape[0] // 2
     n = batch["targets"].shape[0] // batch_size - 2
-    ids, lengths = batch["encoder_ids"], batch["encoder_lengths"]
+    (q_ids, q_lengths), (p_ids, p_lengths) = _encoder_inputs(batch)
     targets, target_lengths = batch["targets"], batch["target_lengths"]
-    q_ids, q_lengths = _trim(ids[:batch_size], lengths[:batch_size]), lengths[:batch_size]
-    p_ids, p_lengths = _trim(ids[batch_size:], lengths[batch_size:]), lengths[batch_size:]
     pos_t, pos_l = _trim(targets[:batch_size], target_lengths[:batch_size]), target_lengths[:batch_size]
     neg_t, neg_l = _trim(targets[2 * batch_size :], target_lengths[2 * batch_size :]), target_lengths[2 * batch_size :]
     if passes == "batched":
@@ -41,18 +39,85 @@ def alignment_log_probs(model: AutoRegEmbedModel, batch: dict, passes: str = "ba
         e_pos = model.compress(p_ids, p_lengths)
         both = model.score_padded(torch.cat([e_q, e_pos]), pos_t.repeat(2, 1), pos_l.repeat(2))
         c = model.score_padded(torch.cat([e_q] * n), neg_t, neg_l).view(n, batch_size).T
-        return both[:batch_size], both[batch_size:], c
+        return both[:batch_size], both[batch_size:], c, e_q, e_pos
     a = model.score_padded(model.compress(q_ids, q_lengths), pos_t, pos_l)
-    b = model.score_padded(model.compress(p_ids, p_lengths), pos_t, pos_l)
+    e_pos = model.compress(p_ids, p_lengths)
+    b = model.score_padded(e_pos, pos_t, pos_l)
     e_q = model.compress(q_ids, q_lengths)
     c = model.score_padded(torch.cat([e_q] * n), neg_t, neg_l).view(n, batch_size).T
-    return a, b, c
+    return a, b, c, e_q, e_pos
 
 
-def alignment_step(model: AutoRegEmbedModel, batch: dict, config: TrainConfig) -> torch.Tensor:
-    a, b, c = alignment_log_probs(model, batch, config.passes)
-    reference = batch["reference"].to(a.dtype)
-    return alignment_loss(a, b, c, reference[:, 0], reference[:, 1:], config.beta, config.tau, config.reference_form)
+def _encoder_inputs(batch: dict):
+    batch_size = batch["encoder_ids"].shape[0] // 2
+    ids, lengths = batch["encoder_ids"], batch["encoder_lengths"]
+    return ((_trim(ids[:batch_size], lengths[:batch_size]), lengths[:batch_size]),
+            (_trim(ids[batch_size:], lengths[batch_size:]), lengths[batch_size:]))
+
+
+def _batch_targets(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every target of the batch once: the B positives, then the B·n negatives (the collator's order)."""
+    batch_size = batch["encoder_ids"].shape[0] // 2
+    keep = torch.cat([torch.arange(batch_size), torch.arange(2 * batch_size, batch["targets"].shape[0])])
+    targets, lengths = batch["targets"][keep], batch["target_lengths"][keep]
+    return _trim(targets, lengths), lengths
+
+
+def score_all_targets(model: AutoRegEmbedModel, states: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T): π(target_t | states_i) for every state/target pair of the batch."""
+    batch_size, count = states.shape[0], targets.shape[0]
+    summed = model.score_padded(states.repeat_interleave(count, 0), targets.repeat(batch_size, 1), lengths.repeat(batch_size))
+    return summed.view(batch_size, count)
+
+
+def split_own(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) scores whose column i is row i's own positive → (own (B,), the others (B, T-1))."""
+    own = torch.zeros_like(scores, dtype=torch.bool)
+    own[torch.arange(scores.shape[0]), torch.arange(scores.shape[0])] = True
+    return scores[own], scores[~own].view(scores.shape[0], -1)
+
+
+def in_batch_alignment_parts(model: AutoRegEmbedModel, reference_model: AutoRegEmbedModel, batch: dict):
+    """Conditional distribution alignment with in-batch negatives: each query's states score every
+    target of the batch (its positive; the other queries' positives and every hard negative as
+    negatives). The reference term of each pair is the stage-1 model's score of that same pair,
+    computed on the fly without gradient (precomputed scores cover only a row's own targets).
+    Returns a, b, c (B, T-1), ref_pos, ref_neg (B, T-1) and the states e_q, e_pos."""
+    (q_ids, q_lengths), (p_ids, p_lengths) = _encoder_inputs(batch)
+    batch_size = q_ids.shape[0]
+    targets, lengths = _batch_targets(batch)
+    e_q, e_pos = model.compress(q_ids, q_lengths), model.compress(p_ids, p_lengths)
+    a, c = split_own(score_all_targets(model, e_q, targets, lengths))
+    b = model.score_padded(e_pos, targets[:batch_size], lengths[:batch_size])
+    with torch.no_grad():
+        ref_pos, ref_neg = split_own(score_all_targets(reference_model, reference_model.compress(q_ids, q_lengths), targets, lengths))
+    return a, b, c, ref_pos, ref_neg, e_q, e_pos
+
+
+def alignment_step(model: AutoRegEmbedModel, batch: dict, config: TrainConfig,
+                   reference_model: AutoRegEmbedModel | None = None) -> torch.Tensor:
+    """The alignment loss (own hard negatives with precomputed reference scores, or in-batch
+    negatives against `reference_model`), plus λ·InfoNCE on the pooled states for the hybrid objective."""
+    if config.in_batch_alignment:
+        a, b, c, ref_pos, ref_neg, e_q, e_pos = in_batch_alignment_parts(model, reference_model, batch)
+    else:
+        a, b, c, e_q, e_pos = alignment_log_probs(model, batch, config.passes)
+        reference = batch["reference"].to(a.dtype)
+        ref_pos, ref_neg = reference[:, 0], reference[:, 1:]
+    loss = alignment_loss(a, b, c, ref_pos.to(a.dtype), ref_neg.to(a.dtype), config.beta, config.tau, config.reference_form)
+    if config.objective == "autoregembed+contrastive":
+        loss = loss + config.contrastive_weight * pooled_info_nce(model, batch, e_q, e_pos, config)
+    return loss
+
+
+def pooled_info_nce(model: AutoRegEmbedModel, batch: dict, e_q: torch.Tensor, e_pos: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """InfoNCE on the pooled AutoRegEmbed vectors the index will use: each encoder text (a document,
+    in the paper's orientation) against its positive's vector, the hard negatives' vectors (one more
+    encoder pass, the negatives in the positive's prompt) and, with in-batch negatives, the others'."""
+    batch_size = e_q.shape[0]
+    negatives = model.embed(_trim(batch["negative_ids"], batch["negative_lengths"]), batch["negative_lengths"])
+    negatives = negatives.view(-1, batch_size, negatives.shape[-1]).transpose(0, 1)
+    return info_nce_loss(model.pool(e_q), model.pool(e_pos), negatives, config.temperature, config.in_batch_negatives)
 
 
 def contrastive_step(model: AutoRegEmbedModel, batch: dict, config: TrainConfig) -> torch.Tensor:
@@ -70,11 +135,10 @@ def contrastive_step(model: AutoRegEmbedModel, batch: dict, config: TrainConfig)
 @torch.no_grad()
 def reference_log_probs(model: AutoRegEmbedModel, batch: dict) -> torch.Tensor:
     """(B, 1 + n): π_ref(pos | e_q) then π_ref(neg_j | e_q), from the stage-1 model."""
-    batch_size = batch["encoder_ids"].shape[0] // 2
-    n = batch["targets"].shape[0] // batch_size - 2
-    q_ids, q_lengths = _trim(batch["encoder_ids"][:batch_size], batch["encoder_lengths"][:batch_size]), batch["encoder_lengths"][:batch_size]
+    (q_ids, q_lengths), _ = _encoder_inputs(batch)
+    batch_size = q_ids.shape[0]
+    targets, lengths = _batch_targets(batch)
     e_q = model.compress(q_ids, q_lengths)
-    keep = torch.cat([torch.arange(batch_size), torch.arange(2 * batch_size, (2 + n) * batch_size)])
-    targets, lengths = batch["targets"][keep], batch["target_lengths"][keep]
-    summed = model.score_padded(torch.cat([e_q] * (1 + n)), _trim(targets, lengths), lengths)
+    n = targets.shape[0] // batch_size - 1
+    summed = model.score_padded(torch.cat([e_q] * (1 + n)), targets, lengths)
     return summed.view(1 + n, batch_size).T.float()
