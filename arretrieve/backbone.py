@@ -73,22 +73,30 @@ def resolve_base(base: str) -> BaseSource:
     return BaseSource("folder", str(path))
 
 
-def _stat_signature(path: Path) -> list[int]:
-    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
-    stats = [p.stat() for p in files]
-    return [len(stats), sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)]
+def _stat_signature(path: Path) -> list:
+    """Per file: name, inode, size, mtime and ctime in ns. Restoring a file's mtime after editing
+    it (touch -d, os.utime) still moves its ctime, which no user call can set back."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    signature = []
+    for file in files:
+        stat = file.stat()
+        signature.append([file.relative_to(path).as_posix() if path.is_dir() else file.name,
+                          stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns])
+    return signature
 
 
 def verified_sha256(path: Path) -> str:
-    """sha256 of a file or folder, recomputed only when its size or modification time changed."""
+    """sha256 of a file or folder, recomputed whenever any file's inode, size, mtime or ctime changed."""
     cache_path = arr_home() / "cache" / "hashes.json"
     try:
         cache = json.loads(cache_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):
+        cache = {}
+    if not isinstance(cache, dict):  # a damaged cache is rebuilt, never trusted
         cache = {}
     key, signature = str(path.resolve()), _stat_signature(path)
     known = cache.get(key)
-    if known and known["signature"] == signature:
+    if isinstance(known, dict) and known.get("signature") == signature and isinstance(known.get("sha256"), str):
         return known["sha256"]
     digest = sha256_path(path)
     cache[key] = {"signature": signature, "sha256": digest}
@@ -127,6 +135,12 @@ def call_loader(loader: Callable[..., Any], location: str, **kwargs: Any) -> Any
     hf_logging.disable_progress_bar()  # our own progress bars are the ones that matter
     try:
         return loader(location, **kwargs)
+    except ValueError as exc:  # transformers' refusal of custom code, unknown architectures
+        text = str(exc)
+        if "trust_remote_code" in text:
+            raise ArrError(f"{location} needs its own Python code to load (custom model classes); pass "
+                           "--trust-remote-code if you trust it") from None
+        raise ArrError(f"cannot load {location}: {text.splitlines()[0] if text else type(exc).__name__}") from None
     except _hub_errors() as exc:
         text = str(exc)
         if "gated" in text.lower() or type(exc).__name__ == "GatedRepoError":

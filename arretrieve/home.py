@@ -9,7 +9,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Callable
 
 
 def arr_home() -> Path:
@@ -29,34 +29,34 @@ def encoding_cache_dir() -> Path:
     return arr_home() / "cache" / "encodings"
 
 
-def save_npy_atomic(path: Path, array) -> None:
-    """np.save so that readers (and concurrent writers) see either no file or a complete one."""
-    import numpy as np
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON so that readers see either the old file or the complete new one."""
+def write_atomic(path: Path, write: Callable[[IO], None], binary: bool = False, replace: bool = True) -> None:
+    """Write a file so that readers (and concurrent writers) see either no file, the old one, or
+    the complete new one. `replace=False` never overwrites: if the file appeared meanwhile (another
+    process wrote it), FileExistsError is raised and nothing is changed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, ensure_ascii=False, sort_keys=True)
-            handle.write("\n")
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # atomic create-if-absent
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+def save_npy_atomic(path: Path, array) -> None:
+    import numpy as np
+
+    write_atomic(path, lambda handle: np.save(handle, array), binary=True)
+
+
+def write_json_atomic(path: Path, payload: Any, replace: bool = True) -> None:
+    def write(handle) -> None:
+        json.dump(payload, handle, indent=2, ensure_ascii=False, sort_keys=True)
+        handle.write("\n")
+
+    write_atomic(path, write, replace=replace)

@@ -33,6 +33,7 @@ def _rows(path: Path):
                 location = f"{path}:{line_no}"
                 try:
                     line = raw.decode("utf-8").rstrip("\n").rstrip("\r")
+                    line = line.removeprefix("\ufeff") if line_no == 1 else line
                 except UnicodeDecodeError:
                     raise ArrError(f"{location}: not valid UTF-8") from None
                 if not line.strip():

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .output import console
+from .output import console, escape
 
 
 def beir_eval(
@@ -16,8 +16,8 @@ def beir_eval(
     split: str = typer.Option("test", help="qrels split to evaluate."),
     top_k: int = typer.Option(100, help="Documents retrieved per query (>= 100, the largest cut-off)."),
     index_type: str = typer.Option("flat", help="flat (exact) or an ANN type, to measure its cost in quality."),
-    identical_ids: Optional[bool] = typer.Option(None, "--ignore-identical-ids/--keep-identical-ids",
-                                                 help="Drop hits whose id equals the query id (default: on for arguana, quora)."),
+    identical_ids: bool = typer.Option(True, "--ignore-identical-ids/--keep-identical-ids",
+                                       help="Drop hits whose id equals the query id, as BEIR's evaluator does."),
     output: Path = typer.Option(Path("results"), help="Folder for the results JSON files."),
     metric: str = typer.Option("NDCG@10", help="Metric shown in the table."),
     plot: bool = typer.Option(False, help="Also write a bar chart PNG to the output folder."),
@@ -45,7 +45,7 @@ def beir_eval(
     )
     print(markdown_table(records, metric))
     for record in records:
-        console.print(f"[dim]{record.path}[/]", highlight=False)
+        console.print(f"[dim]{escape(str(record.path))}[/]", highlight=False, markup=True)
     if plot:
         chart = output / (metric.lower().replace("@", "_at_") + ".png")
-        console.print(f"[dim]{bar_chart(records, chart, metric)}[/]", highlight=False)
+        console.print(f"[dim]{escape(str(bar_chart(records, chart, metric)))}[/]", highlight=False, markup=True)

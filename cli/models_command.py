@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .output import console
+from .output import console, escape
 
 app = typer.Typer(help="The model registry shared by every command.", no_args_is_help=True)
 
@@ -53,7 +53,7 @@ def list_models() -> None:
         )
     console.print(table)
     for line in problems:
-        console.print(f"[yellow]{line}[/]", highlight=False)
+        console.print(f"[yellow]{escape(line)}[/]", highlight=False, markup=True)
 
 
 @app.command("show")
@@ -68,11 +68,11 @@ def show(name: str, as_json: bool = typer.Option(False, "--json", help="Print th
         return
     for key, value in payload.items():
         if key == "prompts":
-            console.print("[bold]prompts[/]:")
+            console.print("[bold]prompts[/]:", markup=True)
             for role, template in value.items():
                 console.print(f"  {role}: {template!r}", highlight=False, markup=False)
         else:
-            console.print(f"[bold]{key}[/]: {value}", highlight=False)
+            console.print(f"[bold]{key}[/]: {escape(str(value))}", highlight=False, markup=True)
 
 
 @app.command("add")
@@ -132,12 +132,13 @@ def import_model(
     folder: Path = typer.Argument(..., help="A folder written by `arr models export`."),
     as_name: Optional[str] = typer.Option(None, "--name", help="Register it under another name."),
     overwrite: bool = typer.Option(False, help="Replace an existing user entry of that name."),
+    trust_remote_code: bool = typer.Option(False, help="Grant the model's own Python code, if its entry asks for it."),
 ) -> None:
     """Register an exported model folder (its weights stay where they are and are hash-checked on load)."""
     from arretrieve.registry import Registry
-    from arretrieve.registry.model_folder import read_model_folder
+    from arretrieve.registry.model_folder import import_model_folder
 
-    entry = read_model_folder(folder, name=as_name)
+    entry = import_model_folder(folder, name=as_name, trust_remote_code=trust_remote_code)
     path = Registry().add(entry, overwrite=overwrite)
     console.print(f"imported {entry.name} (fingerprint {entry.fingerprint}) → {path}")
 

@@ -5,18 +5,21 @@ from __future__ import annotations
 import logging
 
 from rich.console import Console
+from rich.markup import escape
 
+# Data (ids, titles, snippets, paths, messages) is never read as rich markup: markup is off unless
+# a call asks for it, and such calls escape what they interpolate (`escape`).
 # Piped output is not cut to 80 columns: tables stay greppable and whole.
-console = Console(soft_wrap=False)
+console = Console(soft_wrap=False, markup=False)
 if not console.is_terminal:
-    console = Console(width=160)
-err_console = Console(stderr=True)
+    console = Console(width=160, markup=False)
+err_console = Console(stderr=True, markup=False)
 
 
 class _WarningLine(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         level = "warning" if record.levelno >= logging.WARNING else "info"
-        err_console.print(f"[yellow]{level}:[/] {record.getMessage()}", highlight=False, markup=True)
+        err_console.print(f"[yellow]{level}:[/] {escape(record.getMessage())}", highlight=False, markup=True)
 
 
 def setup_logging() -> None:

@@ -11,8 +11,13 @@ import typer
 from .output import console
 
 
+def _printable(text: str) -> str:
+    """Control characters (terminal escapes, bells) in data are shown, not obeyed."""
+    return "".join(ch if ch.isprintable() else "\ufffd" for ch in text)
+
+
 def _snippet(text: str, width: int = 160) -> str:
-    flat = " ".join(text.split())
+    flat = _printable(" ".join(text.split()))
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
@@ -57,5 +62,5 @@ def search(
 
     table = Table("rank", "score", "id", "title", "snippet", title=f"{searcher.manifest.name} · {searcher.manifest.model}")
     for hit in hits:
-        table.add_row(str(hit.rank), f"{hit.score:.4f}", hit.id, hit.title, _snippet(hit.text))
+        table.add_row(str(hit.rank), f"{hit.score:.4f}", _printable(hit.id), _printable(hit.title), _snippet(hit.text))
     console.print(table)

@@ -22,6 +22,11 @@ class ScriptedModel:
     def eval(self):
         return self
 
+    class _base_lm:
+        @staticmethod
+        def get_input_embeddings():
+            return torch.nn.Embedding.from_pretrained(torch.full((3, 4), 0.5))
+
     def train(self, mode=True):
         return self
 
@@ -60,6 +65,7 @@ def test_the_probe_gives_the_known_answer():
     assert result.specific_share == pytest.approx(0.5)
     assert result.identification == 1.0 and result.self_identification == 1.0
     assert result.generic_gain == pytest.approx(2.0)
+    assert result.token_norm == pytest.approx(1.0) and result.state_norm == pytest.approx(sum(range(40)) / 40)
 
 
 def test_states_that_ignore_their_source_score_zero_share_and_chance():

@@ -64,7 +64,7 @@ def test_results_json_records_everything_that_affects_the_numbers(tmp_path, regi
     assert retriever["index_type"] == "flat" and retriever["batch_size"] == 16
     assert stored["top_k"] == 100 and stored["split"] == "test" and stored["queries"] == 2
     assert len(stored["dataset_fingerprint"]) == 64 and stored["toolkit_version"]
-    assert stored["seconds"]["total"] >= 0 and stored["ignore_identical_ids"] is False
+    assert stored["seconds"]["total"] >= 0 and stored["ignore_identical_ids"] is True and stored["identical_ids_dropped"] == 0
     assert 0 <= stored["metrics"]["NDCG@10"] <= 1
     bm25 = json.loads((tmp_path / "results" / "tinybeir" / "bm25.json").read_text())
     assert bm25["retriever"]["k1"] == 1.5 and bm25["metrics"]["MRR@10"] == 1.0  # both queries share words with their docs
@@ -81,16 +81,24 @@ def test_second_run_reuses_the_encoded_corpus(tmp_path, registry, monkeypatch):
     assert first[0].metrics == second[0].metrics
 
 
-def test_identical_ids_default_follows_the_dataset(tmp_path, registry):
+def test_identical_ids_are_dropped_by_default_whatever_the_set_is_called(tmp_path, registry):
     rows = [{"_id": "q0", "title": "", "text": "yaml parser for python"}] + [
         {"_id": f"d{i}", "title": "", "text": t} for i, t in enumerate(SENTENCES)
     ]
-    folder = beir_folder(tmp_path, corpus_rows=rows)
-    arguana = folder.rename(tmp_path / "arguana")
-    kept = run_beir_eval([str(arguana)], ["bm25"], output=tmp_path / "r", registry=registry, ignore_identical_ids=False)
-    dropped = run_beir_eval([str(arguana)], ["bm25"], output=tmp_path / "r", registry=registry)
+    folder = beir_folder(tmp_path, corpus_rows=rows)  # query q0 is also a document, under its own id
+    kept = run_beir_eval([str(folder)], ["bm25"], output=tmp_path / "r", registry=registry, ignore_identical_ids=False)
+    dropped = run_beir_eval([str(folder)], ["bm25"], output=tmp_path / "r", registry=registry)
     assert dropped[0].payload["ignore_identical_ids"] is True and kept[0].payload["ignore_identical_ids"] is False
-    assert dropped[0].metrics["MRR@10"] >= kept[0].metrics["MRR@10"]
+    assert dropped[0].payload["identical_ids_dropped"] == 1 and kept[0].payload["identical_ids_dropped"] == 0
+    assert dropped[0].metrics["MRR@10"] > kept[0].metrics["MRR@10"]
+
+
+def test_dropping_identical_ids_keeps_the_cut_off_full():
+    from arretrieve.evaluation.beir_eval import drop_identical_ids
+
+    results = {"q1": {"q1": 0.9, "a": 0.8, "b": 0.7}, "q2": {"a": 0.5, "b": 0.4, "c": 0.3}}
+    kept, dropped = drop_identical_ids(results, top_k=2)
+    assert kept == {"q1": {"a": 0.8, "b": 0.7}, "q2": {"a": 0.5, "b": 0.4}} and dropped == 1
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,6 @@ from ..queries import read_queries
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
 # The usual small BEIR sets, evaluated when no dataset is named.
 DEFAULT_DATASETS = ("scifact", "nfcorpus", "fiqa", "arguana", "scidocs")
-# Sets whose queries are also documents: a query's own id must not count as a hit.
-IDENTICAL_ID_DATASETS = ("arguana", "quora")
 KNOWN_DATASETS = DEFAULT_DATASETS + (
     "msmarco", "trec-covid", "nq", "hotpotqa", "dbpedia-entity", "fever", "climate-fever", "quora",
     "webis-touche2020", "cqadupstack", "trec-news", "robust04", "signal1m", "bioasq",
@@ -67,7 +65,7 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     with open(path, "rb") as handle:
         for line_no, raw in enumerate(handle, start=1):
             try:
-                parts = raw.decode("utf-8").rstrip("\r\n").split("\t")
+                parts = raw.decode("utf-8").removeprefix("\ufeff").rstrip("\r\n").split("\t")
             except UnicodeDecodeError:
                 raise ArrError(f"{path}:{line_no}: not valid UTF-8") from None
             if parts == [""]:

@@ -14,7 +14,7 @@ from ..errors import ArrError
 from ..home import write_json_atomic
 from ..index import BuildOptions
 from ..registry import Registry, validate_name
-from .beir_data import IDENTICAL_ID_DATASETS, load_dataset
+from .beir_data import load_dataset
 from .metrics import K_VALUES, compute_metrics
 from .retrievers import BM25, bm25_retrieval, dense_retrieval
 
@@ -37,12 +37,16 @@ def run_beir_eval(
     split: str = "test",
     top_k: int = 100,
     index_type: str = "flat",
-    ignore_identical_ids: bool | None = None,
+    ignore_identical_ids: bool = True,
     output: Path = Path("results"),
     options: BuildOptions | None = None,
     registry: Registry | None = None,
 ) -> list[EvalRecord]:
-    """Evaluate every model on every dataset; write one results JSON per pair under `output`."""
+    """Evaluate every model on every dataset; write one results JSON per pair under `output`.
+
+    As BEIR's evaluator does by default, a hit whose id equals its query's id is dropped (sets such
+    as ArguAna and Quora hold each query as a document too); one extra hit is retrieved so every
+    cut-off stays full. `ignore_identical_ids=False` keeps them."""
     options = options or BuildOptions()
     registry = registry or Registry()
     if top_k < max(K_VALUES):
@@ -53,15 +57,20 @@ def run_beir_eval(
     records = []
     for spec in datasets:
         dataset = load_dataset(spec, split)
-        ignore = dataset.name in IDENTICAL_ID_DATASETS if ignore_identical_ids is None else ignore_identical_ids
+        ignore = ignore_identical_ids
+        depth = top_k + 1 if ignore else top_k
         for model in models:
             log.info("evaluating %s on %s (%d queries)", model, dataset.name, len(dataset.queries))
             started = time.perf_counter()
             if model == BM25:
-                retrieval = bm25_retrieval(dataset, top_k)
+                retrieval = bm25_retrieval(dataset, depth)
             else:
-                retrieval = dense_retrieval(dataset, model, registry, options, index_type, top_k)
-            metrics = compute_metrics(dataset.qrels, retrieval.results, K_VALUES, ignore)
+                retrieval = dense_retrieval(dataset, model, registry, options, index_type, depth)
+            results, dropped = drop_identical_ids(retrieval.results, top_k) if ignore else (retrieval.results, 0)
+            if dropped:
+                log.info("%s on %s: dropped %d hits whose id equals the query id (--keep-identical-ids keeps them)",
+                         model, dataset.name, dropped)
+            metrics = compute_metrics(dataset.qrels, results, K_VALUES)
             payload = {
                 "dataset": dataset.name,
                 "dataset_path": str(dataset.folder.resolve()),
@@ -72,6 +81,7 @@ def run_beir_eval(
                 "retriever": retrieval.settings,
                 "top_k": top_k,
                 "ignore_identical_ids": ignore,
+                "identical_ids_dropped": dropped,
                 "seconds": {**retrieval.seconds, "total": round(time.perf_counter() - started, 2)},
                 "toolkit_version": __version__,
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -80,6 +90,16 @@ def run_beir_eval(
             write_json_atomic(path, payload)
             records.append(EvalRecord(dataset.name, model, metrics, payload, path))
     return records
+
+
+def drop_identical_ids(results: dict[str, dict[str, float]], top_k: int) -> tuple[dict[str, dict[str, float]], int]:
+    """Each query's hits without its own id, cut to the `top_k` best; and how many were dropped."""
+    kept, dropped = {}, 0
+    for qid, hits in results.items():
+        dropped += qid in hits
+        ranked = sorted(((doc, score) for doc, score in hits.items() if doc != qid), key=lambda item: -item[1])
+        kept[qid] = dict(ranked[:top_k])
+    return kept, dropped
 
 
 def markdown_table(records: Sequence[EvalRecord], metric: str = "NDCG@10") -> str:

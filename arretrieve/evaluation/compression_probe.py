@@ -18,6 +18,7 @@ and reports
     self_identification how often a target is scored highest after its OWN states (the target
                         encoded with the `i_self` prompt) among its group's targets' states
     generic_gain        random − bos: what any states give over BOS, reported apart (a prior)
+    state_norm / token_norm  the states' scale against the decoder's own token embeddings'
 
 The plain-text scores depend on the frozen decoder only, so a `CompressionProbe` computes them once
 and reuses them for every later measurement of a model over the same base.
@@ -80,6 +81,8 @@ class ProbeResult:
     identification: float
     self_identification: float
     generic_gain: float
+    state_norm: float  # mean L2 norm of the source states the decoder receives
+    token_norm: float  # mean L2 norm of the decoder's own token embeddings (the scale it expects)
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -196,4 +199,6 @@ class CompressionProbe:
             identification=float((by_source.argmax(-1) == truth).float().mean()),
             self_identification=float((by_self.argmax(-1) == truth).float().mean()),
             generic_gain=float(random - bos.mean()),
+            state_norm=float(source_states.float().norm(dim=-1).mean()),
+            token_norm=float(model._base_lm.get_input_embeddings().weight.float().norm(dim=-1).mean()),
         )

@@ -46,7 +46,7 @@ class DocStore:
         self.path = folder / DOCS_FILE
         try:
             self.offsets = np.load(folder / offsets_file, mmap_mode="r")
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):
             raise ArrError(f"{folder / offsets_file} is missing or corrupted; rebuild the index") from None
         if len(self.offsets) != count or not self.path.is_file():
             raise ArrError(f"the document store in {folder} is inconsistent with the manifest; rebuild the index")

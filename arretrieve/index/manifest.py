@@ -40,6 +40,28 @@ class IndexManifest:
         if not path.is_file():
             raise ArrError(f"{folder} is not an index (no {MANIFEST_FILE}); build it with `arr index`")
         try:
-            return cls(**json.loads(path.read_text(encoding="utf-8")))
+            manifest = cls(**json.loads(path.read_text(encoding="utf-8-sig")))
         except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
             raise ArrError(f"{path} is corrupted ({exc}); rebuild the index with `arr index`") from None
+        problem = manifest._problem()
+        if problem:
+            raise ArrError(f"{path}: {problem}; rebuild the index with `arr index`")
+        return manifest
+
+    def _problem(self) -> str | None:
+        """What makes a loaded manifest unusable: wrong types, or a file outside its own folder."""
+        if not isinstance(self.files, dict):
+            return "`files` must be an object"
+        for key, name in self.files.items():
+            if name is None:
+                continue
+            # Only plain names inside the index folder: never a path that leads elsewhere.
+            if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+                return f"files.{key} = {name!r} is not a file name inside the index folder"
+        for field_name in ("count", "dim", "generation", "docs_bytes"):
+            value = getattr(self, field_name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                return f"{field_name} must be a non-negative integer, not {value!r}"
+        if not isinstance(self.index_params, dict) or not isinstance(self.corpus, list) or not isinstance(self.encoder, dict):
+            return "index_params, corpus and encoder have the wrong types"
+        return None

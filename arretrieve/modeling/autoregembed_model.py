@@ -6,7 +6,8 @@ Input layout (built here, never by the tokenizer's padding logic):
 
 so the k compress tokens sit right after the last real token whatever side the tokenizer pads on.
 Under causal attention, right padding can never influence a real position, so no attention mask is
-passed: the fast causal kernels run, and a text gives the same vector alone or inside any batch.
+passed: the fast causal kernels run, and a text gives the same vector alone or inside any batch (up
+to the floating-point rounding of kernels blocked by the batch's padded shape).
 
 The compress-token rows live in their own k x H table (`compress_embeddings`) rather than in a
 resized vocabulary: the frozen decoder keeps exactly the base's vocabulary and tied LM head, which

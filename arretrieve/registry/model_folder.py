@@ -19,21 +19,60 @@ ENTRY_FILE = "entry.json"
 WEIGHTS_DIR = "weights"
 
 
+def remote_code_of(folder: Path) -> list[str]:
+    """What loading a folder would run: the modules its config.json's `auto_map` names."""
+    config = folder / "config.json"
+    try:
+        auto_map = json.loads(config.read_text(encoding="utf-8")).get("auto_map") or {}
+    except (OSError, ValueError, AttributeError):
+        return []
+    return sorted({str(v) for v in (auto_map.values() if isinstance(auto_map, dict) else [])})
+
+
+def refuse_untrusted_code(record: dict, source: str, granted: bool, folder: Path | None = None) -> dict:
+    """A record from a file may ask for `trust_remote_code`; only the user's flag grants it."""
+    if not record.get("trust_remote_code") or granted:
+        return {**record, "trust_remote_code": bool(record.get("trust_remote_code"))}
+    modules = remote_code_of(folder) if folder else []
+    what = f" (it would run {', '.join(modules)} from {folder})" if modules else ""
+    raise ArrError(f"{source} asks to run the model's own Python code for base {record.get('base')!r}{what}; "
+                   "nothing from a file grants that: pass --trust-remote-code if you trust it")
+
+
 def read_model_folder(folder: Path, weights_path: str | None = None, name: str | None = None,
-                      builtin: bool = False) -> ModelEntry:
+                      builtin: bool = False, trust_remote_code: bool = False) -> ModelEntry:
     """The entry a model folder describes; its weights are the folder's `weights/` unless
-    `weights_path` says where they are found (a `package:` path for built-ins)."""
+    `weights_path` says where they are found (a `package:` path for built-ins). An entry asking
+    for `trust_remote_code` is refused unless the caller grants it (`trust_remote_code`)."""
     path = folder / ENTRY_FILE
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ArrError(f"{folder} is not an exported model folder: it has no {ENTRY_FILE}") from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
         raise ArrError(f"cannot read {path}: {exc}") from None
     if not isinstance(record, dict):
         raise ArrError(f"{path}: a model entry must be a JSON object")
     if not (folder / WEIGHTS_DIR).is_dir() and weights_path is None:
         raise ArrError(f"{folder} has no {WEIGHTS_DIR}/ folder")
+    record = refuse_untrusted_code(record, str(path), trust_remote_code, folder / WEIGHTS_DIR)
     location = weights_path or str((folder / WEIGHTS_DIR).resolve())
     return ModelEntry.from_dict({**record, "name": name or record.get("name"), "weights_path": location,
                                  "builtin": builtin}, source=str(path))
+
+
+def import_model_folder(folder: Path, name: str | None = None, trust_remote_code: bool = False) -> ModelEntry:
+    """The entry of an exported folder, ready to register: its weights hashed now if the entry
+    records no hash (so later loads verify them), and checked now if it does."""
+    from dataclasses import replace
+
+    from ..backbone import verified_sha256
+
+    entry = read_model_folder(folder, name=name, trust_remote_code=trust_remote_code)
+    if entry.weights == "base":
+        return entry
+    actual = verified_sha256(Path(entry.weights_path))
+    if entry.weights_sha256 and entry.weights_sha256 != actual:
+        raise ArrError(f"{folder / WEIGHTS_DIR}: the weights differ from the hash {ENTRY_FILE} records "
+                       f"({actual[:16]}… instead of {entry.weights_sha256[:16]}…)")
+    return replace(entry, weights_sha256=actual)

@@ -70,5 +70,13 @@ def new_entry(
 
         model = call_loader(SentenceTransformer, location, device="cpu", **common)
         fields.update(pooling="mean", dim=model.get_embedding_dimension(), description=f"{base} (sentence-transformers)")
-    fields.update(overrides or {})
+    if overrides:
+        from .model_folder import refuse_untrusted_code
+
+        fields.update(refuse_untrusted_code({**overrides, "base": base}, "the --from-json fields", trust_remote_code))
+        fields["base"] = overrides.get("base", base)
+        if overrides.get("weights_path") and not overrides.get("weights_sha256"):
+            from ..backbone import verified_sha256  # never an entry whose weights go unchecked
+
+            fields["weights_sha256"] = verified_sha256(Path(overrides["weights_path"]).expanduser())
     return ModelEntry.from_dict(fields, source=f"model {name!r}")

@@ -26,7 +26,7 @@ class Registry:
     def _load_user(self, path: Path) -> ModelEntry:
         try:
             payload = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
             raise ArrError(f"cannot read registry entry {path}: {exc}") from None
         entry = ModelEntry.from_dict(payload, source=str(path))
         if entry.name != path.stem:
@@ -52,12 +52,16 @@ class Registry:
         if entry.name in self._builtins:
             raise ArrError(f"{entry.name!r} is a built-in model name; choose another name")
         path = self._entry_path(entry.name)
+        exists = f"a model named {entry.name!r} already exists; remove it first or pass --overwrite"
         if path.exists() and not overwrite:
-            raise ArrError(f"a model named {entry.name!r} already exists; remove it first or pass --overwrite")
+            raise ArrError(exists)
         payload = entry.to_dict()
         payload.pop("builtin")
         payload["fingerprint"] = entry.fingerprint
-        write_json_atomic(path, payload)
+        try:  # without --overwrite, a concurrent add of the same name makes exactly one of them fail
+            write_json_atomic(path, payload, replace=overwrite)
+        except FileExistsError:
+            raise ArrError(exists) from None
         return path
 
     def remove(self, name: str) -> None:
@@ -75,7 +79,7 @@ class Registry:
             return {}
         try:
             return json.loads(self.settings_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
             raise ArrError(f"cannot read {self.settings_path}: {exc}") from None
 
     def _write_settings(self, settings: dict) -> None:

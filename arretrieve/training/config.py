@@ -176,6 +176,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ArrError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ArrError(f"{path}: not valid UTF-8") from None
     try:
         if path.suffix == ".toml":
             import tomllib

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..corpus.readers import DATASETS_FORMATS, JSONL_SUFFIXES, Row, read_jsonl, read_with_datasets
+from ..corpus.readers import DATASETS_FORMATS, DELIMITED_FORMATS, JSONL_SUFFIXES, Row, read_delimited, read_jsonl, read_with_datasets
 from ..errors import ArrError
 from ..hashing import sha256_file
 from .config import FieldMap
@@ -52,6 +52,8 @@ def read_rows(source: str) -> tuple[Iterator[Row], str]:
         name = path.name.lower()
         if any(name.endswith(s) for s in JSONL_SUFFIXES):
             rows = read_jsonl(path)
+        elif path.suffix.lower() in DELIMITED_FORMATS:
+            rows = read_delimited(path)
         elif path.suffix.lower() in DATASETS_FORMATS:
             rows = read_with_datasets(path)
         else:

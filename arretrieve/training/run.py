@@ -120,8 +120,11 @@ def _reference_scores(model, dataset: TripletSet, key: dict, batch_size: int, sh
     """π_ref(pos|e_q) and π_ref(neg_j|e_q) for every triplet, computed once and cached on disk."""
     path = arr_home() / "cache" / "reference" / f"{sha256_json(key)[:32]}.npy"
     if path.is_file():
-        scores = np.load(path)
-        if scores.shape == (len(dataset), 1 + dataset.num_negatives):
+        try:
+            scores = np.load(path)  # never pickles (allow_pickle is off)
+        except (OSError, ValueError, EOFError):
+            scores = np.zeros(0)  # damaged: computed again below
+        if scores.shape == (len(dataset), 1 + dataset.num_negatives) and np.isfinite(scores).all():
             log.info("reference scores reused from %s", path)
             return torch.from_numpy(scores)
     collator = TripletCollator(model.pad_id)

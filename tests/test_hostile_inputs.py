@@ -1,0 +1,428 @@
+"""Every file arretrieve reads is treated as hostile.
+
+The security holes, reproduced (they must stay closed):
+  - an imported model folder or `--from-json` entry that asks for `trust_remote_code` with a config
+    mapping to a module of its own: refused without the flag, and the module never runs;
+  - an index manifest whose `files` point outside the index (`../../victim.txt`): refused, the
+    victim stays intact, for `--add` and for search;
+  - rich markup (`[/oops]`) and control characters in ids and titles: printed as text.
+Silent data loss, closed: CSV/TSV cells are text exactly as written ("NA", "null", "") and a row
+with the wrong number of cells is an error naming its line; weights are verified by content
+(restoring a file's mtime after editing it is detected; an entry without a hash is hashed at
+import); concurrent registry adds of one name: exactly one wins; a UTF-8 byte order mark is read.
+
+The fuzz part damages each kind of file the toolkit reads (truncated, garbage bytes, wrong JSON
+types, missing keys, hostile paths) and asserts a one-line `ArrError` or a counted skip, never
+another exception, never a write outside the toolkit's folders:
+  corpora (jsonl, jsonl.gz, csv, tsv), queries (jsonl, tsv), qrels, index manifests, docstore
+  offsets, registry entries, exported model folders (entry.json), training config files, training
+  data rows, the hash cache, the reference-score cache.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from arretrieve.corpus import CorpusSource
+from arretrieve.errors import ArrError
+from arretrieve.index import IndexManifest, IndexStore, Searcher, add_to_index, build_index
+from arretrieve.registry import Registry
+from conftest import SENTENCES, tiny_entry, write_beir_corpus
+
+ROWS = [{"_id": f"d{i}", "title": "", "text": s} for i, s in enumerate(SENTENCES)]
+
+
+@pytest.fixture
+def registry(tiny_llama_dir):
+    registry = Registry()
+    registry.add(tiny_entry(tiny_llama_dir, name="tiny"))
+    return registry
+
+
+@pytest.fixture
+def built(tmp_path, registry):
+    store = IndexStore(tmp_path / "indexes")
+    build_index(write_beir_corpus(tmp_path / "c", ROWS), name="idx", model="tiny", index_type="flat", store=store,
+                registry=registry)
+    return store
+
+
+def _exported_folder_with_remote_code(tmp_path, tiny_llama_dir, marker):
+    """An exported-model folder whose entry asks for remote code that would write `marker`."""
+    import shutil
+
+    folder = tmp_path / "evil"
+    shutil.copytree(tiny_llama_dir, folder / "weights")
+    (folder / "weights" / "evil_module.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    config = json.loads((folder / "weights" / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "evil_module.EvilConfig"}
+    (folder / "weights" / "config.json").write_text(json.dumps(config))
+    entry = tiny_entry(tiny_llama_dir, name="evil", weights="full", weights_path="weights").to_dict()
+    entry.update(trust_remote_code=True, weights_sha256=None)
+    entry.pop("builtin")
+    (folder / "entry.json").write_text(json.dumps(entry))
+    return folder
+
+
+# --------------------------------------------------------------------------- remote code
+def test_imported_entry_cannot_grant_itself_remote_code(tmp_path, tiny_llama_dir):
+    from typer.testing import CliRunner
+
+    from arretrieve.cli.app import app
+
+    marker = tmp_path / "ran.txt"
+    folder = _exported_folder_with_remote_code(tmp_path, tiny_llama_dir, marker)
+    result = CliRunner().invoke(app, ["models", "import", str(folder)])
+    assert isinstance(result.exception, ArrError)
+    assert "asks to run the model's own Python code" in str(result.exception)
+    assert "evil_module.EvilConfig" in str(result.exception) and "--trust-remote-code" in str(result.exception)
+    assert "evil" not in Registry().names() and not marker.exists()
+    granted = CliRunner().invoke(app, ["models", "import", str(folder), "--trust-remote-code"])
+    assert granted.exit_code == 0, granted.output
+    entry = Registry().get("evil")
+    assert entry.trust_remote_code is True and entry.weights_sha256  # hashed at import, as it recorded none
+    assert not marker.exists()  # granting registers; nothing ran yet
+
+
+def test_from_json_cannot_grant_remote_code(tmp_path, tiny_llama_dir):
+    from arretrieve.registry.new_entry import new_entry
+
+    overrides = {"trust_remote_code": True}
+    with pytest.raises(ArrError, match="--from-json fields asks to run the model's own Python code"):
+        new_entry("sneaky", base=str(tiny_llama_dir), overrides=overrides)
+    assert new_entry("granted", base=str(tiny_llama_dir), overrides=overrides, trust_remote_code=True).trust_remote_code
+
+
+def test_a_base_needing_custom_code_is_one_line(tmp_path, tiny_llama_dir):
+    import shutil
+
+    from arretrieve.registry.new_entry import new_entry
+
+    folder = tmp_path / "custom"
+    shutil.copytree(tiny_llama_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="mystery-model", auto_map={"AutoConfig": "mystery.MysteryConfig"})
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArrError, match=r"needs its own Python code to load .* --trust-remote-code") as caught:
+        new_entry("custom", base=str(folder))
+    assert "\n" not in str(caught.value)
+
+
+# --------------------------------------------------------------------------- manifest paths
+@pytest.mark.parametrize("key, value", [("vectors", "../../victim.txt"), ("index", "/etc/passwd"), ("offsets", "sub/x.npy"),
+                                        ("index", ".."), ("vectors", 3)])
+def test_manifest_paths_outside_the_index_are_refused(tmp_path, registry, built, key, value):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    folder = built.path("idx")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"][key] = value
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    more = write_beir_corpus(tmp_path / "more", [{"_id": "new", "title": "", "text": "a new document"}])
+    with pytest.raises(ArrError, match=r"is not a file name inside the index folder"):
+        add_to_index(more, name="idx", store=built, registry=registry)
+    with pytest.raises(ArrError, match=r"is not a file name inside the index folder"):
+        Searcher(folder, registry=registry)
+    assert victim.read_text() == "precious"
+
+
+# --------------------------------------------------------------------------- markup and control characters
+def test_markup_and_control_characters_in_ids_print_as_text(tmp_path, registry):
+    from typer.testing import CliRunner
+
+    from arretrieve.cli.app import app
+
+    rows = [{"_id": "[/oops]", "title": "[bold red]title[/]", "text": "yaml parser [link=http://x]click[/link]"},
+            {"_id": "esc\x1b[31mred", "title": "", "text": "fonts for the desktop \x07 bell"}]
+    build_index(write_beir_corpus(tmp_path / "c", rows), name="marked", model="tiny", index_type="flat",
+                store=IndexStore(tmp_path / "ix"), registry=registry)
+    result = CliRunner().invoke(app, ["search", "yaml parser", "--index", "marked", "--index-dir", str(tmp_path / "ix")])
+    assert result.exit_code == 0, result.output
+    assert "[/oops]" in result.output and "[bold red]title[/]" in result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    as_json = CliRunner().invoke(app, ["search", "fonts", "--index", "marked", "--index-dir", str(tmp_path / "ix"), "--json"])
+    assert {hit["id"] for hit in json.loads(as_json.output)} == {"[/oops]", "esc\x1b[31mred"}  # JSON keeps data exact
+
+
+# --------------------------------------------------------------------------- CSV/TSV as written
+@pytest.mark.parametrize("suffix, sep", [(".csv", ","), (".tsv", "\t")])
+def test_delimited_cells_are_text_exactly_as_written(tmp_path, suffix, sep):
+    path = tmp_path / f"c{suffix}"
+    path.write_text(sep.join(["_id", "title", "text"]) + "\n" + "\n".join(
+        sep.join(cells) for cells in [["a", "NA", "null"], ["b", "", "NaN"], ["c", "None", "N/A"], ["007", "t", "0012"]]) + "\n")
+    docs = {d.id: (d.title, d.text) for d in CorpusSource(path).documents()}
+    assert docs == {"a": ("NA", "null"), "b": ("", "NaN"), "c": ("None", "N/A"), "007": ("t", "0012")}
+
+
+@pytest.mark.parametrize("suffix, sep", [(".csv", ","), (".tsv", "\t")])
+def test_a_row_with_the_wrong_cell_count_names_its_line(tmp_path, suffix, sep):
+    path = tmp_path / f"c{suffix}"
+    path.write_text(f"_id{sep}title{sep}text\na{sep}t{sep}fine\nshort{sep}only title\nb{sep}t{sep}x{sep}extra\n")
+    with pytest.raises(ArrError, match=rf"c\{suffix} line 3: expected 3 columns \(_id, title, text\), found 2"):
+        CorpusSource(path).scan()
+    scan = CorpusSource(path, skip_invalid=True).scan()
+    assert scan.documents == 1 and scan.skipped["expected 3 columns"] == 2
+
+
+def test_quoted_newlines_keep_line_numbers_right(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text('_id,text\na,"two\nlines"\nb\n')
+    with pytest.raises(ArrError, match=r"c.csv line 4: expected 2 columns"):
+        CorpusSource(path).scan()
+
+
+# --------------------------------------------------------------------------- weights verified by content
+def test_an_edit_with_the_mtime_restored_is_detected(tmp_path):
+    from arretrieve.backbone import verified_sha256
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    target = folder / "adapter_model.safetensors"
+    target.write_bytes(b"0123456789" * 100)
+    before = verified_sha256(folder)
+    stat = target.stat()
+    data = bytearray(target.read_bytes())
+    data[10:12] = b"XY"  # same size
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the mtime put back
+    assert verified_sha256(folder) != before
+
+
+# --------------------------------------------------------------------------- concurrency, BOM
+def test_concurrent_adds_of_one_name_let_exactly_one_win(tiny_llama_dir):
+    outcomes = []
+
+    def add(i):
+        try:
+            Registry().add(tiny_entry(tiny_llama_dir, name="race", max_length=100 + i))
+            outcomes.append("added")
+        except ArrError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["added"] + ["refused"] * 7
+
+
+def test_a_byte_order_mark_is_read(tmp_path):
+    from arretrieve.evaluation.beir_data import load_dataset
+
+    folder = tmp_path / "bom"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_bytes("\ufeff".encode() + b'{"_id": "d0", "text": "hello"}\n')
+    (folder / "queries.jsonl").write_bytes("\ufeff".encode() + b'{"_id": "q0", "text": "hi"}\n')
+    (folder / "qrels" / "test.tsv").write_bytes("\ufeff".encode() + b"query-id\tcorpus-id\tscore\nq0\td0\t1\n")
+    dataset = load_dataset(str(folder))
+    assert dataset.queries == {"q0": "hi"} and dataset.qrels == {"q0": {"d0": 1}}
+    csv_path = tmp_path / "c.csv"
+    csv_path.write_bytes("\ufeff".encode() + b"_id,text\nx,y\n")
+    assert [d.id for d in CorpusSource(csv_path).documents()] == ["x"]
+
+
+# --------------------------------------------------------------------------- fuzz: damaged files
+DAMAGES = {
+    "truncated": lambda data: data[: len(data) // 2],
+    "garbage": lambda data: bytes(range(256)) * 4,
+    "empty": lambda data: b"",
+    "not an object": lambda data: b"[1, 2, 3]\n",
+    "wrong types": lambda data: _wrong_types(data),
+}
+
+
+def _wrong_types(data: bytes) -> bytes:
+    """Every value of every JSON object (one per line, or the whole file) replaced by a list."""
+    def retype(text: str) -> str:
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            return text
+        return json.dumps({k: [] for k in payload}) if isinstance(payload, dict) else text
+
+    text = data.decode("utf-8", "replace")
+    try:
+        json.loads(text)
+        return retype(text).encode()
+    except ValueError:
+        return "\n".join(retype(line) for line in text.splitlines()).encode()
+
+
+def _damage(path, how):
+    path.write_bytes(DAMAGES[how](path.read_bytes()))
+
+
+@pytest.mark.parametrize("how", list(DAMAGES))
+def test_damaged_corpora_give_one_line_errors(tmp_path, how):
+    for name, writer in (("c.jsonl", lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in ROWS))),
+                         ("c.csv", lambda p: p.write_text("_id,text\n" + "".join(f"{r['_id']},{r['text']}\n" for r in ROWS))),
+                         ("c.tsv", lambda p: p.write_text("_id\ttext\n" + "".join(f"{r['_id']}\t{r['text']}\n" for r in ROWS)))):
+        path = tmp_path / name
+        writer(path)
+        _damage(path, how)
+        try:
+            scan = CorpusSource(path, skip_invalid=True).scan()
+        except ArrError as exc:
+            assert "\n" not in str(exc)
+            continue
+        assert scan.documents >= 1  # what was read is counted, what was not is a counted skip
+
+
+def test_truncated_gzip_corpus_is_one_line(tmp_path):
+    path = tmp_path / "c.jsonl.gz"
+    path.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in ROWS * 50).encode())[:200])
+    with pytest.raises(ArrError) as caught:
+        CorpusSource(path).scan()
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("how", list(DAMAGES))
+@pytest.mark.parametrize("which", ["queries.jsonl", "qrels/test.tsv"])
+def test_damaged_beir_files_give_one_line_errors(tmp_path, how, which):
+    from arretrieve.evaluation.beir_data import load_dataset
+
+    folder = write_beir_corpus(tmp_path / "set", ROWS)
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": "query"}) + "\n" for i in range(6)))
+    (folder / "qrels").mkdir()
+    (folder / "qrels" / "test.tsv").write_text("".join(f"q{i}\td{i}\t1\n" for i in range(6)))
+    _damage(folder / which, how)
+    try:
+        load_dataset(str(folder))
+    except ArrError as exc:
+        assert "\n" not in str(exc)
+
+
+@pytest.mark.parametrize("how", list(DAMAGES) + ["missing keys", "hostile name"])
+def test_damaged_manifests_give_one_line_errors(tmp_path, registry, built, how):
+    path = built.path("idx") / "manifest.json"
+    if how == "missing keys":
+        manifest = json.loads(path.read_text())
+        del manifest["files"], manifest["count"]
+        path.write_text(json.dumps(manifest))
+    elif how == "hostile name":
+        manifest = json.loads(path.read_text())
+        manifest["files"]["offsets"] = "../../../../tmp/x.npy"
+        path.write_text(json.dumps(manifest))
+    else:
+        _damage(path, how)
+    with pytest.raises(ArrError) as caught:
+        Searcher(built.path("idx"), registry=registry)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage", "empty"])
+def test_damaged_docstore_offsets_give_one_line_errors(tmp_path, registry, built, how):
+    folder = built.path("idx")
+    offsets = folder / IndexManifest.load(folder).files["offsets"]
+    _damage(offsets, how)
+    with pytest.raises(ArrError) as caught:
+        Searcher(folder, registry=registry).search(["yaml"], k=2)
+    assert "\n" not in str(caught.value)
+
+
+def test_pickled_offsets_are_refused(tmp_path, registry, built):
+    folder = built.path("idx")
+    offsets = folder / IndexManifest.load(folder).files["offsets"]
+    np.save(offsets, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ArrError):
+        Searcher(folder, registry=registry).search(["yaml"], k=2)
+
+
+@pytest.mark.parametrize("how", list(DAMAGES) + ["missing keys", "bad name"])
+def test_damaged_registry_entries_give_one_line_errors(tiny_llama_dir, registry, how):
+    path = Registry().entries_dir / "tiny.json"
+    if how == "missing keys":
+        path.write_text(json.dumps({"name": "tiny"}))
+    elif how == "bad name":
+        payload = json.loads(path.read_text())
+        payload["name"] = "../../etc"
+        path.write_text(json.dumps(payload))
+    else:
+        _damage(path, how)
+    with pytest.raises(ArrError) as caught:
+        Registry().get("tiny")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("how", list(DAMAGES) + ["hostile name"])
+def test_damaged_exported_entries_give_one_line_errors(tmp_path, tiny_llama_dir, how):
+    from arretrieve.registry.model_folder import import_model_folder
+
+    folder = tmp_path / "export"
+    (folder / "weights").mkdir(parents=True)
+    payload = tiny_entry(tiny_llama_dir, name="x", weights="adapter", weights_path="weights").to_dict()
+    payload.pop("builtin")
+    (folder / "entry.json").write_text(json.dumps(payload))
+    if how == "hostile name":
+        (folder / "entry.json").write_text(json.dumps({**payload, "name": "../evil"}))
+    else:
+        _damage(folder / "entry.json", how)
+    with pytest.raises(ArrError) as caught:
+        import_model_folder(folder)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".toml", ".yaml"])
+@pytest.mark.parametrize("how", ["truncated", "garbage", "not an object"])
+def test_damaged_training_configs_give_one_line_errors(tmp_path, suffix, how):
+    from arretrieve.training import read_config_file
+
+    path = tmp_path / f"train{suffix}"
+    path.write_text({".json": '{"name": "x", "beta": 0.1}', ".toml": 'name = "x"\nbeta = 0.1\n', ".yaml": "name: x\nbeta: 0.1\n"}[suffix])
+    _damage(path, how)
+    try:
+        read_config_file(path)
+    except ArrError as exc:
+        assert "\n" not in str(exc)
+
+
+@pytest.mark.parametrize("how", list(DAMAGES))
+def test_damaged_training_rows_give_one_line_errors(tmp_path, how):
+    from arretrieve.training.config import FieldMap
+    from arretrieve.training.data import load_triplets
+
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps({"query": s, "pos": s, "neg": s[::-1]}) + "\n" for s in SENTENCES))
+    _damage(path, how)
+    with pytest.raises(ArrError) as caught:
+        load_triplets(str(path), FieldMap(), 1)
+    assert "\n" not in str(caught.value)
+
+
+def test_damaged_hash_cache_is_rebuilt_not_trusted(tmp_path, isolated_home):
+    from arretrieve.backbone import verified_sha256
+    from arretrieve.hashing import sha256_file
+
+    target = tmp_path / "w.bin"
+    target.write_bytes(b"weights")
+    verified_sha256(target)
+    cache = isolated_home / "cache" / "hashes.json"
+    for damage in (b"garbage\xff", b"[]", json.dumps({str(target.resolve()): {"signature": [], "sha256": "0" * 64}}).encode()):
+        cache.write_bytes(damage)
+        assert verified_sha256(target) == sha256_file(target)
+
+
+def test_damaged_reference_cache_is_recomputed(tmp_path, registry, isolated_home):
+    """A reference-score file of the wrong shape or garbage is not used."""
+    from arretrieve.training import TrainConfig, train
+
+    triplets = tmp_path / "t.jsonl"
+    triplets.write_text("".join(json.dumps({"query": s, "pos": s[:10], "neg": SENTENCES[(i + 1) % 6][:10]}) + "\n"
+                                for i, s in enumerate(SENTENCES)))
+    compression = tmp_path / "c.jsonl"
+    compression.write_text("".join(json.dumps({"context": s, "instruction": "Sum.", "output": s[:9]}) + "\n" for s in SENTENCES))
+    settings = dict(base="tiny", compression_data=str(compression), alignment_data=str(triplets), compress_max_steps=1,
+                    align_max_steps=1, compress_batch_size=2, align_batch_size=2, dtype="float32", lora_r=2, lora_alpha=4,
+                    save_steps=100)
+    train(TrainConfig(name="first", output_dir=str(tmp_path / "a"), **settings), registry=registry)
+    for cached in (isolated_home / "cache" / "reference").glob("*.npy"):
+        cached.write_bytes(b"garbage")
+    result = train(TrainConfig(name="second", output_dir=str(tmp_path / "b"), **settings), registry=registry)
+    assert np.isfinite(result.final_losses["align"])
