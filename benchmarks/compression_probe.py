@@ -38,17 +38,15 @@ def main() -> None:
     dtype = resolve_dtype(args.dtype, device)
     pairs = pairs_from_beir(load_dataset(args.data, args.split), args.pairs)
     registry = Registry()
-    plain = None  # the plain-text side depends on the base only: measured once per base
+    probes = {}  # one probe per base and prompts: its plain-text side (the frozen decoder's) is measured once
     for name in args.model:
         entry = registry.get(name)
         started = time.perf_counter()
         model = load_autoregembed(entry, dtype, device)
-        probe = CompressionProbe(pairs, entry.template("i_next"), entry.template("i_self"), args.group_size)
-        if plain and plain[0] == entry.base:
-            probe._plain = plain[1]
+        key = (entry.base, entry.template("i_next"), entry.template("i_self"))
+        probe = probes.setdefault(key, CompressionProbe(pairs, *key[1:], args.group_size))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
             result = probe.measure(model)
-        plain = (entry.base, probe._plain)
         print(json.dumps({"model": name, "fingerprint": entry.fingerprint, "data": str(args.data), "split": args.split,
                           "dtype": dtype_name(dtype), "machine": platform.processor() or platform.machine(),
                           "seconds": round(time.perf_counter() - started, 1),

@@ -161,12 +161,14 @@ def test_saved_weights_load_back_for_resume(tmp_path, data, registry, lora):
     assert expected and all(torch.equal(p, loaded[n]) for n, p in expected.items())
 
 
-def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, data, registry):
+@pytest.mark.parametrize("grouped", [False, True])
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, data, registry, grouped):
     from safetensors.torch import load_file
 
     from arretrieve.training.trainer import MetricsLog
 
-    straight = config(tmp_path / "a", data, name="straight", stage="all", compress_max_steps=4, align_max_steps=4, save_steps=2)
+    straight = config(tmp_path / "a", data, name="straight", stage="all", compress_max_steps=4, align_max_steps=4, save_steps=2,
+                      group_by_length=grouped)
     train(straight, registry=registry)
 
     class Crash(Exception):
@@ -179,7 +181,8 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, data,
         if self.stage == "align" and state.global_step == 3:
             raise Crash
 
-    interrupted = config(tmp_path / "b", data, name="resumed", stage="all", compress_max_steps=4, align_max_steps=4, save_steps=2)
+    interrupted = config(tmp_path / "b", data, name="resumed", stage="all", compress_max_steps=4, align_max_steps=4, save_steps=2,
+                         group_by_length=grouped)
     MetricsLog.on_step_end = crash_at_step_3_of_align
     try:
         with pytest.raises(Crash):
@@ -506,3 +509,23 @@ def test_probe_is_measured_during_training(tmp_path, data, registry):
     probed = [r for r in records if "probe_specific_share" in r]
     assert [r["step"] for r in probed] == [0, 1, 2] and all(r["probe"] == "probe" for r in probed)
     assert all(0 <= r["probe_identification"] <= 1 for r in probed)
+
+
+def test_length_grouped_batches_hold_texts_of_similar_length(tmp_path, data, registry):
+    from arretrieve.training.batches import CompressionCollator, CompressionSet
+    from arretrieve.training.data import load_compression_data
+    from arretrieve.training.trainer import AutoRegEmbedTrainer, StepModule, training_arguments
+
+    cfg = config(tmp_path, data, group_by_length=True, compress_batch_size=3)
+    model = build_trainable(registry.get("tiny"), cfg, torch.float32)
+    examples, _ = load_compression_data(str(data[0]), cfg.fields)
+    dataset = CompressionSet(model, examples, 64)
+    trainer = AutoRegEmbedTrainer(model=StepModule(model, lambda *a: None, cfg), train_dataset=dataset,
+                                  args=training_arguments(cfg, "compress", tmp_path / "out", torch.float32, torch.device("cpu")),
+                                  data_collator=CompressionCollator(model.pad_id))
+    order = list(trainer._get_train_sampler())
+    assert sorted(order) == list(range(len(dataset)))  # every example once
+    padded = sum(3 * max(dataset.lengths[i] for i in order[s : s + 3]) for s in range(0, len(order), 3))
+    shuffled = list(range(len(dataset)))
+    random_padded = sum(3 * max(dataset.lengths[i] for i in shuffled[s : s + 3]) for s in range(0, len(shuffled), 3))
+    assert padded <= random_padded

@@ -31,6 +31,8 @@ class CompressionSet(Dataset):
         targets = model.encode_targets([e.output for e in examples], max_target_length)
         self.inputs, self.targets = inputs.input_ids, targets.input_ids
         self.truncation = Truncation(sum(inputs.truncated), sum(targets.truncated))
+        # Tokens per example, for length-grouped batches (less padding).
+        self.lengths = [len(i) + len(t) for i, t in zip(self.inputs, self.targets)]
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -60,6 +62,8 @@ class TripletSet(Dataset):
         )
         self.num_negatives = n
         self.reference: torch.Tensor | None = None  # (N, 1 + n) once computed
+        self.lengths = [len(q) + len(p) + len(t) + sum(map(len, negs)) + sum(map(len, neg_t)) for q, p, t, negs, neg_t in
+                        zip(self.queries, self.positives, self.pos_targets, self.negatives, self.neg_targets)]
 
     def __len__(self) -> int:
         return len(self.queries)

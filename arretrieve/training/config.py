@@ -93,6 +93,7 @@ class TrainConfig:
     in_batch_negatives: bool = True  # contrastive
     pooling: str = "compress-mean"  # contrastive: compress-mean, last-token or mean
     passes: str = "batched"
+    group_by_length: bool = False  # batches of similar lengths (shuffled groups): less padding per step
     max_length: int = 512
     max_target_length: int = 256
     gradient_checkpointing: bool = False

@@ -30,6 +30,15 @@ class AutoRegEmbedTrainer(Trainer):
         loss = model(**inputs)
         return (loss, None) if return_outputs else loss
 
+    def _get_train_sampler(self, train_dataset=None):
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_train_sampler(train_dataset)
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                    dataset=dataset, lengths=dataset.lengths)
+
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         save_trained(self.model.model, Path(output_dir or self.args.output_dir))
 
@@ -104,4 +113,6 @@ def training_arguments(config, stage: str, output_dir: Path, dtype: torch.dtype,
         label_names=[],
         disable_tqdm=True,
         dataloader_drop_last=True,
+        # Batches of similar lengths (shuffled groups, seeded): far less padding per step.
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
     )
