@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -21,13 +22,25 @@ def _snippet(text: str, width: int = 160) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+def _write(path: Optional[Path], text: str) -> None:
+    if path is None:
+        sys.stdout.write(text)
+        return
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        from arretrieve.errors import ArrError
+
+        raise ArrError(f"cannot write {path}: {exc.strerror}") from None
+
+
 def search(
     query: Optional[str] = typer.Argument(None, help="The query text (or use --queries FILE)."),
     index: Optional[str] = typer.Option(None, "--index", "-i", help="Index name (default: the only index)."),
     k: int = typer.Option(10, "-k", min=1, help="How many results."),
     queries: Optional[Path] = typer.Option(None, "--queries", help="Batch search: BEIR queries.jsonl or id<TAB>text TSV."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="With --queries: write the TREC run here (default stdout)."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {rank, score, id, title, text}."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the results here instead of stdout (a TREC run or JSON lines with --queries; JSON for one query)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON: a list of {rank, score, id, title, text}; with --queries, one line per query."),
     nprobe: Optional[int] = typer.Option(None, min=1, help="IVF lists to visit (IVF index types)."),
     ef_search: Optional[int] = typer.Option(None, min=1, help="HNSW search depth (hnsw, hnsw-pca)."),
     rerank_factor: Optional[int] = typer.Option(None, min=1, help="Re-score k × this many candidates exactly (ivf-pq, hnsw-pca)."),
@@ -51,12 +64,16 @@ def search(
         from arretrieve.run_file import write_trec_run
 
         batch = read_queries(queries)
-        results = searcher.search(list(batch.values()), k=k, collapse=collapse)
-        write_trec_run(dict(zip(batch, results)), output, tag=f"arr-{searcher.manifest.name}")
+        results = dict(zip(batch, searcher.search(list(batch.values()), k=k, collapse=collapse)))
+        if as_json:  # JSON lines: {"query_id", "query", "hits": [...]}
+            _write(output, "".join(json.dumps({"query_id": qid, "query": batch[qid], "hits": [h.to_dict() for h in hits]},
+                                              ensure_ascii=False) + "\n" for qid, hits in results.items()))
+        else:
+            write_trec_run(results, output, tag=f"arr-{searcher.manifest.name}")
         return
     hits = searcher.search([query], k=k, collapse=collapse)[0]
-    if as_json:
-        print(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False, indent=2))
+    if as_json or output:
+        _write(output, json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False, indent=2) + "\n")
         return
     from rich.table import Table
 

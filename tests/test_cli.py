@@ -71,6 +71,13 @@ def test_index_then_search(tmp_path, tiny_llama_dir):
     assert "docs · tiny" in table.output
     unused = runner.invoke(app, ["search", "yaml parser", "--ef-search", "10"])
     assert "--ef-search does not apply to a flat index" in str(unused.exception)
+    # -o is honoured for one query too, and --json with --queries writes JSON lines.
+    assert runner.invoke(app, ["search", "yaml parser", "-k", "2", "-o", str(tmp_path / "one.json")]).exit_code == 0
+    assert [h["rank"] for h in json.loads((tmp_path / "one.json").read_text())] == [1, 2]
+    (tmp_path / "q.tsv").write_text("q1\tyaml parser\nq2\tfonts\n")
+    lines = runner.invoke(app, ["search", "--queries", str(tmp_path / "q.tsv"), "-k", "2", "--json"]).output.splitlines()
+    assert [json.loads(line)["query_id"] for line in lines] == ["q1", "q2"]
+    assert all(len(json.loads(line)["hits"]) == 2 for line in lines)
 
 
 def test_help_starts_fast():

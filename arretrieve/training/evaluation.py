@@ -31,7 +31,7 @@ from .model_setup import load_trained_state, save_trained
 
 TOP_K = 10
 RETRIEVAL_METRICS = ("ndcg@10", "recall@10")
-PROBE_METRICS = ("specific_share", "identification", "self_identification", "generic_gain")
+PROBE_METRICS = ("specific_share", "identification", "self_identification", "generic_gain", "state_norm", "token_norm")
 
 
 class RetrievalCheck:
