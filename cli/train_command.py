@@ -34,6 +34,7 @@ def train(
     probe_split: Optional[str] = typer.Option(None, help="Qrels split of --probe-data. [default: test]"),
     keep_best: Optional[str] = typer.Option(None, help="Restore each stage's best evaluation by this metric: ndcg@10, recall@10 or probe_<name>."),
     train_norm: Optional[bool] = typer.Option(None, "--train-norm/--no-train-norm", help="LoRA: also train the final norm (the states' scale)."),
+    state_scale: Optional[bool] = typer.Option(None, "--state-scale/--no-state-scale", help="Learn a scalar on the states the decoder reads, started at the token-embedding scale."),
     dtype: Optional[str] = typer.Option(None, help="auto (bf16 where native), float32 or bfloat16."),
     output_dir: Optional[Path] = typer.Option(None, help="Run folder. [default: runs/NAME]"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
@@ -54,6 +55,7 @@ def train(
         "num_negatives": num_negatives, "passes": passes, "preset": preset, "dtype": dtype,
         "eval_data": eval_data, "eval_split": eval_split, "eval_steps": eval_steps, "probe_data": probe_data,
         "probe_split": probe_split, "keep_best": keep_best, "train_norm": train_norm,
+        "state_scale": state_scale,
         "output_dir": str(output_dir) if output_dir else None, "resume": resume or None, "overwrite": overwrite or None,
     }
     for key, value in (("max_steps", max_steps), ("epochs", epochs), ("batch_size", batch_size), ("lr", lr),

@@ -529,3 +529,24 @@ def test_length_grouped_batches_hold_texts_of_similar_length(tmp_path, data, reg
     shuffled = list(range(len(dataset)))
     random_padded = sum(3 * max(dataset.lengths[i] for i in shuffled[s : s + 3]) for s in range(0, len(shuffled), 3))
     assert padded <= random_padded
+
+
+def test_state_scale_trains_saves_loads_and_leaves_the_vectors_alone(tmp_path, data, registry):
+    from safetensors.torch import load_file
+
+    from arretrieve.modeling.loading import load_autoregembed
+
+    result = train(config(tmp_path, data, name="scaled", state_scale=True), registry=registry)
+    saved = load_file(str(result.run_dir / "align" / "final" / "compress_embeddings.safetensors"))
+    assert saved["state_scale"].shape == (1,) and 0 < saved["state_scale"].item()
+    stage1 = load_file(str(result.run_dir / "compress" / "final" / "compress_embeddings.safetensors"))["state_scale"]
+    model = load_autoregembed(registry.get("scaled"), torch.float32, torch.device("cpu"))
+    assert model.state_scale.item() == pytest.approx(saved["state_scale"].item()) != stage1.item()  # stage 2 trained it on
+    ids, lengths = model.pad(model.encode_texts(SENTENCES[:2], registry.get("scaled").prompts["query"]).input_ids)
+    targets, target_lengths = model.pad(model.encode_targets(SENTENCES[:2]).input_ids)
+    with torch.no_grad():
+        states, vectors = model.compress(ids, lengths), model.embed(ids, lengths)
+        scaled = model.score_padded(states, targets, target_lengths)
+        model.state_scale.fill_(1.0)
+        assert not torch.allclose(model.score_padded(states, targets, target_lengths), scaled)
+        assert torch.equal(model.embed(ids, lengths), vectors)  # the scale reaches the decoder only

@@ -58,6 +58,7 @@ class AutoRegEmbedModel(nn.Module):
         max_length: int,
         compress_embeddings: torch.Tensor | None = None,
         frozen_decoder_lm: nn.Module | None = None,
+        state_scale: torch.Tensor | None = None,
     ):
         super().__init__()
         self.causal_lm = causal_lm
@@ -98,6 +99,10 @@ class AutoRegEmbedModel(nn.Module):
         if frozen_decoder_lm is not None:
             frozen_decoder_lm.requires_grad_(False).eval()
         self._adapters_off = False  # inside frozen_decoder() on the shared copy
+        # An optional learned scalar on the states the decoder receives (see `initial_state_scale`).
+        # The embedding is L2-normalised, so it changes what the decoder reads, never the vectors.
+        self.register_parameter("state_scale", None if state_scale is None else nn.Parameter(
+            torch.as_tensor(state_scale, dtype=torch.float32, device=embed_tokens.weight.device).reshape(())))
 
     # ----------------------------------------------------------------- backbone access
     @property
@@ -105,6 +110,18 @@ class AutoRegEmbedModel(nn.Module):
         """The transformers CausalLM under any peft wrapper (peft injects its layers in place)."""
         get_base = getattr(self.causal_lm, "get_base_model", None)
         return get_base() if callable(get_base) else self.causal_lm
+
+    def initial_state_scale(self) -> float:
+        """Token-embedding norm ÷ the states' expected norm. The last hidden states leave the final
+        RMSNorm with norm ≈ sqrt(H)·RMS(gain) (≈ 45 for SmolLM2-135M), while the decoder's own
+        inputs, token embeddings, have norm ≈ 3: started there, the decoder reads states at the
+        scale it was trained on."""
+        base = self._base_lm
+        tokens = base.get_input_embeddings().weight.detach().float().norm(dim=-1).mean()
+        norm = getattr(base.get_decoder(), "norm", None)
+        gain = getattr(norm, "weight", None)
+        expected = (self.hidden_size ** 0.5) * (gain.detach().float().pow(2).mean().sqrt() if gain is not None else 1.0)
+        return float(tokens / expected)
 
     @property
     def hidden_size(self) -> int:
@@ -258,6 +275,8 @@ class AutoRegEmbedModel(nn.Module):
         k = self.num_compress_tokens
         with self.frozen_decoder() as decoder_lm:
             embeds = decoder_lm.get_input_embeddings()(targets)
+            if self.state_scale is not None:
+                compressed = compressed * self.state_scale
             inputs = torch.cat([compressed.to(embeds.dtype), embeds], dim=1)
             hidden = decoder_lm.get_decoder()(inputs_embeds=inputs, use_cache=False).last_hidden_state
             # Position k-1+t predicts target token t. Only real (unpadded) target positions go

@@ -30,24 +30,29 @@ def weights_folder(entry: ModelEntry) -> Path:
     return folder
 
 
-def _load_compress_rows(folder: Path) -> torch.Tensor:
+def load_compress_file(folder: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(compress-token rows, the learned state scale or None) of a trained-weights folder."""
     from safetensors.torch import load_file
 
     path = folder / COMPRESS_FILE
     if not path.is_file():
         raise ArrError(f"{folder} has no {COMPRESS_FILE}")
-    return load_file(str(path))["compress_embeddings"]
+    try:
+        tensors = load_file(str(path))
+        return tensors["compress_embeddings"], tensors.get("state_scale")
+    except (OSError, KeyError, ValueError) as exc:
+        raise ArrError(f"{path} is damaged ({exc})") from None
 
 
 def load_autoregembed(entry: ModelEntry, dtype: torch.dtype, device: torch.device) -> AutoRegEmbedModel:
     if entry.kind != "autoregembed":
         raise ArrError(f"model {entry.name!r} is of kind {entry.kind!r}, not autoregembed")
     common = {"revision": entry.revision, "trust_remote_code": entry.trust_remote_code, "dtype": dtype}
-    compress_rows = None
+    compress_rows = state_scale = None
     if entry.weights == "full":
         folder = weights_folder(entry)
         causal_lm, tokenizer = load_causal_lm(str(folder), **common)
-        compress_rows = _load_compress_rows(folder)
+        compress_rows, state_scale = load_compress_file(folder)
     else:
         causal_lm, tokenizer = load_causal_lm(entry.base, expected_sha256=entry.base_sha256, **common)
         if entry.weights == "adapter":
@@ -56,7 +61,7 @@ def load_autoregembed(entry: ModelEntry, dtype: torch.dtype, device: torch.devic
             folder = weights_folder(entry)
             # Merged into the base weights: inference then costs exactly what the base costs.
             causal_lm = PeftModel.from_pretrained(causal_lm, str(folder), is_trainable=False).merge_and_unload()
-            compress_rows = _load_compress_rows(folder)
+            compress_rows, state_scale = load_compress_file(folder)
     model = AutoRegEmbedModel(
         causal_lm,
         tokenizer,
@@ -64,6 +69,7 @@ def load_autoregembed(entry: ModelEntry, dtype: torch.dtype, device: torch.devic
         add_bos=entry.add_bos,
         max_length=entry.max_length,
         compress_embeddings=compress_rows,
+        state_scale=state_scale,
     )
     return model.to(device).eval()
 
@@ -73,5 +79,8 @@ def save_compress_rows(model: AutoRegEmbedModel, folder: Path, half: bool = Fals
 
     folder.mkdir(parents=True, exist_ok=True)
     rows = model.compress_embeddings.detach().to(torch.float16 if half else torch.float32).cpu().contiguous()
-    save_file({"compress_embeddings": rows}, str(folder / COMPRESS_FILE))
+    tensors = {"compress_embeddings": rows}
+    if model.state_scale is not None:
+        tensors["state_scale"] = model.state_scale.detach().float().cpu().reshape(1)
+    save_file(tensors, str(folder / COMPRESS_FILE))
 

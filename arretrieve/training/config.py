@@ -65,6 +65,9 @@ class TrainConfig:
     # LoRA: also train the backbone's final norm (saved with the adapter). It sets the scale of the
     # states the decoder receives, which adapters on the projections cannot change.
     train_norm: bool = False
+    # A learned scalar on the states the decoder receives, started at token-embedding norm ÷ the
+    # states' expected norm (AutoRegEmbedModel.initial_state_scale); the vectors are unaffected.
+    state_scale: bool = False
     num_compress_tokens: int | None = None  # default: the base entry's k
     compress_lr: float = 1e-4
     align_lr: float = 5e-5

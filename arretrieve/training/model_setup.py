@@ -9,7 +9,7 @@ import torch
 from ..backbone import load_causal_lm
 from ..errors import ArrError
 from ..modeling.autoregembed_model import AutoRegEmbedModel
-from ..modeling.loading import COMPRESS_FILE, save_compress_rows
+from ..modeling.loading import load_compress_file, save_compress_rows
 from ..registry import ModelEntry
 from .config import TrainConfig
 
@@ -27,7 +27,7 @@ def build_trainable(entry: ModelEntry, config: TrainConfig, dtype: torch.dtype, 
     load = {"expected_sha256": entry.base_sha256, "revision": entry.revision,
             "trust_remote_code": entry.trust_remote_code, "dtype": dtype}
     k = config.num_compress_tokens or entry.num_compress_tokens
-    compress_rows = _compress_rows(init_from) if init_from else None
+    compress_rows, state_scale = load_compress_file(init_from) if init_from else (None, None)
     if config.lora:
         from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -46,7 +46,9 @@ def build_trainable(entry: ModelEntry, config: TrainConfig, dtype: torch.dtype, 
         causal_lm.requires_grad_(True)
         decoder, _ = load_causal_lm(entry.base, **load)
     model = AutoRegEmbedModel(causal_lm, tokenizer, k, entry.add_bos, config.max_length,
-                              compress_embeddings=compress_rows, frozen_decoder_lm=decoder)
+                              compress_embeddings=compress_rows, frozen_decoder_lm=decoder, state_scale=state_scale)
+    if config.state_scale and model.state_scale is None:
+        model.state_scale = torch.nn.Parameter(torch.tensor(model.initial_state_scale(), device=model.device))
     if config.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     # Trainable parameters are kept in fp32 (AdamW's eps underflows in half precision); bf16
@@ -71,12 +73,6 @@ def final_norm_name(causal_lm: torch.nn.Module) -> str:
             return name
     raise ArrError(f"cannot find the final norm of {type(causal_lm).__name__} (looked for {', '.join(FINAL_NORM_NAMES)}); "
                    "train it with --full instead of train_norm")
-
-
-def _compress_rows(folder: Path) -> torch.Tensor:
-    from safetensors.torch import load_file
-
-    return load_file(str(folder / COMPRESS_FILE))["compress_embeddings"]
 
 
 def save_trained(model: AutoRegEmbedModel, folder: Path, half: bool = False) -> None:
@@ -114,5 +110,8 @@ def load_trained_state(model: AutoRegEmbedModel, folder: Path) -> None:
             state.update(load_file(str(shard)))
         # strict=False: tied weights (the LM head) are saved once, under the embedding's name.
         model.causal_lm.load_state_dict(state, strict=False)
+    rows, state_scale = load_compress_file(folder)
     with torch.no_grad():
-        model.compress_embeddings.copy_(_compress_rows(folder).to(model.compress_embeddings))
+        model.compress_embeddings.copy_(rows.to(model.compress_embeddings))
+        if model.state_scale is not None and state_scale is not None:
+            model.state_scale.copy_(state_scale.reshape(()).to(model.state_scale))
