@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import csv
 import gzip
-import zlib
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator

@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..corpus.readers import DATASETS_FORMATS, DELIMITED_FORMATS, JSONL_SUFFIXES, Row, read_delimited, read_jsonl, read_with_datasets
+from ..corpus.readers import (
+    DATASETS_FORMATS,
+    DELIMITED_FORMATS,
+    JSONL_SUFFIXES,
+    Row,
+    read_delimited,
+    read_jsonl,
+    read_with_datasets,
+)
 from ..errors import ArrError
 from ..hashing import sha256_file
 from .config import FieldMap

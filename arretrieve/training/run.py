@@ -25,9 +25,9 @@ import torch
 
 from .. import __version__
 from ..encoding.device import dtype_name, resolve_device, resolve_dtype
+from ..errors import ArrError
 from ..evaluation.beir_data import load_dataset
 from ..evaluation.compression_probe import CompressionProbe, pairs_from_beir
-from ..errors import ArrError
 from ..hashing import sha256_json, sha256_tree
 from ..home import arr_home, save_npy_atomic, write_json_atomic
 from ..modeling.loading import weights_folder
@@ -36,9 +36,9 @@ from ..registry.new_entry import new_entry
 from .batches import CompressionCollator, CompressionSet, TripletCollator, TripletSet, prompt_template
 from .config import TrainConfig
 from .data import load_compression_data, load_triplets
+from .evaluation import RetrievalCheck, TrainingEval
 from .losses import beta_saturation
 from .model_setup import build_trainable
-from .evaluation import RetrievalCheck, TrainingEval
 from .steps import alignment_step, compression_step, contrastive_step, reference_log_probs
 from .trainer import AutoRegEmbedTrainer, MetricsLog, StepModule, training_arguments
 
