@@ -32,7 +32,6 @@ from typing import Sequence
 import torch
 
 from ..errors import ArrError
-from ..hashing import sha256_json
 from ..registry.model_entry import split_template
 from .beir_data import BeirDataset
 
@@ -47,10 +46,6 @@ class ProbePairs:
     sources: list[str]
     targets: list[str]
     name: str
-
-    @property
-    def fingerprint(self) -> str:
-        return sha256_json({"sources": self.sources, "targets": self.targets})[:16]
 
 
 def pairs_from_beir(dataset: BeirDataset, limit: int | None = None) -> ProbePairs:

@@ -29,6 +29,14 @@ from ..errors import ArrError
 from ..registry.model_entry import split_template
 
 COMPRESS_TOKEN = "<EMBED{}>"
+# Attribute names of the transformer's last norm across architectures (Llama/Qwen, GPT-2, Phi, OPT).
+FINAL_NORM_NAMES = ("norm", "ln_f", "final_layernorm", "final_layer_norm")
+
+
+def final_norm(causal_lm: nn.Module) -> nn.Module | None:
+    """The backbone's last norm, whose gain sets the scale of the last hidden states."""
+    transformer = causal_lm.get_decoder()
+    return next((getattr(transformer, n) for n in FINAL_NORM_NAMES if isinstance(getattr(transformer, n, None), nn.Module)), None)
 
 
 @dataclass
@@ -118,8 +126,7 @@ class AutoRegEmbedModel(nn.Module):
         scale it was trained on."""
         base = self._base_lm
         tokens = base.get_input_embeddings().weight.detach().float().norm(dim=-1).mean()
-        norm = getattr(base.get_decoder(), "norm", None)
-        gain = getattr(norm, "weight", None)
+        gain = getattr(final_norm(base), "weight", None)
         expected = (self.hidden_size ** 0.5) * (gain.detach().float().pow(2).mean().sqrt() if gain is not None else 1.0)
         return float(tokens / expected)
 

@@ -8,7 +8,7 @@ import torch
 
 from ..backbone import load_causal_lm
 from ..errors import ArrError
-from ..modeling.autoregembed_model import AutoRegEmbedModel
+from ..modeling.autoregembed_model import FINAL_NORM_NAMES, AutoRegEmbedModel, final_norm
 from ..modeling.loading import load_compress_file, save_compress_rows
 from ..registry import ModelEntry
 from .config import TrainConfig
@@ -59,15 +59,11 @@ def build_trainable(entry: ModelEntry, config: TrainConfig, dtype: torch.dtype, 
     return model
 
 
-FINAL_NORM_NAMES = ("norm", "ln_f", "final_layernorm", "final_layer_norm")
-
-
 def final_norm_name(causal_lm: torch.nn.Module) -> str:
     """Qualified name of the backbone's last norm (e.g. `model.norm` in Llama), whose gain sets the
     scale of the last hidden states. peft matches modules to save by name ending, so the full
     name keeps the per-layer norms out."""
-    transformer = causal_lm.get_decoder()
-    norm = next((getattr(transformer, n) for n in FINAL_NORM_NAMES if isinstance(getattr(transformer, n, None), torch.nn.Module)), None)
+    norm = final_norm(causal_lm)
     for name, module in causal_lm.named_modules():
         if norm is not None and module is norm:
             return name
