@@ -113,18 +113,37 @@ def add(
 @app.command("export")
 def export(
     name: str,
-    folder: Path = typer.Argument(..., help="New folder to write: entry.json + weights/."),
-    as_name: Optional[str] = typer.Option(None, "--name", help="Name the exported model differently."),
-    half: bool = typer.Option(True, "--half/--full-precision", help="Store fp32 tensors as fp16 (half the size)."),
+    folder: Path = typer.Argument(..., help="New folder to write."),
+    format: str = typer.Option("arretrieve", "--format", help="arretrieve (entry.json + weights/, for `arr models "
+                               "import`) or sentence-transformers (a folder SentenceTransformer loads)."),
+    as_name: Optional[str] = typer.Option(None, "--name", help="Name the exported model differently (arretrieve format)."),
+    half: Optional[bool] = typer.Option(None, "--half/--full-precision", help="Store fp32 tensors as fp16. Default: "
+                                        "half for arretrieve folders, full precision for sentence-transformers."),
 ) -> None:
-    """Write a trained model as one self-describing folder to share; `arr models import` registers it."""
-    from arretrieve.modeling.export import export_model
+    """Write a model as one self-describing folder to share: for `arr models import`, or for sentence-transformers."""
+    from arretrieve.errors import ArrError
     from arretrieve.registry import Registry
 
     registry = Registry()
-    entry = export_model(registry.get(name), folder, name=as_name, half=half, registry=registry)
+    entry = registry.get(name)
+    if format == "arretrieve":
+        from arretrieve.modeling.export import export_model
+
+        exported = export_model(entry, folder, name=as_name, half=True if half is None else half, registry=registry)
+        summary = f"exported {name} as {exported.name} (fingerprint {exported.fingerprint}"
+    elif format == "sentence-transformers":
+        if as_name is not None:
+            raise ArrError("--name names the model inside an arretrieve folder; a sentence-transformers folder is "
+                           "named by its path")
+        from arretrieve.integrations.sentence_transformers_folder import export_sentence_transformers
+
+        export_sentence_transformers(entry, folder, half=bool(half))
+        summary = (f"exported {name} for sentence-transformers: SentenceTransformer({str(folder)!r}, "
+                   f"trust_remote_code=True) (fingerprint {entry.fingerprint}")
+    else:
+        raise ArrError(f"unknown --format {format!r}; use arretrieve or sentence-transformers")
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    console.print(f"exported {name} as {entry.name} (fingerprint {entry.fingerprint}, {size / 1e6:.1f} MB) → {folder}")
+    console.print(f"{summary}, {size / 1e6:.1f} MB) → {folder}")
 
 
 @app.command("import")
