@@ -5,3 +5,15 @@ functions that need them.
 """
 
 __version__ = "0.1.0"
+
+# The Python API (see `arretrieve.api`), imported on first use so `import arretrieve` stays cheap.
+_API = {"Index": "api", "encode": "api", "Hit": "index", "load_embedder": "encoding", "Registry": "registry"}
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+    raise AttributeError(f"module 'arretrieve' has no attribute {name!r}")

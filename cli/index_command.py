@@ -23,7 +23,7 @@ def index(
     chunk_words: Optional[int] = typer.Option(None, help="Cut documents into chunks of this many words (ids doc#0, doc#1…)."),
     chunk_overlap: int = typer.Option(0, help="Words shared by consecutive chunks."),
     skip_invalid: bool = typer.Option(False, help="Skip (and count) malformed, duplicate or empty rows instead of stopping."),
-    index_dir: Optional[Path] = typer.Option(None, help="Where indexes live (default ./indexes or $ARR_INDEXES)."),
+    index_dir: Optional[Path] = typer.Option(None, help="Where indexes live (default: $ARR_INDEXES, else ./indexes if present, else $ARR_HOME/indexes)."),
     batch_size: int = typer.Option(16, min=1, help="Texts per forward pass (halved automatically on out-of-memory)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     devices: Optional[str] = typer.Option(None, help="Encode with one process per device, e.g. cuda:0,cuda:1."),

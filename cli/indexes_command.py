@@ -10,7 +10,7 @@ import typer
 
 from .output import console
 
-app = typer.Typer(help="Built indexes (default folder ./indexes or $ARR_INDEXES).", no_args_is_help=True)
+app = typer.Typer(help="Built indexes ($ARR_INDEXES, else ./indexes if present, else $ARR_HOME/indexes).", no_args_is_help=True)
 IndexDir = typer.Option(None, "--index-dir", help="Where indexes live.")
 
 

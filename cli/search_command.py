@@ -45,7 +45,7 @@ def search(
     ef_search: Optional[int] = typer.Option(None, min=1, help="HNSW search depth (hnsw, hnsw-pca)."),
     rerank_factor: Optional[int] = typer.Option(None, min=1, help="Re-score k × this many candidates exactly (ivf-pq, hnsw-pca)."),
     no_collapse: bool = typer.Option(False, help="On a chunked index, list chunks instead of one hit per document."),
-    index_dir: Optional[Path] = typer.Option(None, help="Where indexes live (default ./indexes or $ARR_INDEXES)."),
+    index_dir: Optional[Path] = typer.Option(None, help="Where indexes live (default: $ARR_INDEXES, else ./indexes if present, else $ARR_HOME/indexes)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
 ) -> None:
     """Search an index and print rank, score, id, title and a snippet."""

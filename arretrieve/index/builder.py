@@ -91,9 +91,9 @@ def _append_vectors(path: Path, vectors: np.ndarray) -> None:
         handle.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
 
 
-def _corpus_record(corpus: Path, source: CorpusSource, job: EncodeJob) -> dict:
+def _corpus_record(corpus: Path, source: CorpusSource, job: EncodeJob, label: str | None = None) -> dict:
     scan = source.scan()
-    return {"path": str(Path(corpus).resolve()), "fingerprint": job.spec.corpus_fingerprint,
+    return {"path": label or str(Path(corpus).resolve()), "fingerprint": job.spec.corpus_fingerprint,
             "documents": scan.documents, "skipped": sum(scan.skipped.values())}
 
 
@@ -140,8 +140,10 @@ def build_index(
     store: IndexStore | None = None,
     registry: Registry | None = None,
     overwrite: bool = False,
+    corpus_label: str | None = None,
 ) -> IndexManifest:
-    """Build `indexes/<name>/` from a corpus; re-running after an interruption resumes the encoding."""
+    """Build `indexes/<name>/` from a corpus; re-running after an interruption resumes the encoding.
+    `corpus_label` is recorded instead of the corpus path (for a temporary file of texts)."""
     options = options or BuildOptions()
     store, registry = store or IndexStore(), registry or Registry()
     check_index_type(index_type)  # before hours of encoding, not after
@@ -184,7 +186,7 @@ def build_index(
             count=job.spec.count,
             index_type=params.type,
             index_params=params.to_dict(),
-            corpus=[_corpus_record(corpus, source, job)],
+            corpus=[_corpus_record(corpus, source, job, corpus_label)],
             toolkit_version=__version__,
             created=_now(),
             generation=0,

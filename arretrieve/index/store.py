@@ -1,4 +1,8 @@
-"""The folder of built indexes (`./indexes` by default, `ARR_INDEXES` or --index-dir to change it)."""
+"""The folder of built indexes.
+
+One rule, the same from any folder: `--index-dir`, else `$ARR_INDEXES`, else `./indexes` when the
+current folder has one (a project's own store, as in this repository), else `$ARR_HOME/indexes`.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,35 @@ import shutil
 from pathlib import Path
 
 from ..errors import ArrError
+from ..home import arr_home
 from ..registry.model_entry import validate_name
 from .manifest import MANIFEST_FILE
 
 
 def default_index_root() -> Path:
-    return Path(os.environ.get("ARR_INDEXES", "indexes"))
+    if os.environ.get("ARR_INDEXES"):
+        return Path(os.environ["ARR_INDEXES"]).expanduser()
+    local = Path("indexes")
+    return local if local.is_dir() else arr_home() / "indexes"
+
+
+def _where() -> str:
+    """How the root was chosen, for errors that say where to point instead."""
+    if os.environ.get("ARR_INDEXES"):
+        return "$ARR_INDEXES"
+    if Path("indexes").is_dir():
+        return "./indexes of the current folder"
+    return "$ARR_HOME/indexes, as the current folder has no ./indexes"
 
 
 class IndexStore:
     def __init__(self, root: Path | None = None):
+        self.explicit = root is not None
         self.root = root or default_index_root()
+
+    def _looked(self) -> str:
+        chosen = "--index-dir" if self.explicit else _where()
+        return f"{self.root} ({chosen}; --index-dir or $ARR_INDEXES point elsewhere)"
 
     def path(self, name: str) -> Path:
         return self.root / validate_name(name)
@@ -33,11 +55,11 @@ class IndexStore:
             folder = self.path(name)
             if not (folder / MANIFEST_FILE).is_file():
                 known = ", ".join(self.names()) or "none"
-                raise ArrError(f"no index named {name!r} in {self.root} (indexes: {known})")
+                raise ArrError(f"no index named {name!r} in {self._looked()}; indexes there: {known}")
             return folder
         names = self.names()
         if not names:
-            raise ArrError(f"no index in {self.root}; build one with `arr index CORPUS`")
+            raise ArrError(f"no index in {self._looked()}; build one with `arr index CORPUS`")
         if len(names) > 1:
             raise ArrError(f"{len(names)} indexes in {self.root} ({', '.join(names)}); choose one with --index")
         return self.root / names[0]

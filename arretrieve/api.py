@@ -1,0 +1,103 @@
+"""The Python API: what `arr index`, `arr search` and encoding do, as calls on plain Python values.
+
+    import arretrieve
+    index = arretrieve.Index.build(["PyYAML parses YAML", "ImageMagick converts images"], name="notes")
+    hits = index.search("yaml parser", k=5)      # [Hit(rank=1, score=…, id='0', title='', text='PyYAML…'), …]
+    vectors = arretrieve.encode(["yaml parser"], role="query")   # (1, dim) float32, L2-normalised
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import ArrError
+from .index import BuildOptions, Hit, IndexManifest, IndexStore, Searcher, build_index
+from .registry import Registry
+
+
+class Index:
+    """A built index, opened for search; its model loads on the first query and stays loaded."""
+
+    def __init__(self, name: str | None = None, *, index_dir: str | Path | None = None, device: str = "auto",
+                 registry: Registry | None = None):
+        folder = IndexStore(Path(index_dir) if index_dir else None).resolve(name)
+        self.searcher = Searcher(folder, registry, device=device)
+
+    @classmethod
+    def build(cls, corpus: str | Path | Sequence[str], *, ids: Sequence[str] | None = None,
+              titles: Sequence[str] | None = None, name: str | None = None, model: str | None = None,
+              index_type: str = "auto", index_dir: str | Path | None = None, overwrite: bool = False,
+              options: BuildOptions | None = None, registry: Registry | None = None) -> Index:
+        """Build from a corpus path (any format `arr index` reads) or from a list of texts, with
+        optional ids (default "0", "1", …) and titles; then open it."""
+        store = IndexStore(Path(index_dir) if index_dir else None)
+        registry = registry or Registry()
+        if isinstance(corpus, (str, Path)):
+            build_index(Path(corpus), name=name, model=model, index_type=index_type, options=options,
+                        store=store, registry=registry, overwrite=overwrite)
+            built = name or _name_of(Path(corpus))
+        else:
+            if name is None:
+                raise ArrError("name the index built from texts (name=...)")
+            with tempfile.TemporaryDirectory() as scratch:
+                path = _write_texts(Path(scratch) / f"{name}.jsonl", corpus, ids, titles)
+                build_index(path, name=name, model=model, index_type=index_type, options=options, store=store,
+                            registry=registry, overwrite=overwrite, corpus_label="texts given in Python")
+            built = name
+        return cls(built, index_dir=store.root, registry=registry)
+
+    @property
+    def manifest(self) -> IndexManifest:
+        return self.searcher.manifest
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    def __len__(self) -> int:
+        return self.manifest.count
+
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        """The top-k hits of one query, best first."""
+        if not isinstance(query, str):
+            raise ArrError("search takes one query string; use search_many for a list")
+        return self.searcher.search([query], k)[0]
+
+    def search_many(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
+        """The top-k hits of each query, encoded in batches."""
+        return self.searcher.search(list(queries), k)
+
+
+def _name_of(corpus: Path) -> str:
+    return (corpus.resolve().name if corpus.is_dir() else corpus.name.split(".")[0]).lower()
+
+
+def _write_texts(path: Path, texts: Sequence[str], ids: Sequence[str] | None, titles: Sequence[str] | None) -> Path:
+    texts = list(texts)
+    if not texts:
+        raise ArrError("no texts to index")
+    if not all(isinstance(t, str) for t in texts):
+        raise ArrError("texts must be strings")
+    ids = [str(i) for i in range(len(texts))] if ids is None else [str(i) for i in ids]
+    titles = [""] * len(texts) if titles is None else list(titles)
+    if len(ids) != len(texts) or len(titles) != len(texts):
+        raise ArrError(f"{len(texts)} texts but {len(ids)} ids and {len(titles)} titles")
+    with open(path, "w", encoding="utf-8") as handle:
+        for doc_id, title, text in zip(ids, titles, texts):
+            handle.write(json.dumps({"_id": doc_id, "title": title, "text": text}, ensure_ascii=False) + "\n")
+    return path
+
+
+def encode(texts: Sequence[str], model: str | None = None, role: str = "document", *, batch_size: int = 32,
+           device: str = "auto", dtype: str | None = None, registry: Registry | None = None) -> np.ndarray:
+    """(N, dim) float32 L2-normalised vectors of `texts` with a registry model (default: the
+    registry's default) in a role: `query`, `document` or `symmetric`."""
+    from .encoding import load_embedder
+
+    entry = (registry or Registry()).resolve(model)
+    return load_embedder(entry, device=device, dtype=dtype).encode(list(texts), role=role, batch_size=batch_size)

@@ -1,0 +1,76 @@
+"""The Python API (`arretrieve.api`) and where indexes live."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import arretrieve
+from arretrieve.errors import ArrError
+from arretrieve.index.store import IndexStore
+from conftest import SENTENCES, tiny_entry
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.fixture
+def tiny_default(tiny_llama_dir):
+    registry = arretrieve.Registry()
+    registry.add(tiny_entry(tiny_llama_dir, name="tiny"))
+    registry.set_default("tiny")
+    return registry
+
+
+def test_the_readme_block_runs_as_it_is(tiny_default):
+    text = README.read_text(encoding="utf-8")
+    block = re.search(r"<!-- README-API:[^>]*-->\n```python\n(.*?)```", text, re.S).group(1)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    assert scope["hits"][0].id == "0" and scope["hits"][0].text.startswith("PyYAML")
+    assert scope["vectors"].shape == (1, 64) and scope["vectors"].dtype == np.float32
+
+
+def test_build_from_texts_or_a_path_then_open_and_search(tmp_path, tiny_default):
+    index = arretrieve.Index.build(SENTENCES, ids=[f"s{i}" for i in range(6)], titles=["t"] * 6, name="sentences")
+    assert len(index) == 6 and index.manifest.corpus[0]["path"] == "texts given in Python"
+    hits = index.search(SENTENCES[2], k=3)
+    assert [h.rank for h in hits] == [1, 2, 3] and hits[0].id == "s2" and hits[0].title == "t"
+    assert [h[0].id for h in arretrieve.Index("sentences").search_many(SENTENCES[:2], k=1)] == ["s0", "s1"]
+    with pytest.raises(ArrError, match="already exists"):
+        arretrieve.Index.build(SENTENCES, name="sentences")
+
+    corpus = tmp_path / "mini.jsonl"
+    corpus.write_text("".join(f'{{"_id": "d{i}", "text": "{s}"}}\n' for i, s in enumerate(SENTENCES)))
+    assert arretrieve.Index.build(corpus).name == "mini"
+    vectors = arretrieve.encode(SENTENCES[:2], role="query")
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_bad_api_input_is_one_line(tiny_default):
+    cases = [
+        (lambda: arretrieve.Index.build(SENTENCES), "name the index"),
+        (lambda: arretrieve.Index.build([], name="x"), "no texts"),
+        (lambda: arretrieve.Index.build(SENTENCES, ids=["a"], name="x"), "6 texts but 1 ids"),
+        (lambda: arretrieve.Index.build([1, 2], name="x"), "must be strings"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ArrError, match=message):
+            call()
+    index = arretrieve.Index.build(SENTENCES, name="ok")
+    with pytest.raises(ArrError, match="one query string"):
+        index.search(["a", "b"])
+
+
+def test_indexes_live_in_one_predictable_place(tmp_path, monkeypatch, isolated_home):
+    monkeypatch.delenv("ARR_INDEXES")
+    monkeypatch.chdir(tmp_path)
+    assert IndexStore().root == isolated_home / "indexes"  # no ./indexes here
+    with pytest.raises(ArrError, match=r"ARR_HOME/indexes, as the current folder has no ./indexes"):
+        IndexStore().resolve("missing")
+    (tmp_path / "indexes").mkdir()
+    assert IndexStore().root == Path("indexes")
+    monkeypatch.setenv("ARR_INDEXES", str(tmp_path / "elsewhere"))
+    assert IndexStore().root == tmp_path / "elsewhere"
+    with pytest.raises(ArrError, match=r"\$ARR_INDEXES"):
+        IndexStore().resolve(None)
