@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from . import beir_eval_command, index_command, indexes_command, models_command, search_command, train_command
+from . import beir_eval_command, index_command, indexes_command, models_command, search_command, serve_command, train_command
 
 app = typer.Typer(
     name="arr",
@@ -21,6 +21,7 @@ app.command("index")(index_command.index)
 app.command("search")(search_command.search)
 app.command("beir-eval")(beir_eval_command.beir_eval)
 app.command("train")(train_command.train)
+app.command("serve")(serve_command.serve)
 
 
 def main() -> None:

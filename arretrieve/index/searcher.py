@@ -77,6 +77,13 @@ class Searcher:
             self._embedder = load_embedder(self.entry, device=self._device, dtype=self.manifest.encoder["dtype"])
         return self._embedder
 
+    @embedder.setter
+    def embedder(self, embedder) -> None:
+        """Share one loaded model between indexes built with the same entry and dtype."""
+        if embedder.entry.fingerprint != self.entry.fingerprint:
+            raise ArrError(f"index {self.manifest.name!r} needs model {self.entry.name!r}, not {embedder.entry.name!r}")
+        self._embedder = embedder
+
     def _candidates(self, query_vectors: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
         depth = min(depth, self.manifest.count)
         factor = self.params.get("rerank_factor", 1)

@@ -1,0 +1,147 @@
+"""`arr serve`: one process, each index opened and its model loaded once, a small JSON API.
+
+    GET  /search?q=...&k=10&index=NAME    one query   → {"index", "query", "hits": [{rank, score, id, title, text}]}
+    POST /search {"queries": [...], "k": 10, "index": NAME}  → {"index", "results": [{"query", "hits"}]}
+    GET  /indexes · GET /models · GET /health · OpenAPI docs at /docs
+
+Hits are the objects `arr search --json` prints. A model is not re-entrant, so requests are
+serialised: every model call (loading included) runs on one model thread, in arrival order, while
+the event loop keeps answering; a batch request encodes its queries together. One thread also
+keeps torch fast: CPU kernels called from several threads each start their own OpenMP team, and on
+a small machine those teams fight for the cores (a k=10 query took twice as long). Bad requests
+get 4xx JSON errors, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+from .errors import ArrError
+from .index import IndexStore, Searcher
+from .registry import Registry
+
+try:
+    from fastapi import FastAPI, HTTPException, Query, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from pydantic import BaseModel, Field
+except ImportError:
+    raise ArrError("arr serve needs FastAPI and uvicorn: pip install 'arretrieve[serve]'") from None
+
+MAX_K = 1000
+MAX_BATCH = 256
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class SearchBatch(BaseModel):
+    queries: list[str] = Field(min_length=1, max_length=MAX_BATCH)
+    k: int = Field(10, ge=1, le=MAX_K)
+    index: str | None = None
+
+
+class ServedIndexes:
+    """The indexes a server answers for, opened at start; one loaded model (and lock) per model entry."""
+
+    def __init__(self, names: Sequence[str], store: IndexStore, registry: Registry, device: str = "auto"):
+        if not names:
+            names = store.names()
+            if not names:
+                store.resolve(None)  # the "no index here" error, naming where it looked
+        self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="arr-model")
+        self.searchers: dict[str, Searcher] = self.model_thread.submit(self._open, names, store, registry, device).result()
+
+    @staticmethod
+    def _open(names: Sequence[str], store: IndexStore, registry: Registry, device: str) -> dict[str, Searcher]:
+        searchers, shared = {}, {}
+        for name in names:
+            searcher = Searcher(store.resolve(name), registry, device=device)
+            key = (searcher.entry.fingerprint, searcher.manifest.encoder["dtype"])
+            if key not in shared:
+                shared[key] = searcher.embedder  # loads the model now, not on the first request
+                searcher.search(["warm-up"], k=1)  # first-call allocations and kernel choice
+            searcher.embedder = shared[key]
+            searchers[searcher.manifest.name] = searcher
+        return searchers
+
+    def pick(self, name: str | None) -> str:
+        if name is None:
+            if len(self.searchers) == 1:
+                return next(iter(self.searchers))
+            raise HTTPException(400, f"several indexes are served ({', '.join(self.searchers)}); name one with index=")
+        if name not in self.searchers:
+            raise HTTPException(404, f"no index {name!r} is served (served: {', '.join(self.searchers)})")
+        return name
+
+    async def search(self, name: str | None, queries: list[str], k: int) -> tuple[str, list]:
+        name = self.pick(name)
+        if any(not q.strip() for q in queries):
+            raise HTTPException(400, "empty query")
+        results = await asyncio.wrap_future(self.model_thread.submit(self.searchers[name].search, queries, k))
+        return name, results
+
+
+def create_app(indexes: ServedIndexes) -> FastAPI:
+    from . import __version__
+
+    app = FastAPI(title="arretrieve", version=__version__,
+                  description="Dense retrieval over arretrieve indexes: each index's model is loaded once.")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors())
+        return JSONResponse({"error": problems}, status_code=422)
+
+    @app.exception_handler(ArrError)
+    async def arr_error(request: Request, exc: ArrError):
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "indexes": len(indexes.searchers)}
+
+    @app.get("/indexes")
+    def list_indexes() -> list[dict]:
+        return [{"name": name, "model": s.manifest.model, "model_fingerprint": s.manifest.model_fingerprint,
+                 "count": s.manifest.count, "dim": s.manifest.dim, "index_type": s.manifest.index_type}
+                for name, s in indexes.searchers.items()]
+
+    @app.get("/models")
+    def list_models() -> list[dict]:
+        seen = {s.entry.name: s.entry for s in indexes.searchers.values()}
+        return [{"name": e.name, "kind": e.kind, "dim": e.dim, "fingerprint": e.fingerprint,
+                 "description": e.description} for e in seen.values()]
+
+    @app.get("/search")
+    async def search_one(q: str = Query(..., description="the query text"), k: int = Query(10, ge=1, le=MAX_K),
+                   index: str | None = Query(None, description="index name (optional when one is served)")) -> dict:
+        name, results = await indexes.search(index, [q], k)
+        return {"index": name, "query": q, "hits": [hit.to_dict() for hit in results[0]]}
+
+    @app.post("/search")
+    async def search_batch(body: SearchBatch) -> dict:
+        name, results = await indexes.search(body.index, body.queries, body.k)
+        return {"index": name, "results": [{"query": q, "hits": [h.to_dict() for h in hits]}
+                                           for q, hits in zip(body.queries, results)]}
+
+    return app
+
+
+def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8000, index_dir: Path | None = None,
+          device: str = "auto", registry: Registry | None = None) -> None:
+    """Open the indexes (every index in the store when none is named), load their models, and serve
+    until interrupted."""
+    import uvicorn
+
+    served = ServedIndexes(list(names), IndexStore(index_dir), registry or Registry(), device)
+    uvicorn.run(create_app(served), host=host, port=port, log_level="info")

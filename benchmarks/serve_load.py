@@ -1,0 +1,109 @@
+"""A bounded load test of `arr serve` on loopback: latency percentiles and throughput at two concurrencies.
+
+    python benchmarks/serve_load.py                         # the sample corpus, the default model
+    python benchmarks/serve_load.py --requests 200 --max-seconds 120 --concurrency 1 --concurrency 8
+
+Builds (once) an index of `examples/debian-sample` with the model in a scratch index folder under
+$ARR_HOME, starts `arr serve` on a free loopback port, sends k=10 GET /search requests with the
+sample's queries (a few warm-up requests first), and reports p50/p99 latency and QPS per
+concurrency. Never more than --requests requests or --max-seconds per concurrency level.
+Target (issue 14): p50 < 50 ms at concurrency 1 on this CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _level(httpx, url: str, queries: list[str], concurrency: int, requests: int, max_seconds: float) -> dict:
+    deadline = time.monotonic() + max_seconds
+    client = httpx.Client(timeout=60)
+
+    def one(i: int) -> float | None:
+        if time.monotonic() > deadline:
+            return None
+        started = time.perf_counter()
+        response = client.get(url, params={"q": queries[i % len(queries)], "k": 10})
+        response.raise_for_status()
+        return time.perf_counter() - started
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        latencies = [t for t in pool.map(one, range(requests)) if t is not None]
+    wall = time.perf_counter() - started
+    client.close()
+    ms = np.array(latencies) * 1000
+    return {"concurrency": concurrency, "requests": len(latencies), "p50_ms": round(float(np.percentile(ms, 50)), 1),
+            "p99_ms": round(float(np.percentile(ms, 99)), 1), "qps": round(len(latencies) / wall, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="registry name (default: the registry's default)")
+    parser.add_argument("--corpus", default=str(ROOT / "examples" / "debian-sample"))
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--max-seconds", type=float, default=120)
+    parser.add_argument("--concurrency", type=int, action="append")
+    args = parser.parse_args()
+
+    import httpx
+
+    from arretrieve.home import arr_home
+    from arretrieve.index import IndexStore, build_index
+    from arretrieve.queries import read_queries
+    from arretrieve.registry import Registry
+
+    entry = Registry().resolve(args.model)
+    store = IndexStore(arr_home() / "benchmark-indexes")
+    name = f"serve-load-{entry.name}"
+    if name not in store.names():
+        build_index(Path(args.corpus), name=name, model=entry.name, store=store)
+    queries = list(read_queries(Path(args.corpus) / "queries.jsonl").values())
+    port = _free_port()
+    env = {**os.environ, "ARR_INDEXES": str(store.root)}
+    server = subprocess.Popen([sys.executable, "-m", "arretrieve.cli.app", "serve", "--index", name, "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/search"
+    try:
+        started = time.monotonic()
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if server.poll() is not None or time.monotonic() - started > 300:
+                raise SystemExit("the server did not start")
+            time.sleep(0.3)
+        startup = round(time.monotonic() - started, 1)
+        for query in queries[:10]:  # warm-up: first-call allocations, oneDNN kernel selection
+            httpx.get(url, params={"q": query, "k": 10}, timeout=60).raise_for_status()
+        levels = [_level(httpx, url, queries, c, args.requests, args.max_seconds) for c in (args.concurrency or [1, 8])]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(json.dumps({"model": entry.name, "corpus": args.corpus, "server_startup_s": startup, "levels": levels,
+                      "machine": platform.node(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
