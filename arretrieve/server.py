@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 from .errors import ArrError
 from .index import IndexStore, Searcher
@@ -40,10 +40,11 @@ class SearchBatch(BaseModel):
     queries: list[str] = Field(min_length=1, max_length=MAX_BATCH)
     k: int = Field(10, ge=1, le=MAX_K)
     index: str | None = None
+    mode: Literal["dense", "bm25", "hybrid"] | None = None
 
 
 class ServedIndexes:
-    """The indexes a server answers for, opened at start; one loaded model (and lock) per model entry."""
+    """The indexes a server answers for, opened at start; one loaded model per model entry and dtype."""
 
     def __init__(self, names: Sequence[str], store: IndexStore, registry: Registry, device: str = "auto"):
         if not names:
@@ -75,11 +76,11 @@ class ServedIndexes:
             raise HTTPException(404, f"no index {name!r} is served (served: {', '.join(self.searchers)})")
         return name
 
-    async def search(self, name: str | None, queries: list[str], k: int) -> tuple[str, list]:
+    async def search(self, name: str | None, queries: list[str], k: int, mode: str | None) -> tuple[str, list]:
         name = self.pick(name)
         if any(not q.strip() for q in queries):
             raise HTTPException(400, "empty query")
-        results = await asyncio.wrap_future(self.model_thread.submit(self.searchers[name].search, queries, k))
+        results = await asyncio.wrap_future(self.model_thread.submit(self.searchers[name].search, queries, k, None, mode))
         return name, results
 
 
@@ -113,7 +114,8 @@ def create_app(indexes: ServedIndexes) -> FastAPI:
     @app.get("/indexes")
     def list_indexes() -> list[dict]:
         return [{"name": name, "model": s.manifest.model, "model_fingerprint": s.manifest.model_fingerprint,
-                 "count": s.manifest.count, "dim": s.manifest.dim, "index_type": s.manifest.index_type}
+                 "count": s.manifest.count, "dim": s.manifest.dim, "index_type": s.manifest.index_type,
+                 "modes": ["dense", "bm25", "hybrid"] if s.bm25 is not None else ["dense"], "default_mode": s.default_mode}
                 for name, s in indexes.searchers.items()]
 
     @app.get("/models")
@@ -123,14 +125,18 @@ def create_app(indexes: ServedIndexes) -> FastAPI:
                  "description": e.description} for e in seen.values()]
 
     @app.get("/search")
-    async def search_one(q: str = Query(..., description="the query text"), k: int = Query(10, ge=1, le=MAX_K),
-                   index: str | None = Query(None, description="index name (optional when one is served)")) -> dict:
-        name, results = await indexes.search(index, [q], k)
+    async def search_one(
+        q: str = Query(..., description="the query text"),
+        k: int = Query(10, ge=1, le=MAX_K),
+        index: str | None = Query(None, description="index name (optional when one is served)"),
+        mode: Literal["dense", "bm25", "hybrid"] | None = Query(None, description="default: the index's default mode"),
+    ) -> dict:
+        name, results = await indexes.search(index, [q], k, mode)
         return {"index": name, "query": q, "hits": [hit.to_dict() for hit in results[0]]}
 
     @app.post("/search")
     async def search_batch(body: SearchBatch) -> dict:
-        name, results = await indexes.search(body.index, body.queries, body.k)
+        name, results = await indexes.search(body.index, body.queries, body.k, body.mode)
         return {"index": name, "results": [{"query": q, "hits": [h.to_dict() for h in hits]}
                                            for q, hits in zip(body.queries, results)]}
 

@@ -34,6 +34,7 @@ def index(
     ef_construction: Optional[int] = typer.Option(None, help="HNSW build search depth (default 80, hnsw-pca 200): higher gives better recall, slower builds."),
     reduced_dim: Optional[int] = typer.Option(None, help="hnsw-pca: dimension of the graph's vectors (default a sixth of the model's, at least 32)."),
     overwrite: bool = typer.Option(False, help="Replace an existing index of that name."),
+    no_bm25: bool = typer.Option(False, "--no-bm25", help="Build no BM25 side (then only --mode dense searches it)."),
 ) -> None:
     """Encode CORPUS (resumable: re-run after an interruption) and build a FAISS index."""
     from arretrieve.corpus import Chunking, FieldNames
@@ -52,6 +53,10 @@ def index(
     )
     store = IndexStore(index_dir)
     if add:
+        if no_bm25:
+            from arretrieve.errors import ArrError
+
+            raise ArrError("--no-bm25 shapes a new index; --add keeps both sides of the index as they were built")
         manifest = add_to_index(corpus, name=name, options=options, store=store)
         console.print(f"index {manifest.name} now holds {manifest.count} vectors ({manifest.model}) → {store.path(manifest.name)}")
         return
@@ -68,6 +73,7 @@ def index(
         options=options,
         store=store,
         overwrite=overwrite,
+        bm25=not no_bm25,
     )
     console.print(
         f"indexed {manifest.count} {'chunks' if options.chunking else 'documents'} with {manifest.model} "

@@ -45,6 +45,7 @@ def search(
     ef_search: Optional[int] = typer.Option(None, min=1, help="HNSW search depth (hnsw, hnsw-pca)."),
     rerank_factor: Optional[int] = typer.Option(None, min=1, help="Re-score k × this many candidates exactly (ivf-pq, hnsw-pca)."),
     no_collapse: bool = typer.Option(False, help="On a chunked index, list chunks instead of one hit per document."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="dense, bm25 or hybrid (default: hybrid when the index has a BM25 side, else dense)."),
     index_dir: Optional[Path] = typer.Option(None, help="Where indexes live (default: $ARR_INDEXES, else ./indexes if present, else $ARR_HOME/indexes)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
 ) -> None:
@@ -64,14 +65,14 @@ def search(
         from arretrieve.run_file import write_trec_run
 
         batch = read_queries(queries)
-        results = dict(zip(batch, searcher.search(list(batch.values()), k=k, collapse=collapse)))
+        results = dict(zip(batch, searcher.search(list(batch.values()), k=k, collapse=collapse, mode=mode)))
         if as_json:  # JSON lines: {"query_id", "query", "hits": [...]}
             _write(output, "".join(json.dumps({"query_id": qid, "query": batch[qid], "hits": [h.to_dict() for h in hits]},
                                               ensure_ascii=False) + "\n" for qid, hits in results.items()))
         else:
             write_trec_run(results, output, tag=f"arr-{searcher.manifest.name}")
         return
-    hits = searcher.search([query], k=k, collapse=collapse)[0]
+    hits = searcher.search([query], k=k, collapse=collapse, mode=mode)[0]
     if as_json or output:
         _write(output, json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False, indent=2) + "\n")
         return

@@ -43,7 +43,7 @@ def test_flat_search_equals_brute_force_numpy(tmp_path, registry):
     searcher = Searcher(IndexStore().resolve(None), registry=registry)
     queries = ["yaml python library", "fonts for the desktop"]
     documents, query_vectors = exact_vectors(searcher, queries)
-    for hits, query_vector in zip(searcher.search(queries, k=5), query_vectors):
+    for hits, query_vector in zip(searcher.search(queries, k=5, mode="dense"), query_vectors):
         scores = documents @ query_vector
         assert [h.id for h in hits] == [ROWS[i]["_id"] for i in np.argsort(-scores, kind="stable")[:5]]
         assert np.allclose([h.score for h in hits], np.sort(scores)[::-1][:5], atol=1e-5)
@@ -56,7 +56,7 @@ def test_every_index_type_builds_and_finds_the_exact_neighbours(tmp_path, regist
     params = {"nprobe": manifest.index_params["nlist"]} if index_type.startswith("ivf") else {}
     searcher = Searcher(IndexStore().resolve(None), registry=registry, search_params=params)
     documents, query_vectors = exact_vectors(searcher, ["yaml python library"])
-    hits = searcher.search(["yaml python library"], k=3)[0]
+    hits = searcher.search(["yaml python library"], k=3, mode="dense")[0]
     expected = np.argsort(-(documents @ query_vectors[0]), kind="stable")[:3]
     assert hits[0].id == ROWS[expected[0]]["_id"]
     if index_type in ("ivf-pq", "hnsw-pca"):  # re-ranked with exact inner products from the full vectors
@@ -74,8 +74,8 @@ def test_hnsw_pca_re_ranks_exactly_and_takes_added_documents(tmp_path, registry)
     queries = ["yaml python library", "fonts", "compression library development"]
     # Re-ranking every vector with a graph search as wide as the index gives the exact answer.
     searcher = Searcher(IndexStore().path("part"), registry=registry, search_params={"ef_search": 48, "rerank_factor": 6})
-    exact = Searcher(IndexStore().path("whole"), registry=registry).search(queries, k=8)
-    found = searcher.search(queries, k=8)
+    exact = Searcher(IndexStore().path("whole"), registry=registry).search(queries, k=8, mode="dense")
+    found = searcher.search(queries, k=8, mode="dense")
     assert [[h.id for h in hits] for hits in found] == [[h.id for h in hits] for hits in exact]
     assert np.allclose([[h.score for h in hits] for hits in found], [[h.score for h in hits] for hits in exact], atol=1e-5)
 
@@ -87,7 +87,7 @@ def test_re_ranked_types_scale_candidates_with_depth(tmp_path, registry, index_t
     nlist = IndexManifest.load(IndexStore().resolve(None)).index_params["nlist"]
     searcher = Searcher(IndexStore().resolve(None), registry=registry, search_params={"nprobe": nlist} if nlist else {})
     documents, query_vectors = exact_vectors(searcher, ["yaml python library"])
-    hits = searcher.search(["yaml python library"], k=len(ROWS))[0]
+    hits = searcher.search(["yaml python library"], k=len(ROWS), mode="dense")[0]
     scores = documents @ query_vectors[0]
     assert [h.id for h in hits] == [ROWS[i]["_id"] for i in np.argsort(-scores, kind="stable")]
     assert np.allclose([h.score for h in hits], np.sort(scores)[::-1], atol=1e-5)
@@ -99,10 +99,10 @@ def test_graph_search_is_widened_to_the_result_list(tmp_path, registry):
     build_index(corpus(tmp_path), model="tiny", index_type="hnsw", options=SMALL_SHARDS, registry=registry)
     searcher = Searcher(IndexStore().resolve(None), registry=registry, search_params={"ef_search": 1})
     documents, query_vectors = exact_vectors(searcher, ["yaml python library"])
-    hits = searcher.search(["yaml python library"], k=len(ROWS))[0]
+    hits = searcher.search(["yaml python library"], k=len(ROWS), mode="dense")[0]
     assert [h.id for h in hits] == [ROWS[i]["_id"] for i in np.argsort(-(documents @ query_vectors[0]), kind="stable")]
     assert searcher.index.hnsw.efSearch == len(ROWS)
-    searcher.search(["yaml python library"], k=3)
+    searcher.search(["yaml python library"], k=3, mode="dense")
     assert searcher.index.hnsw.efSearch == 3
 
 
@@ -235,12 +235,13 @@ def test_add_appends_documents_like_a_full_build(tmp_path, registry):
     manifest = add_to_index(corpus(tmp_path, ROWS[30:], "rest"), name="part", options=SMALL_SHARDS, registry=registry)
     assert manifest.count == len(ROWS) and manifest.generation == 1 and len(manifest.corpus) == 2
     folder = IndexStore().path("part")
-    assert sorted(p.name for p in folder.iterdir()) == ["docs.jsonl", "index-1.faiss", "manifest.json", "offsets-1.npy"]
+    assert sorted(p.name for p in folder.iterdir()) == ["bm25-1", "docs.jsonl", "index-1.faiss", "manifest.json", "offsets-1.npy"]
     build_index(corpus(tmp_path), name="whole", model="tiny", options=SMALL_SHARDS, registry=registry)
     queries = ["yaml python library", "fonts", "compression library development"]
-    added = Searcher(folder, registry=registry).search(queries, k=8)
-    whole = Searcher(IndexStore().path("whole"), registry=registry).search(queries, k=8)
-    assert [[h.id for h in hits] for hits in added] == [[h.id for h in hits] for hits in whole]
+    for mode in ("dense", "bm25", "hybrid"):  # both sides of the index stay in step
+        added = Searcher(folder, registry=registry).search(queries, k=8, mode=mode)
+        whole = Searcher(IndexStore().path("whole"), registry=registry).search(queries, k=8, mode=mode)
+        assert [[h.id for h in hits] for hits in added] == [[h.id for h in hits] for hits in whole], mode
     with pytest.raises(ArrError, match="already in index"):
         add_to_index(corpus(tmp_path, ROWS[:3], "again"), name="part", options=SMALL_SHARDS, registry=registry)
 

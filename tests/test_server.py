@@ -53,7 +53,7 @@ def server(tmp_path, tiny_llama_dir):
 
 
 def test_search_endpoints_give_what_arr_search_json_gives(server):
-    expected = [h.to_dict() for h in arretrieve.Index("one").search(SENTENCES[1], k=3)]
+    expected = [h.to_dict() for h in arretrieve.Index("one").search(SENTENCES[1], k=3)]  # the default mode: hybrid
     got = httpx.get(server + "/search", params={"q": SENTENCES[1], "k": 3, "index": "one"}).json()
     assert got["index"] == "one" and got["query"] == SENTENCES[1]
     assert [h["id"] for h in got["hits"]] == [h["id"] for h in expected]
@@ -64,7 +64,13 @@ def test_search_endpoints_give_what_arr_search_json_gives(server):
     assert [r["query"] for r in batch["results"]] == SENTENCES[:2]
     assert batch["results"][0]["hits"][0]["id"] == "a"
 
+    lexical = httpx.get(server + "/search", params={"q": "quick brown fox", "k": 1, "index": "one", "mode": "bm25"}).json()
+    assert lexical["hits"][0]["id"] == "5"
+    dense = httpx.post(server + "/search", json={"queries": ["fonts"], "k": 2, "index": "one", "mode": "dense"}).json()
+    assert len(dense["results"][0]["hits"]) == 2
+
     assert {i["name"] for i in httpx.get(server + "/indexes").json()} == {"one", "two"}
+    assert httpx.get(server + "/indexes").json()[0]["default_mode"] == "hybrid"
     assert [m["name"] for m in httpx.get(server + "/models").json()] == ["tiny"]
     assert httpx.get(server + "/health").json() == {"status": "ok", "indexes": 2}
     assert httpx.get(server + "/docs").status_code == 200
@@ -78,6 +84,7 @@ def test_bad_requests_get_json_errors(server):
         (httpx.get(server + "/search", params={"q": "fonts", "index": "one", "k": 0}), 422, "k"),
         (httpx.get(server + "/search", params={"q": "fonts", "index": "one", "k": 5000}), 422, "k"),
         (httpx.get(server + "/search", params={"index": "one"}), 422, "q"),
+        (httpx.get(server + "/search", params={"q": "fonts", "index": "one", "mode": "sparse"}), 422, "mode"),
         (httpx.post(server + "/search", json={"queries": [], "index": "one"}), 422, "queries"),
         (httpx.post(server + "/search", content=b"{not json", headers={"content-type": "application/json"}), 422, ""),
     ]

@@ -16,7 +16,7 @@ from ..index import BuildOptions
 from ..registry import Registry, validate_name
 from .beir_data import load_dataset
 from .metrics import K_VALUES, compute_metrics
-from .retrievers import BM25, bm25_retrieval, dense_retrieval
+from .retrievers import BM25, HYBRID_PREFIX, bm25_retrieval, dense_retrieval
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def run_beir_eval(
         raise ArrError(f"--top-k must be at least {max(K_VALUES)} (the largest metric cut-off)")
     for model in models:  # fail before any work on an unknown name
         if model != BM25:
-            registry.get(model)
+            registry.get(model.removeprefix(HYBRID_PREFIX))
     records = []
     for spec in datasets:
         dataset = load_dataset(spec, split)
@@ -65,7 +65,9 @@ def run_beir_eval(
             if model == BM25:
                 retrieval = bm25_retrieval(dataset, depth)
             else:
-                retrieval = dense_retrieval(dataset, model, registry, options, index_type, depth)
+                hybrid = model.startswith(HYBRID_PREFIX)
+                retrieval = dense_retrieval(dataset, model.removeprefix(HYBRID_PREFIX), registry, options, index_type,
+                                            depth, mode="hybrid" if hybrid else "dense")
             results, dropped = drop_identical_ids(retrieval.results, top_k) if ignore else (retrieval.results, 0)
             if dropped:
                 log.info("%s on %s: dropped %d hits whose id equals the query id (--keep-identical-ids keeps them)",

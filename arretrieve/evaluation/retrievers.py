@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..index import BuildOptions, IndexStore, Searcher, build_index
+from ..index.lexical import BM25_SETTINGS, build_bm25, search_bm25
 from ..registry import Registry
 from .beir_data import BeirDataset, beir_cache_dir
 
 BM25 = "bm25"
+HYBRID_PREFIX = "bm25+"  # `bm25+NAME`: BM25 fused with model NAME, as `arr search --mode hybrid`
 
 
 @dataclass
@@ -24,16 +26,16 @@ class Retrieval:
 
 
 def dense_retrieval(dataset: BeirDataset, model: str, registry: Registry, options: BuildOptions,
-                    index_type: str, top_k: int) -> Retrieval:
-    """Encode (or reuse the cached encoding of) the corpus, build the index, search the queries."""
+                    index_type: str, top_k: int, mode: str = "dense") -> Retrieval:
+    """Encode (or reuse the cached encoding of) the corpus, build the index, search the queries
+    (`mode` hybrid fuses them with BM25 as `arr search` does)."""
     store = IndexStore(beir_cache_dir() / "indexes" / f"{dataset.name}-{dataset.fingerprint[:12]}")
     started = time.perf_counter()
     manifest = build_index(dataset.folder, name=model, model=model, index_type=index_type, options=options,
-                           store=store, registry=registry, overwrite=True)
+                           store=store, registry=registry, overwrite=True, bm25=mode == "hybrid")
     indexed = time.perf_counter()
     searcher = Searcher(store.path(model), registry=registry, device=options.device)
-    query_vectors = searcher.embedder.encode(list(dataset.queries.values()), role="query", batch_size=options.batch_size)
-    ranked = searcher.search_ids(query_vectors, top_k)
+    ranked = searcher.search_ids(list(dataset.queries.values()), top_k, mode=mode, batch_size=options.batch_size)
     finished = time.perf_counter()
     results = {qid: dict(hits) for qid, hits in zip(dataset.queries, ranked)}
     entry = searcher.entry
@@ -53,24 +55,22 @@ def dense_retrieval(dataset: BeirDataset, model: str, registry: Registry, option
         "index_params": manifest.index_params,
         "queries_truncated": searcher.embedder.last_stats.truncated,
     }
+    if mode == "hybrid":
+        from ..index.searcher import HYBRID
+
+        settings.update({"model": HYBRID_PREFIX + entry.name, "mode": mode, **HYBRID, "bm25": BM25_SETTINGS})
     return Retrieval(results, settings, {"index": round(indexed - started, 2), "search": round(finished - indexed, 2)})
 
 
 def bm25_retrieval(dataset: BeirDataset, top_k: int) -> Retrieval:
-    """bm25s, Lucene variant (k1=1.5, b=0.75), English stopwords, title and text joined."""
+    """The toolkit's BM25 (`index/lexical.py`) over the corpus, title and text joined."""
     import bm25s
 
-    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets its own logger to DEBUG
     started = time.perf_counter()
     documents = list(dataset.corpus.documents())
-    retriever = bm25s.BM25(method="lucene", k1=1.5, b=0.75)
-    retriever.index(bm25s.tokenize([d.full_text for d in documents], stopwords="en", show_progress=False), show_progress=False)
-    tokens = bm25s.tokenize(list(dataset.queries.values()), stopwords="en", show_progress=False)
-    rows, scores = retriever.retrieve(tokens, k=min(top_k, len(documents)), show_progress=False)
-    results = {
-        qid: {documents[row].id: float(score) for row, score in zip(rows[i], scores[i]) if score > 0}
-        for i, qid in enumerate(dataset.queries)
-    }
-    settings = {"model": BM25, "kind": "bm25", "library": f"bm25s {getattr(bm25s, '__version__', '?')}",
-                "method": "lucene", "k1": 1.5, "b": 0.75, "stopwords": "en", "stemmer": None}
+    scores, rows = search_bm25(build_bm25([d.full_text for d in documents]), list(dataset.queries.values()),
+                               top_k, len(documents))
+    results = {qid: {documents[row].id: float(score) for row, score in zip(rows[i], scores[i]) if row >= 0}
+               for i, qid in enumerate(dataset.queries)}
+    settings = {"model": BM25, "kind": "bm25", "library": f"bm25s {getattr(bm25s, '__version__', '?')}", **BM25_SETTINGS}
     return Retrieval(results, settings, {"index_and_search": round(time.perf_counter() - started, 2)})

@@ -24,6 +24,7 @@ from ..registry import Registry
 from .docstore import DOCS_FILE, DocStore, append_documents
 from .encode_job import EncodeJob, EncodeJobSpec, encode_on_devices
 from .faiss_index import TRAINED_TYPES, check_build_options, check_index_type, create_index, faiss_module, plan_index, training_sample
+from .lexical import build_bm25, save_bm25
 from .manifest import IndexManifest
 from .store import IndexStore
 
@@ -112,6 +113,13 @@ def model_for_index(manifest: IndexManifest, registry: Registry):
     return entry
 
 
+def _write_bm25(folder: Path, texts, generation: int) -> str:
+    """BM25 over the rows' title and text, in the folder's `bm25-<generation>/`; returns its name."""
+    name = f"bm25-{generation}"
+    save_bm25(build_bm25([text for text in texts]), folder / name)
+    return name
+
+
 def _encoder_record(entry, dtype: str, options: BuildOptions) -> dict:
     return {
         "prompts": dict(entry.prompts),
@@ -141,9 +149,11 @@ def build_index(
     registry: Registry | None = None,
     overwrite: bool = False,
     corpus_label: str | None = None,
+    bm25: bool = True,
 ) -> IndexManifest:
     """Build `indexes/<name>/` from a corpus; re-running after an interruption resumes the encoding.
-    `corpus_label` is recorded instead of the corpus path (for a temporary file of texts)."""
+    `corpus_label` is recorded instead of the corpus path (for a temporary file of texts); `bm25`
+    adds the lexical side that `--mode bm25|hybrid` searches."""
     options = options or BuildOptions()
     store, registry = store or IndexStore(), registry or Registry()
     check_index_type(index_type)  # before hours of encoding, not after
@@ -176,6 +186,7 @@ def build_index(
         faiss.write_index(index, str(staging / "index-0.faiss"))
         offsets, docs_bytes = append_documents(staging / DOCS_FILE, source.documents())
         np.save(staging / "offsets-0.npy", offsets)
+        bm25_name = _write_bm25(staging, (d.full_text for d in source.documents()), 0) if bm25 else None
         manifest = IndexManifest(
             name=name,
             model=entry.name,
@@ -190,7 +201,8 @@ def build_index(
             toolkit_version=__version__,
             created=_now(),
             generation=0,
-            files={"index": "index-0.faiss", "offsets": "offsets-0.npy", "vectors": VECTORS_FILE if vectors_file else None},
+            files={"index": "index-0.faiss", "offsets": "offsets-0.npy", "vectors": VECTORS_FILE if vectors_file else None,
+                   "bm25": bm25_name},
             docs_bytes=docs_bytes,
         )
         manifest.save(staging)
@@ -242,6 +254,9 @@ def add_to_index(
     np.save(folder / f"offsets-{generation}.npy", np.concatenate([np.asarray(docstore.offsets), new_offsets]))
     old_files = dict(manifest.files)
     manifest.files = {**old_files, "index": f"index-{generation}.faiss", "offsets": f"offsets-{generation}.npy"}
+    if old_files.get("bm25"):  # bm25s cannot extend an index: the lexical side is rebuilt over every row
+        texts = [d.full_text for d in docstore.get(range(manifest.count))] + [d.full_text for d in source.documents()]
+        manifest.files["bm25"] = _write_bm25(folder, texts, generation)
     manifest.generation = generation
     manifest.count += job.spec.count
     manifest.docs_bytes = docs_bytes
@@ -249,4 +264,6 @@ def add_to_index(
     manifest.save(folder)  # the commit point
     for key in ("index", "offsets"):
         (folder / old_files[key]).unlink(missing_ok=True)
+    if old_files.get("bm25"):
+        shutil.rmtree(folder / old_files["bm25"], ignore_errors=True)
     return manifest

@@ -13,7 +13,13 @@ from ..registry import Registry
 from .builder import model_for_index
 from .docstore import DocStore
 from .faiss_index import SEARCH_SETTINGS, apply_search_params, check_search_params, faiss_module, to_gpu_if_available
+from .lexical import FUSION_DEPTH, MODES, fuse, load_bm25, search_bm25
 from .manifest import IndexManifest
+
+# Hybrid search: weighted score fusion with this weight on the dense side, chosen on Debian dev
+# (BENCHMARKS.md, hybrid search); the default mode of an index that has a BM25 side.
+HYBRID = {"fusion": "weighted", "weight": 0.3}
+DEFAULT_MODE = "hybrid"
 
 
 @dataclass
@@ -64,6 +70,8 @@ class Searcher:
             self.vectors = np.memmap(folder / manifest.files["vectors"], dtype=np.float32, mode="r",
                                      shape=(manifest.count, manifest.dim))
         self.chunked = bool(manifest.encoder.get("chunking"))
+        self.bm25 = load_bm25(folder / manifest.files["bm25"]) if manifest.files.get("bm25") else None
+        self.default_mode = DEFAULT_MODE if self.bm25 is not None else "dense"
         self._device = device
         self._embedder = None
         self._ids: list[str] | None = None
@@ -105,33 +113,57 @@ class Searcher:
             rows, scores = rows[:, :depth], scores[:, :depth]
         return scores, rows
 
-    def search(self, queries: Sequence[str], k: int = 10, collapse: bool | None = None) -> list[list[Hit]]:
-        """Top-k hits per query; chunked indexes give one hit per document unless collapse=False."""
+    def _check_mode(self, mode: str | None) -> str:
+        mode = mode or self.default_mode
+        if mode not in MODES:
+            raise ArrError(f"unknown mode {mode!r}; use {', '.join(MODES)}")
+        if mode != "dense" and self.bm25 is None:
+            raise ArrError(f"index {self.manifest.name!r} has no BM25 side (built with --no-bm25); "
+                           "use --mode dense or rebuild it")
+        return mode
+
+    def _ranked(self, queries: Sequence[str], query_vectors: np.ndarray | None, depth: int,
+                mode: str) -> tuple[np.ndarray, np.ndarray]:
+        if mode == "dense":
+            return self._candidates(query_vectors, depth)
+        if mode == "bm25":
+            return search_bm25(self.bm25, queries, depth, self.manifest.count)
+        each = max(depth, FUSION_DEPTH)
+        return fuse(self._candidates(query_vectors, each), search_bm25(self.bm25, queries, each, self.manifest.count),
+                    min(depth, self.manifest.count), HYBRID["fusion"], HYBRID["weight"])
+
+    def _query_vectors(self, queries: Sequence[str], mode: str, batch_size: int = 32) -> np.ndarray | None:
+        return None if mode == "bm25" else self.embedder.encode(list(queries), role="query", batch_size=batch_size)
+
+    def search(self, queries: Sequence[str], k: int = 10, collapse: bool | None = None,
+               mode: str | None = None) -> list[list[Hit]]:
+        """Top-k hits per query; chunked indexes give one hit per document unless collapse=False.
+        `mode`: dense, bm25 or hybrid (default: hybrid when the index has a BM25 side)."""
         if k < 1:
             raise ArrError("k must be at least 1")
         if any(not q.strip() for q in queries):
             raise ArrError("empty query")
+        mode = self._check_mode(mode)
         collapse = self.chunked if collapse is None else collapse
-        query_vectors = self.embedder.encode(list(queries), role="query")
-        return self.search_vectors(query_vectors, k, collapse)
-
-    def search_ids(self, query_vectors: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
-        """(document id, score) per query without reading texts: what evaluation needs."""
-        if self._ids is None:
-            self._ids = [doc_id for doc_id, _ in self.docstore.iter_ids()]
-        scores, rows = self._candidates(query_vectors, k)
-        return [[(self._ids[r], float(s)) for s, r in zip(row_scores, row_ids) if r >= 0]
-                for row_scores, row_ids in zip(scores, rows)]
-
-    def search_vectors(self, query_vectors: np.ndarray, k: int, collapse: bool = False) -> list[list[Hit]]:
+        query_vectors = self._query_vectors(queries, mode)
         depth = k * 4 if collapse else k
         while True:
-            scores, rows = self._candidates(query_vectors, depth)
+            scores, rows = self._ranked(queries, query_vectors, depth, mode)
             results = [self._hits(s, r, k, collapse) for s, r in zip(scores, rows)]
             short = any(len(h) < k for h in results)
             if not (collapse and short and depth < self.manifest.count):
                 return results
             depth *= 4
+
+    def search_ids(self, queries: Sequence[str], k: int, mode: str = "dense",
+                   batch_size: int = 32) -> list[list[tuple[str, float]]]:
+        """(document id, score) per query without reading texts: what evaluation needs."""
+        mode = self._check_mode(mode)
+        if self._ids is None:
+            self._ids = [doc_id for doc_id, _ in self.docstore.iter_ids()]
+        scores, rows = self._ranked(queries, self._query_vectors(queries, mode, batch_size), k, mode)
+        return [[(self._ids[r], float(s)) for s, r in zip(row_scores, row_ids) if r >= 0]
+                for row_scores, row_ids in zip(scores, rows)]
 
     def _hits(self, scores: np.ndarray, rows: np.ndarray, k: int, collapse: bool) -> list[Hit]:
         keep = [(float(s), int(r)) for s, r in zip(scores, rows) if r >= 0]

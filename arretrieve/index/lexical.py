@@ -1,0 +1,95 @@
+"""The lexical side of an index: BM25 over the same rows as the FAISS index, and the fusion of both.
+
+One BM25 for the whole toolkit (`arr index`, `arr search --mode`, `arr beir-eval`'s `bm25`): bm25s,
+Lucene variant (k1 1.5, b 0.75), its English stop words, no stemming, over each row's title and
+text. Saved with bm25s' own format (numpy arrays read with allow_pickle=False, a JSON vocabulary).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ArrError
+
+BM25_SETTINGS = {"method": "lucene", "k1": 1.5, "b": 0.75, "stopwords": "en", "stemmer": None}
+MODES = ("dense", "bm25", "hybrid")
+FUSIONS = ("weighted", "rrf")
+# Hybrid search fuses this many candidates from each side (more when k is larger).
+FUSION_DEPTH = 100
+RRF_K = 60
+
+
+def _bm25s():
+    try:
+        import bm25s
+    except ImportError:
+        raise ArrError("BM25 needs bm25s: pip install bm25s (or 'arretrieve[baselines]')") from None
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets its own logger to DEBUG
+    return bm25s
+
+
+def tokenize(texts: Sequence[str]) -> list[list[str]]:
+    return _bm25s().tokenize(list(texts), stopwords=BM25_SETTINGS["stopwords"], return_ids=False, show_progress=False)
+
+
+def build_bm25(texts: Sequence[str]):
+    """A bm25s retriever over `texts` (row i = text i)."""
+    retriever = _bm25s().BM25(method=BM25_SETTINGS["method"], k1=BM25_SETTINGS["k1"], b=BM25_SETTINGS["b"])
+    retriever.index(tokenize(texts), show_progress=False)
+    return retriever
+
+
+def search_bm25(retriever, queries: Sequence[str], depth: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, rows) of shape (queries, depth) like FAISS: rows -1 where fewer texts match."""
+    depth = min(depth, count)
+    rows, scores = retriever.retrieve(tokenize(queries), k=depth, show_progress=False, n_threads=1)
+    rows, scores = np.asarray(rows, dtype=np.int64), np.asarray(scores, dtype=np.float32)
+    rows[scores <= 0] = -1  # no query term in that text: not a match
+    return scores, rows
+
+
+def save_bm25(retriever, folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)  # what an interrupted attempt left
+    retriever.save(str(folder), show_progress=False)
+
+
+def load_bm25(folder: Path):
+    try:
+        return _bm25s().BM25.load(str(folder), load_corpus=False, allow_pickle=False)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ArrError(f"the BM25 index {folder} is missing or damaged ({exc}); rebuild with `arr index --overwrite`") from None
+
+
+def fuse(dense: tuple[np.ndarray, np.ndarray], lexical: tuple[np.ndarray, np.ndarray], depth: int,
+         fusion: str, weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, the top `depth` rows of both candidate lists by fused score.
+
+    weighted: weight × dense + (1 − weight) × BM25, each min-max normalised over its own candidates
+    (a row missing from one list scores 0 there). rrf: Σ 1 / (60 + rank) over the lists."""
+    if fusion not in FUSIONS:
+        raise ArrError(f"unknown fusion {fusion!r}; use {' or '.join(FUSIONS)}")
+    fused_scores = np.full((dense[0].shape[0], depth), -np.inf, dtype=np.float32)
+    fused_rows = np.full((dense[0].shape[0], depth), -1, dtype=np.int64)
+    for q in range(dense[0].shape[0]):
+        combined: dict[int, float] = {}
+        for (scores, rows), share in ((dense, weight), (lexical, 1.0 - weight)):
+            valid = rows[q] >= 0
+            row_ids, values = rows[q][valid], scores[q][valid].astype(np.float64)
+            if not len(row_ids):
+                continue
+            if fusion == "rrf":
+                contributions = 1.0 / (RRF_K + np.arange(1, len(row_ids) + 1))
+            else:
+                spread = values.max() - values.min()
+                contributions = share * ((values - values.min()) / spread if spread > 0 else np.ones_like(values))
+            for row, value in zip(row_ids.tolist(), contributions.tolist()):
+                combined[row] = combined.get(row, 0.0) + value
+        best = sorted(combined.items(), key=lambda item: (-item[1], item[0]))[:depth]
+        for i, (row, value) in enumerate(best):
+            fused_rows[q, i], fused_scores[q, i] = row, value
+    return fused_scores, fused_rows
