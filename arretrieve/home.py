@@ -29,6 +29,11 @@ def encoding_cache_dir() -> Path:
     return arr_home() / "cache" / "encodings"
 
 
+def reference_cache_dir() -> Path:
+    """Stage-2 reference scores, one file per (model, data, settings)."""
+    return arr_home() / "cache" / "reference"
+
+
 def write_atomic(path: Path, write: Callable[[IO], None], binary: bool = False, replace: bool = True) -> None:
     """Write a file so that readers (and concurrent writers) see either no file, the old one, or
     the complete new one. `replace=False` never overwrites: if the file appeared meanwhile (another

@@ -29,7 +29,7 @@ from ..errors import ArrError
 from ..evaluation.beir_data import load_dataset
 from ..evaluation.compression_probe import CompressionProbe, pairs_from_beir
 from ..hashing import sha256_json, sha256_tree
-from ..home import arr_home, save_npy_atomic, write_json_atomic
+from ..home import reference_cache_dir, save_npy_atomic, write_json_atomic
 from ..modeling.loading import weights_folder
 from ..registry import ModelEntry, Registry
 from ..registry.new_entry import new_entry
@@ -118,7 +118,7 @@ def _run_stage(stage: str, model, dataset, collator, step, config: TrainConfig, 
 
 def _reference_scores(model, dataset: TripletSet, key: dict, batch_size: int, show_progress: bool) -> torch.Tensor:
     """π_ref(pos|e_q) and π_ref(neg_j|e_q) for every triplet, computed once and cached on disk."""
-    path = arr_home() / "cache" / "reference" / f"{sha256_json(key)[:32]}.npy"
+    path = reference_cache_dir() / f"{sha256_json(key)[:32]}.npy"
     if path.is_file():
         try:
             scores = np.load(path)  # never pickles (allow_pickle is off)

@@ -1,0 +1,78 @@
+"""`arr cache list|prune`: what the toolkit keeps under $ARR_HOME/cache, and removing it.
+
+Everything there can be rebuilt: removing an entry costs only the time to recompute it (an index
+never reads the encoding cache after it is built; `--add` encodes only the new documents).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .errors import ArrError
+from .home import base_cache_dir, encoding_cache_dir, reference_cache_dir
+
+
+def _beir_cache_dir() -> Path:
+    from .evaluation.beir_data import beir_cache_dir
+
+    return beir_cache_dir()
+
+
+# kind → (folder, what one entry is)
+CACHES: dict[str, tuple[Callable[[], Path], str]] = {
+    "encodings": (encoding_cache_dir, "a corpus encoded by one model (sharded vectors)"),
+    "reference": (reference_cache_dir, "stage-2 reference scores of one training set"),
+    "beir": (_beir_cache_dir, "downloaded BEIR sets and beir-eval's indexes"),
+    "bases": (base_cache_dir, "a GGUF base converted to safetensors"),
+}
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    kind: str
+    path: Path
+    bytes: int
+    modified: float
+
+    @property
+    def age_days(self) -> float:
+        return (time.time() - self.modified) / 86400
+
+
+def _size(path: Path) -> tuple[int, float]:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    stats = [p.stat() for p in files]
+    return sum(s.st_size for s in stats), max([s.st_mtime for s in stats] or [path.stat().st_mtime])
+
+
+def cache_entries(kinds: list[str] | None = None) -> list[CacheEntry]:
+    """Every entry of the given kinds (default: all), largest first."""
+    entries = []
+    for kind in kinds or list(CACHES):
+        if kind not in CACHES:
+            raise ArrError(f"unknown cache {kind!r}; known: {', '.join(CACHES)}")
+        folder = CACHES[kind][0]()
+        if folder.is_dir():
+            for child in folder.iterdir():
+                if not child.name.startswith("."):
+                    size, modified = _size(child)
+                    entries.append(CacheEntry(kind, child, size, modified))
+    return sorted(entries, key=lambda e: -e.bytes)
+
+
+def prune(kinds: list[str], older_than_days: float = 0.0, dry_run: bool = False) -> list[CacheEntry]:
+    """Remove the entries of `kinds` untouched for more than `older_than_days`; returns them."""
+    if not kinds:
+        raise ArrError(f"name the caches to prune ({', '.join(CACHES)}, or all)")
+    chosen = [e for e in cache_entries(list(CACHES) if kinds == ["all"] else kinds) if e.age_days >= older_than_days]
+    if not dry_run:
+        for entry in chosen:
+            if entry.path.is_dir():
+                shutil.rmtree(entry.path)
+            else:
+                entry.path.unlink(missing_ok=True)
+    return chosen

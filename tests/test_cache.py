@@ -1,0 +1,47 @@
+"""`arr cache list|prune`."""
+
+import os
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from arretrieve.cache import cache_entries, prune
+from arretrieve.cli.app import app
+from arretrieve.errors import ArrError
+from arretrieve.home import encoding_cache_dir, reference_cache_dir
+
+
+def _fill(isolated_home):
+    old = encoding_cache_dir() / "model-corpus-float32-4096"
+    old.mkdir(parents=True)
+    (old / "shard-00000.npy").write_bytes(b"x" * 3000)
+    past = time.time() - 10 * 86400
+    os.utime(old / "shard-00000.npy", (past, past))
+    reference_cache_dir().mkdir(parents=True)
+    (reference_cache_dir() / "abc.npy").write_bytes(b"y" * 1000)
+
+
+def test_list_and_prune_by_kind_and_age(isolated_home):
+    _fill(isolated_home)
+    entries = cache_entries()
+    assert [(e.kind, e.bytes) for e in entries] == [("encodings", 3000), ("reference", 1000)]
+    assert entries[0].age_days > 9
+    assert [e.kind for e in prune(["all"], older_than_days=5, dry_run=True)] == ["encodings"]
+    assert len(cache_entries()) == 2  # a dry run removes nothing
+    assert [e.kind for e in prune(["reference"])] == ["reference"]
+    assert [e.kind for e in cache_entries()] == ["encodings"]
+    with pytest.raises(ArrError, match="unknown cache"):
+        prune(["vectors"])
+
+
+def test_cli(isolated_home):
+    _fill(isolated_home)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["cache", "list"])
+    assert listed.exit_code == 0 and "model-corpus-float32-4096" in listed.output and "encodings 0.0 MB" in listed.output
+    pruned = runner.invoke(app, ["cache", "prune", "encodings"])
+    assert pruned.exit_code == 0 and "removed 1 entries" in pruned.output
+    assert "model-corpus" not in runner.invoke(app, ["cache", "list"]).output
+    runner.invoke(app, ["cache", "prune", "all"])
+    assert runner.invoke(app, ["cache", "list"]).output.strip().endswith("the caches are empty")
