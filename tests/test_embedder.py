@@ -110,3 +110,16 @@ def test_sentence_transformers_kind(tiny_st_dir):
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     alone = st_embedder.encode([TEXTS[3]], role="query")[0]
     assert np.abs(alone - vectors[3]).max() < 1e-5
+
+
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(capsys):
+    from arretrieve.encoding.embedder import PlainProgress, progress_bar
+
+    progress = progress_bar("texts")
+    assert isinstance(progress, PlainProgress)  # pytest's captured stderr is no terminal
+    with progress:
+        task = progress.add_task("encoding", total=10)
+        progress.update(task, advance=4)  # within 15 s of the start: no line yet
+        progress.update(task, advance=6)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["encoding: 10/10 texts (100%)"]

@@ -7,7 +7,10 @@ Trained weights live in a folder:
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -17,6 +20,15 @@ from ..registry.model_entry import ModelEntry
 from .autoregembed_model import AutoRegEmbedModel
 
 COMPRESS_FILE = "compress_embeddings.safetensors"
+
+
+@contextlib.contextmanager
+def quiet_peft() -> Iterator[None]:
+    """peft reads transformers' deprecated `is_gradient_checkpointing` while wrapping a model, which
+    printed a FutureWarning on every command that loads an adapter: that one warning is dropped."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def weights_folder(entry: ModelEntry) -> Path:
@@ -60,7 +72,8 @@ def load_autoregembed(entry: ModelEntry, dtype: torch.dtype, device: torch.devic
 
             folder = weights_folder(entry)
             # Merged into the base weights: inference then costs exactly what the base costs.
-            causal_lm = PeftModel.from_pretrained(causal_lm, str(folder), is_trainable=False).merge_and_unload()
+            with quiet_peft():
+                causal_lm = PeftModel.from_pretrained(causal_lm, str(folder), is_trainable=False).merge_and_unload()
             compress_rows, state_scale = load_compress_file(folder)
     model = AutoRegEmbedModel(
         causal_lm,

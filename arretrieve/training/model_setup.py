@@ -9,7 +9,7 @@ import torch
 from ..backbone import load_causal_lm
 from ..errors import ArrError
 from ..modeling.autoregembed_model import FINAL_NORM_NAMES, AutoRegEmbedModel, final_norm
-from ..modeling.loading import load_compress_file, save_compress_rows
+from ..modeling.loading import load_compress_file, quiet_peft, save_compress_rows
 from ..registry import ModelEntry
 from .config import TrainConfig
 
@@ -33,12 +33,14 @@ def build_trainable(entry: ModelEntry, config: TrainConfig, dtype: torch.dtype, 
 
         causal_lm, tokenizer = load_causal_lm(entry.base, **load)
         if init_from:
-            causal_lm = PeftModel.from_pretrained(causal_lm, str(init_from), is_trainable=True)
+            with quiet_peft():
+                causal_lm = PeftModel.from_pretrained(causal_lm, str(init_from), is_trainable=True)
         else:
             lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                               target_modules=list(config.lora_targets), bias="none",
                               modules_to_save=[final_norm_name(causal_lm)] if config.train_norm else None)
-            causal_lm = get_peft_model(causal_lm, lora)
+            with quiet_peft():
+                causal_lm = get_peft_model(causal_lm, lora)
         decoder = None
     else:
         causal_lm, tokenizer = load_causal_lm(str(init_from) if init_from else entry.base,

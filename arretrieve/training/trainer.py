@@ -57,10 +57,9 @@ class MetricsLog(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self.show_progress and state.is_world_process_zero:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from ..encoding.embedder import progress_bar
 
-            self.progress = Progress(TextColumn(f"{self.stage}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-                                     TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn())
+            self.progress = progress_bar("steps", show_loss=True)
             self.progress.start()
             self.task = self.progress.add_task(self.stage, total=state.max_steps, completed=state.global_step, loss="-")
 
