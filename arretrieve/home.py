@@ -29,6 +29,11 @@ def encoding_cache_dir() -> Path:
     return arr_home() / "cache" / "encodings"
 
 
+def merged_cache_dir() -> Path:
+    """Adapter models merged into their base once, per entry fingerprint and dtype (fast loads)."""
+    return arr_home() / "cache" / "merged"
+
+
 def reference_cache_dir() -> Path:
     """Stage-2 reference scores, one file per (model, data, settings)."""
     return arr_home() / "cache" / "reference"

@@ -12,7 +12,7 @@ app = typer.Typer(help="What arretrieve keeps under $ARR_HOME/cache (all of it c
 
 
 @app.command("list")
-def list_cache(kind: List[str] = typer.Argument(None, help="encodings, reference, beir, bases (default: all).")) -> None:
+def list_cache(kind: List[str] = typer.Argument(None, help="encodings, reference, beir, bases, merged (default: all).")) -> None:
     """Cache entries with their size and age, largest first."""
     from rich import box
     from rich.table import Table
@@ -30,7 +30,7 @@ def list_cache(kind: List[str] = typer.Argument(None, help="encodings, reference
 
 @app.command("prune")
 def prune_cache(
-    kind: List[str] = typer.Argument(..., help="encodings, reference, beir, bases, or all."),
+    kind: List[str] = typer.Argument(..., help="encodings, reference, beir, bases, merged, or all."),
     older_than: float = typer.Option(0.0, "--older-than", min=0.0, help="Only entries untouched for more than this many days."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed, remove nothing."),
 ) -> None:

@@ -88,3 +88,13 @@ def test_the_training_lineage_travels_with_the_folder(tmp_path, trained):
     assert [step["name"] for step in exported.provenance["lineage"]] == ["tiny-trained"]
     assert exported.provenance["lineage"][0]["trained_by"].startswith("arr train")
     assert export_model(trained.get("tiny-trained"), tmp_path / "parent", registry=trained).provenance["lineage"] == []
+
+
+def test_merged_adapter_is_cached_and_gives_the_same_vectors(tmp_path, trained, isolated_home):
+    from arretrieve.home import merged_cache_dir
+
+    entry = trained.get("tiny-trained")
+    first = _vectors(entry)
+    cached = list(merged_cache_dir().iterdir())
+    assert [p.name for p in cached] == [f"{entry.fingerprint}-float32"]
+    assert np.array_equal(_vectors(entry), first)  # the second load reads the merged cache
