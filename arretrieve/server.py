@@ -1,7 +1,7 @@
 """`arr serve`: one process, each index opened and its model loaded once, a small JSON API.
 
-    GET  /search?q=...&k=10&index=NAME    one query   → {"index", "query", "hits": [{rank, score, id, title, text}]}
-    POST /search {"queries": [...], "k": 10, "index": NAME}  → {"index", "results": [{"query", "hits"}]}
+    GET  /search?q=...&k=10&index=NAME&mode=...   one query → [{rank, score, id, title, text}, ...]
+    POST /search {"queries": [...], "k": 10, "index": NAME, "mode": ...} → [{"query", "hits": [...]}, ...]
     GET  /indexes · GET /models · GET /health · OpenAPI docs at /docs
 
 Hits are the objects `arr search --json` prints. A model is not re-entrant, so requests are
@@ -130,15 +130,16 @@ def create_app(indexes: ServedIndexes) -> FastAPI:
         k: int = Query(10, ge=1, le=MAX_K),
         index: str | None = Query(None, description="index name (optional when one is served)"),
         mode: Literal["dense", "bm25", "hybrid"] | None = Query(None, description="default: the index's default mode"),
-    ) -> dict:
-        name, results = await indexes.search(index, [q], k, mode)
-        return {"index": name, "query": q, "hits": [hit.to_dict() for hit in results[0]]}
+    ) -> list[dict]:
+        """The hits of one query, as `arr search --json` prints them."""
+        _, results = await indexes.search(index, [q], k, mode)
+        return [hit.to_dict() for hit in results[0]]
 
     @app.post("/search")
-    async def search_batch(body: SearchBatch) -> dict:
-        name, results = await indexes.search(body.index, body.queries, body.k, body.mode)
-        return {"index": name, "results": [{"query": q, "hits": [h.to_dict() for h in hits]}
-                                           for q, hits in zip(body.queries, results)]}
+    async def search_batch(body: SearchBatch) -> list[dict]:
+        """The hits of each query, in order, as `arr search --queries --json` writes them."""
+        _, results = await indexes.search(body.index, body.queries, body.k, body.mode)
+        return [{"query": q, "hits": [h.to_dict() for h in hits]} for q, hits in zip(body.queries, results)]
 
     return app
 

@@ -55,19 +55,18 @@ def server(tmp_path, tiny_llama_dir):
 def test_search_endpoints_give_what_arr_search_json_gives(server):
     expected = [h.to_dict() for h in arretrieve.Index("one").search(SENTENCES[1], k=3)]  # the default mode: hybrid
     got = httpx.get(server + "/search", params={"q": SENTENCES[1], "k": 3, "index": "one"}).json()
-    assert got["index"] == "one" and got["query"] == SENTENCES[1]
-    assert [h["id"] for h in got["hits"]] == [h["id"] for h in expected]
-    assert [h["score"] for h in got["hits"]] == pytest.approx([h["score"] for h in expected], abs=1e-5)
-    assert set(got["hits"][0]) == {"rank", "score", "id", "title", "text"}
+    assert [h["id"] for h in got] == [h["id"] for h in expected] and [h["rank"] for h in got] == [1, 2, 3]
+    assert [h["score"] for h in got] == pytest.approx([h["score"] for h in expected], abs=1e-5)
+    assert set(got[0]) == {"rank", "score", "id", "title", "text"}
 
     batch = httpx.post(server + "/search", json={"queries": SENTENCES[:2], "k": 2, "index": "two"}).json()
-    assert [r["query"] for r in batch["results"]] == SENTENCES[:2]
-    assert batch["results"][0]["hits"][0]["id"] == "a"
+    assert [r["query"] for r in batch] == SENTENCES[:2]
+    assert batch[0]["hits"][0]["id"] == "a"
 
     lexical = httpx.get(server + "/search", params={"q": "quick brown fox", "k": 1, "index": "one", "mode": "bm25"}).json()
-    assert lexical["hits"][0]["id"] == "5"
+    assert lexical[0]["id"] == "5"
     dense = httpx.post(server + "/search", json={"queries": ["fonts"], "k": 2, "index": "one", "mode": "dense"}).json()
-    assert len(dense["results"][0]["hits"]) == 2
+    assert len(dense[0]["hits"]) == 2
 
     assert {i["name"] for i in httpx.get(server + "/indexes").json()} == {"one", "two"}
     assert httpx.get(server + "/indexes").json()[0]["default_mode"] == "hybrid"
@@ -97,7 +96,7 @@ def test_concurrent_requests_are_safe(server):
     def ask(i):
         query = SENTENCES[i % len(SENTENCES)]
         return query, [h["id"] for h in httpx.get(server + "/search", params={"q": query, "k": 3, "index": "one"},
-                                                  timeout=60).json()["hits"]]
+                                                  timeout=60).json()]
 
     sequential = dict(ask(i) for i in range(len(SENTENCES)))
     with ThreadPoolExecutor(8) as pool:

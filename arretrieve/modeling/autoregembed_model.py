@@ -255,8 +255,12 @@ class AutoRegEmbedModel(nn.Module):
                 return contextlib.nullcontext(), self.causal_lm.disable_adapter()
             return contextlib.nullcontext(), contextlib.nullcontext()
 
-        self.causal_lm.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False, "context_fn": context_fn})
+        kwargs = {"use_reentrant": False, "context_fn": context_fn}
+        enable = getattr(self.causal_lm, "activation_checkpointing_enable", None)  # transformers >= 5.x names it so
+        if enable is not None:
+            enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            self.causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
     def target_ids(self, targets: Sequence[str], max_target_length: int | None = None) -> list[list[int]]:
         """tok(target) + [EOS] per target (bare text: the decoder sees no prompt)."""
