@@ -108,6 +108,16 @@ def tiny_st_dir(tmp_path_factory) -> Path:
     return build_tiny_sentence_transformer(tmp_path_factory.mktemp("tiny-st"))
 
 
+@pytest.fixture
+def registry(tiny_llama_dir):
+    """A registry (in the test's own home) holding the tiny Llama as `tiny`."""
+    from arretrieve.registry import Registry
+
+    registry = Registry()
+    registry.add(tiny_entry(tiny_llama_dir, name="tiny"))
+    return registry
+
+
 def tiny_entry(base: Path, name: str = "tiny", **overrides):
     from arretrieve.registry import ModelEntry
     from arretrieve.registry.builtin_models import REFERENCE_PROMPTS

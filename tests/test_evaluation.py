@@ -5,8 +5,7 @@ import pytest
 from arretrieve.errors import ArrError
 from arretrieve.evaluation import bar_chart, compute_metrics, load_dataset, markdown_table, run_beir_eval
 from arretrieve.index.encode_job import EncodeJob
-from arretrieve.registry import Registry
-from conftest import SENTENCES, tiny_entry
+from conftest import SENTENCES
 
 QRELS = {"q1": {"d1": 1}, "q2": {"d3": 1, "d4": 1}}
 RESULTS = {"q1": {"d2": 0.9, "d1": 0.8, "d3": 0.1}, "q2": {"d3": 0.9, "d1": 0.5, "d4": 0.4}}
@@ -43,13 +42,6 @@ def beir_folder(root, corpus_rows=None, queries=None, qrels="q0\td0\t1\nq1\td1\t
     (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
     (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + qrels)
     return folder
-
-
-@pytest.fixture
-def registry(tiny_llama_dir):
-    registry = Registry()
-    registry.add(tiny_entry(tiny_llama_dir, name="tiny"))
-    return registry
 
 
 def test_results_json_records_everything_that_affects_the_numbers(tmp_path, registry):

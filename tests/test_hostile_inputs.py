@@ -39,13 +39,6 @@ ROWS = [{"_id": f"d{i}", "title": "", "text": s} for i, s in enumerate(SENTENCES
 
 
 @pytest.fixture
-def registry(tiny_llama_dir):
-    registry = Registry()
-    registry.add(tiny_entry(tiny_llama_dir, name="tiny"))
-    return registry
-
-
-@pytest.fixture
 def built(tmp_path, registry):
     store = IndexStore(tmp_path / "indexes")
     build_index(write_beir_corpus(tmp_path / "c", ROWS), name="idx", model="tiny", index_type="flat", store=store,

@@ -8,7 +8,6 @@ from arretrieve.errors import ArrError
 from arretrieve.index import BuildOptions, IndexManifest, IndexStore, Searcher, add_to_index, build_index
 from arretrieve.index.encode_job import EncodeJob
 from arretrieve.index.faiss_index import plan_index, principal_axes
-from arretrieve.registry import Registry
 from conftest import SENTENCES, tiny_entry, write_beir_corpus
 
 WORDS = " ".join(SENTENCES).split()
@@ -18,13 +17,6 @@ ROWS = [
     for i in range(48)
 ]
 SMALL_SHARDS = BuildOptions(shard_size=10, batch_size=4)
-
-
-@pytest.fixture
-def registry(tiny_llama_dir):
-    registry = Registry()
-    registry.add(tiny_entry(tiny_llama_dir, name="tiny"))
-    return registry
 
 
 def corpus(tmp_path, rows=ROWS, name="corpus"):

@@ -11,19 +11,11 @@ from arretrieve.evaluation.beir_eval import run_beir_eval
 from arretrieve.evaluation.retrievers import bm25_retrieval
 from arretrieve.index import IndexStore, Searcher, add_to_index, build_index
 from arretrieve.index.lexical import fuse
-from arretrieve.registry import Registry
-from conftest import SENTENCES, tiny_entry, write_beir_corpus
+from conftest import SENTENCES, write_beir_corpus
 
 pytest.importorskip("bm25s")
 
 ROWS = [{"_id": f"d{i}", "title": "", "text": s} for i, s in enumerate(SENTENCES)]
-
-
-@pytest.fixture
-def registry(tiny_llama_dir):
-    registry = Registry()
-    registry.add(tiny_entry(tiny_llama_dir, name="tiny"))
-    return registry
 
 
 def test_fusion_equals_hand_computation():

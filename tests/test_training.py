@@ -71,13 +71,6 @@ def data(tmp_path):
     return compression, triplets
 
 
-@pytest.fixture
-def registry(tiny_llama_dir):
-    registry = Registry()
-    registry.add(tiny_entry(tiny_llama_dir, name="tiny"))
-    return registry
-
-
 def config(tmp_path, data, **overrides):
     compression, triplets = data
     values = dict(name="trained", base="tiny", compression_data=str(compression), alignment_data=str(triplets),
