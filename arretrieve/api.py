@@ -38,18 +38,17 @@ class Index:
         store = IndexStore(Path(index_dir) if index_dir else None)
         registry = registry or Registry()
         if isinstance(corpus, (str, Path)):
-            build_index(Path(corpus), name=name, model=model, index_type=index_type, options=options,
-                        store=store, registry=registry, overwrite=overwrite)
-            built = name or _name_of(Path(corpus))
+            manifest = build_index(Path(corpus), name=name, model=model, index_type=index_type, options=options,
+                                   store=store, registry=registry, overwrite=overwrite)
         else:
             if name is None:
                 raise ArrError("name the index built from texts (name=...)")
             with tempfile.TemporaryDirectory() as scratch:
                 path = _write_texts(Path(scratch) / f"{name}.jsonl", corpus, ids, titles)
-                build_index(path, name=name, model=model, index_type=index_type, options=options, store=store,
-                            registry=registry, overwrite=overwrite, corpus_label="texts given in Python")
-            built = name
-        return cls(built, index_dir=store.root, registry=registry)
+                manifest = build_index(path, name=name, model=model, index_type=index_type, options=options,
+                                       store=store, registry=registry, overwrite=overwrite,
+                                       corpus_label="texts given in Python")
+        return cls(manifest.name, index_dir=store.root, registry=registry)
 
     @property
     def manifest(self) -> IndexManifest:
@@ -71,10 +70,6 @@ class Index:
     def search_many(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
         """The top-k hits of each query, encoded in batches."""
         return self.searcher.search(list(queries), k)
-
-
-def _name_of(corpus: Path) -> str:
-    return (corpus.resolve().name if corpus.is_dir() else corpus.name.split(".")[0]).lower()
 
 
 def _write_texts(path: Path, texts: Sequence[str], ids: Sequence[str] | None, titles: Sequence[str] | None) -> Path:

@@ -116,7 +116,7 @@ def model_for_index(manifest: IndexManifest, registry: Registry):
 def _write_bm25(folder: Path, texts, generation: int) -> str:
     """BM25 over the rows' title and text, in the folder's `bm25-<generation>/`; returns its name."""
     name = f"bm25-{generation}"
-    save_bm25(build_bm25([text for text in texts]), folder / name)
+    save_bm25(build_bm25(list(texts)), folder / name)
     return name
 
 
