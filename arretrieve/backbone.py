@@ -173,20 +173,26 @@ def _convert_gguf(gguf: Path, sha256: str) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    save_model_folder(target, model, tokenizer, "arr_source.json", {"gguf": str(gguf), "sha256": sha256})
+    return target
+
+
+def save_model_folder(target: Path, model, tokenizer, marker: str, record: dict) -> None:
+    """Write a model folder at `target` whole or not at all: staged beside it, `marker` (JSON)
+    written last, then renamed into place. A concurrent writer that got there first wins."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        write_json_atomic(staging / "arr_source.json", {"gguf": str(gguf), "sha256": sha256})
+        write_json_atomic(staging / marker, record)
         try:
             os.replace(staging, target)
         except OSError:
-            if not (target / "arr_source.json").is_file():  # not a concurrent conversion that won
+            if not (target / marker).is_file():  # not a concurrent writer that won
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 def local_folder(base: str, expected_sha256: str | None = None) -> str:

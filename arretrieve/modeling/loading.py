@@ -9,23 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
-from ..backbone import PACKAGE_SCHEME, load_causal_lm, locate_package_file, verified_sha256
+from ..backbone import PACKAGE_SCHEME, load_causal_lm, locate_package_file, save_model_folder, verified_sha256
 from ..errors import ArrError
 from ..home import merged_cache_dir
 from ..registry.model_entry import ModelEntry
 from .autoregembed_model import AutoRegEmbedModel
 
 COMPRESS_FILE = "compress_embeddings.safetensors"
-MERGED_MARKER = "arr_merged.txt"
+MERGED_MARKER = "arr_merged.json"
 log = logging.getLogger(__name__)
 
 
@@ -103,18 +100,10 @@ def _merged(entry: ModelEntry, folder: Path, dtype: torch.dtype, common: dict):
     causal_lm, tokenizer = load_causal_lm(entry.base, expected_sha256=entry.base_sha256, **common)
     with quiet_peft():
         causal_lm = PeftModel.from_pretrained(causal_lm, str(folder), is_trainable=False).merge_and_unload()
-    staging = None
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".merge-", dir=cache.parent))
-        causal_lm.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        (staging / MERGED_MARKER).write_text(entry.fingerprint + "\n", encoding="utf-8")
-        os.replace(staging, cache)
+        save_model_folder(cache, causal_lm, tokenizer, MERGED_MARKER, {"fingerprint": entry.fingerprint})
     except OSError as exc:  # a cache that cannot be written only costs the next load its time
         log.info("could not cache the merged model in %s: %s", cache, exc)
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
     return causal_lm, tokenizer
 
 
