@@ -16,7 +16,8 @@ from typing import Sequence
 import numpy as np
 
 from .errors import ArrError
-from .index import BuildOptions, Hit, IndexManifest, IndexStore, Searcher, build_index
+from .encoding import EncodingOptions
+from .index import Hit, IndexManifest, IndexSpec, IndexStore, Searcher, build_index
 from .registry import Registry
 
 
@@ -32,20 +33,20 @@ class Index:
     def build(cls, corpus: str | Path | Sequence[str], *, ids: Sequence[str] | None = None,
               titles: Sequence[str] | None = None, name: str | None = None, model: str | None = None,
               index_type: str = "auto", index_dir: str | Path | None = None, overwrite: bool = False,
-              options: BuildOptions | None = None, registry: Registry | None = None) -> Index:
+              encoding: EncodingOptions | None = None, registry: Registry | None = None) -> Index:
         """Build from a corpus path (any format `arr index` reads) or from a list of texts, with
         optional ids (default "0", "1", …) and titles; then open it."""
         store = IndexStore(Path(index_dir) if index_dir else None)
         registry = registry or Registry()
         if isinstance(corpus, (str, Path)):
-            manifest = build_index(Path(corpus), name=name, model=model, index_type=index_type, options=options,
+            manifest = build_index(Path(corpus), name=name, model=model, spec=IndexSpec(index_type), encoding=encoding,
                                    store=store, registry=registry, overwrite=overwrite)
         else:
             if name is None:
                 raise ArrError("name the index built from texts (name=...)")
             with tempfile.TemporaryDirectory() as scratch:
                 path = _write_texts(Path(scratch) / f"{name}.jsonl", corpus, ids, titles)
-                manifest = build_index(path, name=name, model=model, index_type=index_type, options=options,
+                manifest = build_index(path, name=name, model=model, spec=IndexSpec(index_type), encoding=encoding,
                                        store=store, registry=registry, overwrite=overwrite,
                                        corpus_label="texts given in Python")
         return cls(manifest.name, index_dir=store.root, registry=registry)

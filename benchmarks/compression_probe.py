@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     args = parser.parse_args()
 
-    from arretrieve.encoding.device import dtype_name, resolve_device, resolve_dtype
+    from arretrieve.runtime import dtype_name, resolve_device, resolve_dtype
     from arretrieve.evaluation.beir_data import load_dataset
     from arretrieve.evaluation.compression_probe import CompressionProbe, pairs_from_beir
     from arretrieve.modeling.loading import load_autoregembed

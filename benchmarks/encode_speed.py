@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     args = parser.parse_args()
 
-    from arretrieve.backbone import local_folder
+    from arretrieve.modeling.backbone import local_folder
     from arretrieve.encoding import load_embedder
     from arretrieve.registry import Registry
     from arretrieve.registry.model_entry import split_template

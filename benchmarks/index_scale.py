@@ -36,7 +36,8 @@ def write_corpus(source: Path, size: int, target: Path) -> None:
 def run_child(method: str, corpus: Path, model_dir: Path, home: Path) -> None:
     """Inside the measured process: encode `corpus` with the tiny model by one method."""
     os.environ["ARR_HOME"] = str(home)
-    from arretrieve.index import BuildOptions, IndexStore, build_index
+    from arretrieve.encoding import EncodingOptions
+    from arretrieve.index import IndexStore, build_index
     from arretrieve.registry import ModelEntry, Registry
     from arretrieve.registry.builtin_models import REFERENCE_PROMPTS
 
@@ -48,7 +49,7 @@ def run_child(method: str, corpus: Path, model_dir: Path, home: Path) -> None:
     started = time.perf_counter()
     if method == "arr":
         build_index(corpus, name="scale", model="tiny", registry=registry, store=IndexStore(home / "indexes"),
-                    options=BuildOptions(batch_size=64, shard_size=4096), overwrite=True)
+                    encoding=EncodingOptions(batch_size=64, shard_size=4096), overwrite=True)
     else:  # the peer pattern: every text in memory, one encode call, then the index
         import faiss
 

@@ -31,15 +31,15 @@ def main() -> None:
 
     from arretrieve.corpus import CorpusSource
     from arretrieve.encoding import load_embedder
-    from arretrieve.index import BuildOptions
-    from arretrieve.index.builder import encode_corpus
-    from arretrieve.index.faiss_index import apply_search_params, create_index, faiss_module, plan_index, training_sample
-    from arretrieve.queries import read_queries
+    from arretrieve.encoding import EncodingOptions
+    from arretrieve.encoding import encode_corpus
+    from arretrieve.index.faiss_index import IndexSpec, apply_search_params, create_index, faiss_module, plan_index, training_sample
+    from arretrieve.corpus.queries import read_queries
     from arretrieve.registry import Registry
 
     faiss = faiss_module()
     entry = Registry().resolve(args.model)
-    job = encode_corpus(CorpusSource(args.corpus), entry, BuildOptions(show_progress=True))
+    job = encode_corpus(CorpusSource(args.corpus), entry, EncodingOptions(show_progress=True))
     vectors = np.concatenate(list(job.iter_vectors()))
     embedder = load_embedder(entry, dtype=job.spec.dtype)
     query_vectors = embedder.encode(list(read_queries(args.queries).values()), role="query", batch_size=64)
@@ -47,7 +47,7 @@ def main() -> None:
     exact.add(vectors)
     _, truth = exact.search(query_vectors, 10)
 
-    params = plan_index("hnsw-pca", len(vectors), vectors.shape[1], seed=args.seed)
+    params = plan_index(IndexSpec("hnsw-pca", seed=args.seed), len(vectors), vectors.shape[1])
     sample = training_sample([vectors], len(vectors), params.train_size, args.seed)
     arr_index = create_index(params, vectors.shape[1], sample)
     faiss_index = faiss.index_factory(vectors.shape[1], f"PCA{params.reduced_dim},L2norm,HNSW{params.hnsw_m},RFlat",

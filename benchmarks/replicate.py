@@ -1,5 +1,5 @@
 """The paper's central comparison on our data, reproducibly: one recipe (the built-in default
-model's, `benchmarks/recipes/autoregembed-smollm2-135m.toml`: same base, data, prompts, LoRA
+model's, `arretrieve/pretrained/autoregembed-smollm2-135m/recipe.toml`: same base, data, prompts, LoRA
 and step budget) trained four ways,
 
   (a) AutoRegEmbed, both stages, reference form `code`         → PREFIX-are
@@ -28,20 +28,20 @@ import json
 import time
 from pathlib import Path
 
-RECIPE = Path(__file__).parent / "recipes" / "autoregembed-smollm2-135m.toml"
+RECIPE = Path(__file__).resolve().parent.parent / "arretrieve" / "pretrained" / "autoregembed-smollm2-135m" / "recipe.toml"
 VARIANTS = ("stage1", "are", "are-paper", "infonce")
 
 
 def plans(recipe: dict, data: Path, names: dict[str, str]) -> dict[str, dict]:
     """The training settings of each variant, all derived from the one recipe."""
-    total_steps = recipe["compress_max_steps"] + recipe["align_max_steps"]
+    total_steps = recipe["compress"]["max_steps"] + recipe["align"]["max_steps"]
     return {
         "stage1": {**recipe, "stage": "compress"},
         "are": {**recipe, "base": names["stage1"], "stage": "align", "reference_form": "code"},
         "are-paper": {**recipe, "base": names["stage1"], "stage": "align", "reference_form": "paper"},
         "infonce": {**recipe, "objective": "contrastive", "stage": "all",
                     "alignment_data": str(data / "train" / "triplets.jsonl.gz"),
-                    "align_max_steps": total_steps, "align_examples": total_steps * recipe["align_batch_size"]},
+                    "align": {**recipe["align"], "max_steps": total_steps, "examples": total_steps * recipe["align"]["batch_size"]}},
     }
 
 
@@ -63,6 +63,7 @@ def main() -> None:
     from arretrieve.evaluation import markdown_table, run_beir_eval
     from arretrieve.registry import Registry
     from arretrieve.training import TrainConfig, train
+    from arretrieve.training.config import nest_stage_settings
 
     registry = Registry()
     wanted = [v for v in args.variants.split(",") if v]
@@ -71,7 +72,7 @@ def main() -> None:
         raise SystemExit(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
     if {"are", "are-paper"} & set(wanted):
         wanted = ["stage1", *[v for v in wanted if v != "stage1"]]  # their stage 1
-    recipe = tomllib.loads(args.recipe.read_text(encoding="utf-8"))
+    recipe = nest_stage_settings(tomllib.loads(args.recipe.read_text(encoding="utf-8")))
     names = {key: f"{args.prefix}-{key}" for key in VARIANTS}
     for key, settings in plans(recipe, args.data, names).items():
         if key not in wanted:

@@ -89,22 +89,23 @@ def main() -> None:
     import faiss
 
     from arretrieve.corpus import CorpusSource
-    from arretrieve.index import BuildOptions, IndexStore, Searcher, build_index
-    from arretrieve.index.builder import encode_corpus
-    from arretrieve.queries import read_queries
+    from arretrieve.encoding import EncodingOptions
+    from arretrieve.index import IndexSpec, IndexStore, Searcher, build_index
+    from arretrieve.encoding import encode_corpus
+    from arretrieve.corpus.queries import read_queries
     from arretrieve.registry import Registry
 
     registry = Registry()
     entry = registry.resolve(args.model)
     source = CorpusSource(args.corpus)
-    job = encode_corpus(source, entry, BuildOptions(show_progress=True))
+    job = encode_corpus(source, entry, EncodingOptions(show_progress=True))
     corpus_vectors = np.concatenate(list(job.iter_vectors()))
     documents = list(source.documents())
     ids, texts = [d.id for d in documents], [d.full_text for d in documents]
     queries = read_queries(args.queries)
     with tempfile.TemporaryDirectory() as tmp:
         store = IndexStore(Path(tmp))
-        build_index(args.corpus, name="flat", model=entry.name, index_type="flat", store=store, registry=registry)
+        build_index(args.corpus, name="flat", model=entry.name, spec=IndexSpec("flat"), store=store, registry=registry)
         searcher = Searcher(store.path("flat"), registry=registry)
         query_vectors = searcher.embedder.encode(list(queries.values()), role="query", batch_size=64)
         exact = np.asarray([[r for r, _ in hits] for hits in _rows(searcher, query_vectors, 10)])
@@ -123,8 +124,8 @@ def main() -> None:
             if index_type not in args.types:
                 continue
             started = time.perf_counter()
-            manifest = build_index(args.corpus, name=index_type, model=entry.name, index_type=index_type, store=store,
-                                   registry=registry, overwrite=True, **build_options)
+            manifest = build_index(args.corpus, name=index_type, model=entry.name, spec=IndexSpec(index_type, **build_options),
+                                   store=store, registry=registry, overwrite=True)
             build_seconds = time.perf_counter() - started
             folder = store.path(index_type)
             size = os.path.getsize(folder / manifest.files["index"])

@@ -69,7 +69,7 @@ def main() -> None:
 
     from arretrieve.home import arr_home
     from arretrieve.index import IndexStore, build_index
-    from arretrieve.queries import read_queries
+    from arretrieve.corpus.queries import read_queries
     from arretrieve.registry import Registry
 
     entry = Registry().resolve(args.model)

@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
     args = parser.parse_args()
 
-    from arretrieve.encoding.device import dtype_name, resolve_device, resolve_dtype
+    from arretrieve.runtime import dtype_name, resolve_device, resolve_dtype
     from arretrieve.registry import Registry
     from arretrieve.training.batches import TripletCollator, TripletSet
     from arretrieve.training.config import TrainConfig

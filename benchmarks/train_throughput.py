@@ -45,7 +45,7 @@ def main() -> None:
 
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from arretrieve.encoding.device import dtype_name, resolve_device, resolve_dtype
+    from arretrieve.runtime import dtype_name, resolve_device, resolve_dtype
     from arretrieve.registry import Registry
     from arretrieve.training.batches import CompressionCollator, CompressionSet, TripletCollator, TripletSet
     from arretrieve.training.config import TrainConfig

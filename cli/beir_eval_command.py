@@ -27,7 +27,7 @@ def beir_eval(
 ) -> None:
     """Evaluate retrieval with BEIR metrics; corpus vectors are cached, so a second run is fast."""
     from arretrieve.evaluation import DEFAULT_DATASETS, bar_chart, markdown_table, run_beir_eval
-    from arretrieve.index import BuildOptions
+    from arretrieve.encoding import EncodingOptions
     from arretrieve.registry import Registry
 
     registry = Registry()
@@ -40,7 +40,7 @@ def beir_eval(
         index_type=index_type,
         ignore_identical_ids=identical_ids,
         output=output,
-        options=BuildOptions(batch_size=batch_size, device=device, dtype=dtype, show_progress=True),
+        encoding=EncodingOptions(batch_size=batch_size, device=device, dtype=dtype, show_progress=True),
         registry=registry,
     )
     print(markdown_table(records, metric))

@@ -38,9 +38,10 @@ def index(
 ) -> None:
     """Encode CORPUS (resumable: re-run after an interruption) and build a FAISS index."""
     from arretrieve.corpus import Chunking, FieldNames
-    from arretrieve.index import BuildOptions, IndexStore, add_to_index, build_index
+    from arretrieve.encoding import EncodingOptions
+    from arretrieve.index import IndexSpec, IndexStore, add_to_index, build_index
 
-    options = BuildOptions(
+    encoding = EncodingOptions(
         fields=FieldNames(id=id_field, text=text_field, title=title_field),
         skip_invalid=skip_invalid,
         chunking=Chunking(chunk_words, chunk_overlap) if chunk_words else None,
@@ -57,26 +58,21 @@ def index(
             from arretrieve.errors import ArrError
 
             raise ArrError("--no-bm25 shapes a new index; --add keeps both sides of the index as they were built")
-        manifest = add_to_index(corpus, name=name, options=options, store=store)
+        manifest = add_to_index(corpus, name=name, encoding=encoding, store=store)
         console.print(f"index {manifest.name} now holds {manifest.count} vectors ({manifest.model}) → {store.path(manifest.name)}")
         return
     manifest = build_index(
         corpus,
         name=name,
         model=model,
-        index_type=index_type,
-        memory_budget=parse_size(memory_budget) if memory_budget else None,
-        seed=seed,
-        hnsw_m=hnsw_m,
-        ef_construction=ef_construction,
-        reduced_dim=reduced_dim,
-        options=options,
+        spec=IndexSpec(index_type, parse_size(memory_budget) if memory_budget else None, seed, hnsw_m, ef_construction, reduced_dim),
+        encoding=encoding,
         store=store,
         overwrite=overwrite,
         bm25=not no_bm25,
     )
     console.print(
-        f"indexed {manifest.count} {'chunks' if options.chunking else 'documents'} with {manifest.model} "
+        f"indexed {manifest.count} {'chunks' if encoding.chunking else 'documents'} with {manifest.model} "
         f"({manifest.encoder['dtype']}, dim {manifest.dim}, {manifest.index_type}: {manifest.index_params['reason']}) "
         f"→ {store.path(manifest.name)}",
         highlight=False,

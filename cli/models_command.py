@@ -14,7 +14,7 @@ app = typer.Typer(help="The model registry shared by every command.", no_args_is
 
 
 def _unavailable_reason(entry) -> str | None:
-    from arretrieve.backbone import resolve_base
+    from arretrieve.modeling.backbone import resolve_base
     from arretrieve.errors import ArrError
 
     try:
@@ -127,7 +127,7 @@ def export(
     registry = Registry()
     entry = registry.get(name)
     if format == "arretrieve":
-        from arretrieve.modeling.export import export_model
+        from arretrieve.registry.model_folder import export_model
 
         exported = export_model(entry, folder, name=as_name, half=True if half is None else half, registry=registry)
         summary = f"exported {name} as {exported.name} (fingerprint {exported.fingerprint}"

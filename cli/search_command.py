@@ -61,8 +61,8 @@ def search(
     searcher = Searcher(IndexStore(index_dir).resolve(index), device=device, search_params=overrides)
     collapse = False if no_collapse else None
     if queries is not None:
-        from arretrieve.queries import read_queries
-        from arretrieve.run_file import write_trec_run
+        from arretrieve.corpus.queries import read_queries
+        from arretrieve.evaluation.run_file import write_trec_run
 
         batch = read_queries(queries)
         results = dict(zip(batch, searcher.search(list(batch.values()), k=k, collapse=collapse, mode=mode)))

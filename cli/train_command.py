@@ -1,71 +1,83 @@
-"""`arr train`: AutoRegEmbed stage 1 + stage 2 (or the InfoNCE baseline); registers the result."""
+"""`arr train`: AutoRegEmbed stage 1 + stage 2 (or the InfoNCE baseline); registers the result.
+
+Its flags are derived from the fields of `TrainConfig` and `StageSettings` (help texts included), so
+a setting is declared once, in arretrieve/training/config.py. A stage setting's flag (`--lr`) sets
+both stages; a config file can set each stage apart (`[compress]`, `[align]`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import types
+import typing
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from .output import console
 
 
-def train(
-    name: Optional[str] = typer.Option(None, help="Registry name of the trained model."),
-    base: Optional[str] = typer.Option(None, help="Registry entry to start from (prompts, k) or a base source. [default: smollm2-135m]"),
-    compression_data: Optional[str] = typer.Option(None, help="Stage-1 rows {context, instruction, output}: file or HF dataset id."),
-    alignment_data: Optional[str] = typer.Option(None, help="Stage-2 rows {query, pos, neg (string or list)}: file or HF dataset id."),
-    stage: Optional[str] = typer.Option(None, help="compress, align or all. [default: all]"),
-    objective: Optional[str] = typer.Option(None, help="autoregembed or contrastive (InfoNCE baseline). [default: autoregembed]"),
-    reference_form: Optional[str] = typer.Option(None, help="Stage-2 reference term: code (adds the margin) or paper (DPO form)."),
-    lora: Optional[bool] = typer.Option(None, "--lora/--full", help="LoRA with trainable compress rows, or full fine-tuning. [default: lora]"),
-    max_steps: Optional[int] = typer.Option(None, help="Steps per stage (overrides epochs)."),
-    epochs: Optional[float] = typer.Option(None, help="Epochs per stage."),
-    batch_size: Optional[int] = typer.Option(None, help="Examples per step, both stages."),
-    lr: Optional[float] = typer.Option(None, help="Learning rate, both stages."),
-    examples: Optional[int] = typer.Option(None, help="Use only the first N rows of each data file."),
-    num_negatives: Optional[int] = typer.Option(None, help="Hard negatives per triplet."),
-    passes: Optional[str] = typer.Option(None, help="Stage-2 passes: batched or sequential (reference structure, less memory)."),
-    preset: Optional[str] = typer.Option(None, help="paper: the paper's hyperparameters."),
-    eval_data: Optional[str] = typer.Option(None, help="Small BEIR folder scored (nDCG@10) during training, into metrics.jsonl."),
-    eval_split: Optional[str] = typer.Option(None, help="Qrels split of --eval-data. [default: test]"),
-    eval_steps: Optional[int] = typer.Option(None, help="Evaluate every N steps (and before the first, after the last). [default: 20]"),
-    probe_data: Optional[str] = typer.Option(None, help="BEIR folder of held-out pairs for the compression probe, measured with --eval-steps."),
-    probe_split: Optional[str] = typer.Option(None, help="Qrels split of --probe-data. [default: test]"),
-    keep_best: Optional[str] = typer.Option(None, help="Restore each stage's best evaluation by this metric: ndcg@10, recall@10 or probe_<name>."),
-    train_norm: Optional[bool] = typer.Option(None, "--train-norm/--no-train-norm", help="LoRA: also train the final norm (the states' scale)."),
-    state_scale: Optional[bool] = typer.Option(None, "--state-scale/--no-state-scale", help="Learn a scalar on the states the decoder reads, started at the token-embedding scale."),
-    dtype: Optional[str] = typer.Option(None, help="auto (bf16 where native), float32 or bfloat16."),
-    output_dir: Optional[Path] = typer.Option(None, help="Run folder. [default: runs/NAME]"),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start the run folder and registry entry over."),
-    config: Optional[Path] = typer.Option(None, "--config", help="JSON/TOML/YAML file with any of the settings (flags win)."),
-) -> None:
+def _flag_type(annotation) -> type:
+    """The Typer type of a field's annotation: `X | None` is X; `list[str]` is List[str]."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+    if typing.get_origin(annotation) is list:
+        return List[typing.get_args(annotation)[0]]  # noqa: UP006 - Typer needs typing.List
+    return annotation
+
+
+def _options(cls, help_suffix: str = "") -> list[inspect.Parameter]:
+    hints = typing.get_type_hints(cls)
+    params = []
+    for f in dataclasses.fields(cls):
+        if not f.metadata.get("cli", True):
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        hidden = help_suffix or default in (None, dataclasses.MISSING) or isinstance(default, bool)
+        shown = "" if hidden else f" (default: {default})"  # a stage default differs by stage
+        flags = [f.metadata["flag"]] if f.metadata.get("flag") else []
+        option = typer.Option(None, *flags, help=f.metadata.get("help", "") + help_suffix + shown, show_default=False)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                        annotation=Optional[_flag_type(hints[f.name])]))
+    return params
+
+
+def _stage_flag_names() -> list[str]:
+    from arretrieve.training.config import StageSettings
+
+    return [f.name for f in dataclasses.fields(StageSettings)]
+
+
+def train(**values) -> None:
     """Train an AutoRegEmbed model (or the contrastive baseline) and add it to the registry.
 
-    Settings not given as flags come from --config, then --preset, then the defaults; every
-    setting of TrainConfig (lora_r, beta, tau, temperature, pooling, warmup_ratio, save_steps, ...)
-    can be set in the config file.
+    Settings not given as flags come from --config, then --preset, then the defaults.
     """
     from arretrieve.training import build_config, read_config_file, train as run_training
 
-    flags = {
-        "name": name, "base": base, "compression_data": compression_data, "alignment_data": alignment_data,
-        "stage": stage, "objective": objective, "reference_form": reference_form, "lora": lora,
-        "num_negatives": num_negatives, "passes": passes, "preset": preset, "dtype": dtype,
-        "eval_data": eval_data, "eval_split": eval_split, "eval_steps": eval_steps, "probe_data": probe_data,
-        "probe_split": probe_split, "keep_best": keep_best, "train_norm": train_norm,
-        "state_scale": state_scale,
-        "output_dir": str(output_dir) if output_dir else None, "resume": resume or None, "overwrite": overwrite or None,
-    }
-    for key, value in (("max_steps", max_steps), ("epochs", epochs), ("batch_size", batch_size), ("lr", lr),
-                       ("examples", examples)):
-        if value is not None:
-            flags[f"compress_{key}"] = flags[f"align_{key}"] = value
-    settings = build_config(read_config_file(config) if config else {}, flags)
+    config_file = values.pop("config")
+    stage_values = {name: values.pop(name) for name in _stage_flag_names()}
+    flags = {key: (str(value) if isinstance(value, Path) else value) for key, value in values.items()}
+    both = {key: value for key, value in stage_values.items() if value is not None}
+    if both:
+        flags["compress"], flags["align"] = dict(both), dict(both)
+    settings = build_config(read_config_file(config_file) if config_file else {}, flags)
     result = run_training(settings, show_progress=True)
     if not result.registered:  # a non-main torchrun process: rank 0 reports
         return
     losses = ", ".join(f"{stage} {loss:.4f}" for stage, loss in result.final_losses.items())
     console.print(f"trained {result.entry.name} ({losses}; {result.seconds.get('total', 0):.0f} s) → {result.run_dir}", highlight=False)
     console.print(f"registered {result.entry.name} (fingerprint {result.entry.fingerprint}); use it with --model {result.entry.name}", highlight=False)
+
+
+def _signature() -> inspect.Signature:
+    from arretrieve.training.config import StageSettings, TrainConfig  # no torch: `arr --help` stays fast
+
+    config = inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path], default=typer.Option(
+        None, "--config", help="JSON/TOML/YAML file with any of the settings (flags win)."))
+    return inspect.Signature(_options(TrainConfig) + _options(StageSettings, " (both stages)") + [config])
+
+
+train.__signature__ = _signature()

@@ -7,6 +7,18 @@ from arretrieve.modeling.loading import load_autoregembed
 from conftest import tiny_entry
 
 
+def target_ids(model, texts):
+    """tok(text) + [EOS] per text: the decoder's targets."""
+    return model.encode_targets(texts).input_ids
+
+
+def score_targets(model, compressed, ids):
+    """(summed, mean per token) log p(target | compressed) from the frozen decoder."""
+    targets, lengths = model.pad(ids)
+    summed = model.score_padded(compressed, targets, lengths)
+    return summed, summed / lengths
+
+
 @pytest.fixture
 def model(tiny_llama_dir):
     return load_autoregembed(tiny_entry(tiny_llama_dir), torch.float32, torch.device("cpu"))
@@ -81,13 +93,13 @@ def test_compress_rows_start_deterministic(tiny_llama_dir):
 
 def test_decoder_scores_are_log_probabilities_of_target_plus_eos(model):
     compressed = model.compress(*model.pad(model.encode_texts(["fonts", "yaml"], "{text}").input_ids))
-    targets = model.target_ids(["fonts for the desktop", "a"])
+    targets = target_ids(model, ["fonts for the desktop", "a"])
     assert all(ids[-1] == model.eos_id for ids in targets)
-    summed, mean = model.score_targets(compressed, targets)
+    summed, mean = score_targets(model, compressed, targets)
     assert (summed < 0).all()
     assert torch.allclose(mean, summed / torch.tensor([len(t) for t in targets]))
     # Scoring one example alone gives the same numbers as inside the padded batch.
-    alone, _ = model.score_targets(compressed[1:], targets[1:])
+    alone, _ = score_targets(model, compressed[1:], targets[1:])
     assert torch.allclose(alone, summed[1:], atol=1e-5)
 
 
@@ -96,8 +108,8 @@ def test_decoder_is_the_plain_base_model(model, tiny_llama_dir):
 
     base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
     compressed = torch.randn(1, model.num_compress_tokens, model.hidden_size)
-    targets = model.target_ids(["fonts for the desktop"])
-    summed, _ = model.score_targets(compressed, targets)
+    targets = target_ids(model, ["fonts for the desktop"])
+    summed, _ = score_targets(model, compressed, targets)
     ids = torch.tensor(targets)
     inputs = torch.cat([compressed, base.get_input_embeddings()(ids)], 1)
     logits = base(inputs_embeds=inputs).logits[0, model.num_compress_tokens - 1 : -1]
@@ -107,7 +119,7 @@ def test_decoder_is_the_plain_base_model(model, tiny_llama_dir):
 
 def _encoder_loss(model):
     compressed = model.compress(*model.pad(model.encode_texts(["a library for parsing yaml"], "{text}").input_ids))
-    summed, _ = model.score_targets(compressed, model.target_ids(["yaml parser"]))
+    summed, _ = score_targets(model, compressed, target_ids(model, ["yaml parser"]))
     return -summed.sum()
 
 
@@ -143,9 +155,9 @@ def test_lora_shares_one_base_and_the_decoder_runs_without_adapters(tiny_llama_d
     assert model.compress_embeddings.grad is not None
     # With adapters disabled the shared weights score exactly like the untouched base model.
     compressed = torch.randn(1, 3, 64)
-    targets = model.target_ids(["yaml parser"])
+    targets = target_ids(model, ["yaml parser"])
     with torch.no_grad():
-        summed, _ = model.score_targets(compressed, targets)
+        summed, _ = score_targets(model, compressed, targets)
         frozen = AutoRegEmbedModel(reference, AutoTokenizer.from_pretrained(tiny_llama_dir), 3, True, 64)
-        expected, _ = frozen.score_targets(compressed, targets)
+        expected, _ = score_targets(frozen, compressed, targets)
     assert torch.allclose(summed, expected, atol=1e-5)

@@ -1,6 +1,6 @@
 import pytest
 
-from arretrieve.backbone import load_causal_lm, locate_package_file, resolve_base, verified_sha256
+from arretrieve.modeling.backbone import load_causal_lm, locate_package_file, resolve_base, verified_sha256
 from arretrieve.errors import ArrError
 from arretrieve.hashing import sha256_tree
 

@@ -5,7 +5,7 @@ import pytest
 
 from arretrieve.corpus import Chunking, CorpusSource, FieldNames
 from arretrieve.errors import ArrError
-from arretrieve.queries import read_queries
+from arretrieve.corpus.queries import read_queries
 
 ROWS = [{"_id": "a", "title": "T", "text": "first text"}, {"_id": "b", "title": "", "text": "second text"}]
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from arretrieve.encoding import load_embedder
-from arretrieve.encoding.device import resolve_device, resolve_dtype
+from arretrieve.runtime import resolve_device, resolve_dtype
 from arretrieve.errors import ArrError
 from arretrieve.registry import ModelEntry
 from conftest import SENTENCES, tiny_entry
@@ -113,7 +113,7 @@ def test_sentence_transformers_kind(tiny_st_dir):
 
 
 def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(capsys):
-    from arretrieve.encoding.embedder import PlainProgress, progress_bar
+    from arretrieve.runtime import PlainProgress, progress_bar
 
     progress = progress_bar("texts")
     assert isinstance(progress, PlainProgress)  # pytest's captured stderr is no terminal

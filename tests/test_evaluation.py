@@ -4,7 +4,7 @@ import pytest
 
 from arretrieve.errors import ArrError
 from arretrieve.evaluation import bar_chart, compute_metrics, load_dataset, markdown_table, run_beir_eval
-from arretrieve.index.encode_job import EncodeJob
+from arretrieve.encoding.corpus_job import EncodeJob
 from conftest import SENTENCES
 
 QRELS = {"q1": {"d1": 1}, "q2": {"d3": 1, "d4": 1}}

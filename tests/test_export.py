@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from arretrieve.cli.app import app
 from arretrieve.encoding import load_embedder
 from arretrieve.errors import ArrError
-from arretrieve.modeling.export import export_model
+from arretrieve.registry.model_folder import export_model
 from arretrieve.registry import Registry
 from arretrieve.registry.model_folder import read_model_folder
 from arretrieve.training import TrainConfig, train
@@ -20,7 +20,7 @@ def _train(tmp_path, registry, name, base):
     triplets.write_text("".join(json.dumps({"query": s[:14], "pos": s, "neg": SENTENCES[(i + 1) % 6]}) + "\n"
                                 for i, s in enumerate(SENTENCES)))
     train(TrainConfig(name=name, base=base, objective="contrastive", alignment_data=str(triplets),
-                      align_max_steps=2, align_batch_size=3, dtype="float32", lora_r=4, lora_alpha=8,
+                      align={"max_steps": 2, "batch_size": 3}, dtype="float32", lora_r=4, lora_alpha=8,
                       output_dir=str(tmp_path / f"run-{name}")), registry=registry)
 
 

@@ -31,7 +31,7 @@ import pytest
 
 from arretrieve.corpus import CorpusSource
 from arretrieve.errors import ArrError
-from arretrieve.index import IndexManifest, IndexStore, Searcher, add_to_index, build_index
+from arretrieve.index import IndexManifest, IndexSpec, IndexStore, Searcher, add_to_index, build_index
 from arretrieve.registry import Registry
 from conftest import SENTENCES, tiny_entry, write_beir_corpus
 
@@ -41,7 +41,7 @@ ROWS = [{"_id": f"d{i}", "title": "", "text": s} for i, s in enumerate(SENTENCES
 @pytest.fixture
 def built(tmp_path, registry):
     store = IndexStore(tmp_path / "indexes")
-    build_index(write_beir_corpus(tmp_path / "c", ROWS), name="idx", model="tiny", index_type="flat", store=store,
+    build_index(write_beir_corpus(tmp_path / "c", ROWS), name="idx", model="tiny", spec=IndexSpec("flat"), store=store,
                 registry=registry)
     return store
 
@@ -133,7 +133,7 @@ def test_markup_and_control_characters_in_ids_print_as_text(tmp_path, registry):
 
     rows = [{"_id": "[/oops]", "title": "[bold red]title[/]", "text": "yaml parser [link=http://x]click[/link]"},
             {"_id": "esc\x1b[31mred", "title": "", "text": "fonts for the desktop \x07 bell"}]
-    build_index(write_beir_corpus(tmp_path / "c", rows), name="marked", model="tiny", index_type="flat",
+    build_index(write_beir_corpus(tmp_path / "c", rows), name="marked", model="tiny", spec=IndexSpec("flat"),
                 store=IndexStore(tmp_path / "ix"), registry=registry)
     result = CliRunner().invoke(app, ["search", "yaml parser", "--index", "marked", "--index-dir", str(tmp_path / "ix")])
     assert result.exit_code == 0, result.output
@@ -172,7 +172,7 @@ def test_quoted_newlines_keep_line_numbers_right(tmp_path):
 
 # --------------------------------------------------------------------------- weights verified by content
 def test_an_edit_with_the_mtime_restored_is_detected(tmp_path):
-    from arretrieve.backbone import verified_sha256
+    from arretrieve.modeling.backbone import verified_sha256
 
     folder = tmp_path / "weights"
     folder.mkdir()
@@ -390,7 +390,7 @@ def test_damaged_training_rows_give_one_line_errors(tmp_path, how):
 
 
 def test_damaged_hash_cache_is_rebuilt_not_trusted(tmp_path, isolated_home):
-    from arretrieve.backbone import verified_sha256
+    from arretrieve.modeling.backbone import verified_sha256
     from arretrieve.hashing import sha256_file
 
     target = tmp_path / "w.bin"
@@ -411,8 +411,8 @@ def test_damaged_reference_cache_is_recomputed(tmp_path, registry, isolated_home
                                 for i, s in enumerate(SENTENCES)))
     compression = tmp_path / "c.jsonl"
     compression.write_text("".join(json.dumps({"context": s, "instruction": "Sum.", "output": s[:9]}) + "\n" for s in SENTENCES))
-    settings = dict(base="tiny", compression_data=str(compression), alignment_data=str(triplets), compress_max_steps=1,
-                    align_max_steps=1, compress_batch_size=2, align_batch_size=2, dtype="float32", lora_r=2, lora_alpha=4,
+    settings = dict(base="tiny", compression_data=str(compression), alignment_data=str(triplets), compress={"max_steps": 1, "batch_size": 2},
+                    align={"max_steps": 1, "batch_size": 2}, dtype="float32", lora_r=2, lora_alpha=4,
                     save_steps=100)
     train(TrainConfig(name="first", output_dir=str(tmp_path / "a"), **settings), registry=registry)
     for cached in (isolated_home / "cache" / "reference").glob("*.npy"):

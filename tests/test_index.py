@@ -5,8 +5,10 @@ import pytest
 
 from arretrieve.corpus import Chunking, CorpusSource
 from arretrieve.errors import ArrError
-from arretrieve.index import BuildOptions, IndexManifest, IndexStore, Searcher, add_to_index, build_index
-from arretrieve.index.encode_job import EncodeJob
+from arretrieve.encoding import EncodingOptions
+from arretrieve.index import IndexManifest, IndexStore, Searcher, add_to_index, build_index
+from arretrieve.encoding.corpus_job import EncodeJob
+from arretrieve.index import IndexSpec
 from arretrieve.index.faiss_index import plan_index, principal_axes
 from conftest import SENTENCES, tiny_entry, write_beir_corpus
 
@@ -16,7 +18,7 @@ ROWS = [
     {"_id": f"d{i:02d}", "title": "", "text": " ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(5 + i % 7))}
     for i in range(48)
 ]
-SMALL_SHARDS = BuildOptions(shard_size=10, batch_size=4)
+SMALL_SHARDS = EncodingOptions(shard_size=10, batch_size=4)
 
 
 def corpus(tmp_path, rows=ROWS, name="corpus"):
@@ -30,7 +32,7 @@ def exact_vectors(searcher, queries):
 
 
 def test_flat_search_equals_brute_force_numpy(tmp_path, registry):
-    manifest = build_index(corpus(tmp_path), model="tiny", options=SMALL_SHARDS, registry=registry)
+    manifest = build_index(corpus(tmp_path), model="tiny", encoding=SMALL_SHARDS, registry=registry)
     assert manifest.index_type == "flat" and manifest.count == len(ROWS)
     searcher = Searcher(IndexStore().resolve(None), registry=registry)
     queries = ["yaml python library", "fonts for the desktop"]
@@ -43,7 +45,7 @@ def test_flat_search_equals_brute_force_numpy(tmp_path, registry):
 
 @pytest.mark.parametrize("index_type", ["hnsw", "hnsw-pca", "ivf-flat", "ivf-pq", "sq-fp16", "sq-int8"])
 def test_every_index_type_builds_and_finds_the_exact_neighbours(tmp_path, registry, index_type):
-    manifest = build_index(corpus(tmp_path), model="tiny", index_type=index_type, options=SMALL_SHARDS, registry=registry)
+    manifest = build_index(corpus(tmp_path), model="tiny", spec=IndexSpec(index_type), encoding=SMALL_SHARDS, registry=registry)
     assert manifest.index_type == index_type
     params = {"nprobe": manifest.index_params["nlist"]} if index_type.startswith("ivf") else {}
     searcher = Searcher(IndexStore().resolve(None), registry=registry, search_params=params)
@@ -57,12 +59,12 @@ def test_every_index_type_builds_and_finds_the_exact_neighbours(tmp_path, regist
 
 
 def test_hnsw_pca_re_ranks_exactly_and_takes_added_documents(tmp_path, registry):
-    manifest = build_index(corpus(tmp_path, ROWS[:30], "part"), model="tiny", index_type="hnsw-pca", reduced_dim=16,
-                           options=SMALL_SHARDS, registry=registry)
+    manifest = build_index(corpus(tmp_path, ROWS[:30], "part"), model="tiny", spec=IndexSpec("hnsw-pca", reduced_dim=16),
+                           encoding=SMALL_SHARDS, registry=registry)
     assert (manifest.index_params["reduced_dim"], manifest.index_params["ef_construction"]) == (16, 200)
     assert manifest.index_params["search"] == {"ef_search": 80, "rerank_factor": 4}
-    add_to_index(corpus(tmp_path, ROWS[30:], "rest"), name="part", options=SMALL_SHARDS, registry=registry)
-    build_index(corpus(tmp_path), name="whole", model="tiny", options=SMALL_SHARDS, registry=registry)
+    add_to_index(corpus(tmp_path, ROWS[30:], "rest"), name="part", encoding=SMALL_SHARDS, registry=registry)
+    build_index(corpus(tmp_path), name="whole", model="tiny", encoding=SMALL_SHARDS, registry=registry)
     queries = ["yaml python library", "fonts", "compression library development"]
     # Re-ranking every vector with a graph search as wide as the index gives the exact answer.
     searcher = Searcher(IndexStore().path("part"), registry=registry, search_params={"ef_search": 48, "rerank_factor": 6})
@@ -75,7 +77,7 @@ def test_hnsw_pca_re_ranks_exactly_and_takes_added_documents(tmp_path, registry)
 @pytest.mark.parametrize("index_type", ["hnsw-pca", "ivf-pq"])
 def test_re_ranked_types_scale_candidates_with_depth(tmp_path, registry, index_type):
     """k × rerank_factor candidates, even past the index size: a whole-index list comes back exact."""
-    build_index(corpus(tmp_path), model="tiny", index_type=index_type, options=SMALL_SHARDS, registry=registry)
+    build_index(corpus(tmp_path), model="tiny", spec=IndexSpec(index_type), encoding=SMALL_SHARDS, registry=registry)
     nlist = IndexManifest.load(IndexStore().resolve(None)).index_params["nlist"]
     searcher = Searcher(IndexStore().resolve(None), registry=registry, search_params={"nprobe": nlist} if nlist else {})
     documents, query_vectors = exact_vectors(searcher, ["yaml python library"])
@@ -88,7 +90,7 @@ def test_re_ranked_types_scale_candidates_with_depth(tmp_path, registry, index_t
 def test_graph_search_is_widened_to_the_result_list(tmp_path, registry):
     """FAISS fills k > ef_search results from a search only ef_search wide (on the Debian corpus that
     lost recall@100, BENCHMARKS.md); the searcher widens the search to the list it asks for."""
-    build_index(corpus(tmp_path), model="tiny", index_type="hnsw", options=SMALL_SHARDS, registry=registry)
+    build_index(corpus(tmp_path), model="tiny", spec=IndexSpec("hnsw"), encoding=SMALL_SHARDS, registry=registry)
     searcher = Searcher(IndexStore().resolve(None), registry=registry, search_params={"ef_search": 1})
     documents, query_vectors = exact_vectors(searcher, ["yaml python library"])
     hits = searcher.search(["yaml python library"], k=len(ROWS), mode="dense")[0]
@@ -99,7 +101,7 @@ def test_graph_search_is_widened_to_the_result_list(tmp_path, registry):
 
 
 def test_index_recording_settings_this_version_does_not_use_is_refused(tmp_path, registry):
-    build_index(corpus(tmp_path), model="tiny", index_type="ivf-pq", options=SMALL_SHARDS, registry=registry)
+    build_index(corpus(tmp_path), model="tiny", spec=IndexSpec("ivf-pq"), encoding=SMALL_SHARDS, registry=registry)
     folder = IndexStore().resolve(None)
     manifest = IndexManifest.load(folder)
     manifest.index_params["search"] = {"nprobe": 2, "rerank": 100}  # the setting's name before rerank_factor
@@ -119,10 +121,10 @@ def test_principal_axes_keep_the_shared_direction():
 
 
 def test_search_settings_the_index_type_has_no_use_for_are_refused(tmp_path, registry):
-    build_index(corpus(tmp_path), model="tiny", options=SMALL_SHARDS, registry=registry)
+    build_index(corpus(tmp_path), model="tiny", encoding=SMALL_SHARDS, registry=registry)
     with pytest.raises(ArrError, match=r"--ef-search does not apply to a flat index \(it takes no search settings\)"):
         Searcher(IndexStore().resolve(None), registry=registry, search_params={"ef_search": 10})
-    build_index(corpus(tmp_path), name="graph", model="tiny", index_type="hnsw", options=SMALL_SHARDS, registry=registry)
+    build_index(corpus(tmp_path), name="graph", model="tiny", spec=IndexSpec("hnsw"), encoding=SMALL_SHARDS, registry=registry)
     with pytest.raises(ArrError, match=r"--nprobe and --rerank-factor do not apply to a hnsw index \(it takes --ef-search\)"):
         Searcher(IndexStore().path("graph"), registry=registry, search_params={"nprobe": 2, "rerank_factor": 5})
     with pytest.raises(ArrError, match="--ef-search must be at least 1"):
@@ -132,38 +134,38 @@ def test_search_settings_the_index_type_has_no_use_for_are_refused(tmp_path, reg
 def test_unknown_index_type_is_refused_before_encoding(tmp_path, registry, monkeypatch):
     monkeypatch.setattr("arretrieve.index.builder.encode_corpus", lambda *a, **k: pytest.fail("encoded first"))
     with pytest.raises(ArrError, match="unknown index type 'lsh'"):
-        build_index(corpus(tmp_path), model="tiny", index_type="lsh", registry=registry)
+        build_index(corpus(tmp_path), model="tiny", spec=IndexSpec("lsh"), registry=registry)
 
 
 def test_auto_choice_follows_size_and_budget():
-    assert plan_index("auto", 1000, 576).type == "flat"
-    assert plan_index("auto", 1_000_000, 576).type == "hnsw"
-    assert plan_index("auto", 1_000_000, 576, memory_budget=700_000_000).type == "sq-int8"
-    assert plan_index("auto", 10_000_000, 576, memory_budget=1_000_000_000).type == "ivf-pq"
-    planned = plan_index("ivf-pq", 100_000, 576)
+    assert plan_index(IndexSpec("auto"), 1000, 576).type == "flat"
+    assert plan_index(IndexSpec("auto"), 1_000_000, 576).type == "hnsw"
+    assert plan_index(IndexSpec("auto", memory_budget=700_000_000), 1_000_000, 576).type == "sq-int8"
+    assert plan_index(IndexSpec("auto", memory_budget=1_000_000_000), 10_000_000, 576).type == "ivf-pq"
+    planned = plan_index(IndexSpec("ivf-pq"), 100_000, 576)
     assert 576 % planned.pq_m == 0 and planned.pq_bits == 8 and planned.nlist > 0
     with pytest.raises(ArrError, match="unknown index type"):
-        plan_index("lsh", 10, 8)
+        plan_index(IndexSpec("lsh"), 10, 8)
 
 
 def test_hnsw_graph_options_are_recorded_and_refused_for_other_types(tmp_path, registry, monkeypatch):
-    manifest = build_index(corpus(tmp_path), model="tiny", index_type="hnsw", hnsw_m=8, ef_construction=200,
-                           options=SMALL_SHARDS, registry=registry)
+    manifest = build_index(corpus(tmp_path), model="tiny", spec=IndexSpec("hnsw", hnsw_m=8, ef_construction=200),
+                           encoding=SMALL_SHARDS, registry=registry)
     assert (manifest.index_params["hnsw_m"], manifest.index_params["ef_construction"]) == (8, 200)
     index = Searcher(IndexStore().resolve(None), registry=registry).index
     assert index.hnsw.efConstruction == 200
     monkeypatch.setattr("arretrieve.index.builder.encode_corpus", lambda *a, **k: pytest.fail("encoded first"))
     with pytest.raises(ArrError, match="--ef-construction shape HNSW graphs, but this index is flat"):
-        build_index(corpus(tmp_path), name="f", model="tiny", index_type="flat", ef_construction=200, registry=registry)
+        build_index(corpus(tmp_path), name="f", model="tiny", spec=IndexSpec("flat", ef_construction=200), registry=registry)
     with pytest.raises(ArrError, match="--hnsw-m must be at least 1"):
-        build_index(corpus(tmp_path), name="h", model="tiny", index_type="hnsw", hnsw_m=0, registry=registry)
+        build_index(corpus(tmp_path), name="h", model="tiny", spec=IndexSpec("hnsw", hnsw_m=0), registry=registry)
     with pytest.raises(ArrError, match=r"this index is flat \(auto: 1000 vectors"):
-        plan_index("auto", 1000, 576, hnsw_m=16)
+        plan_index(IndexSpec("auto", hnsw_m=16), 1000, 576)
     with pytest.raises(ArrError, match="--reduced-dim sets the graph dimension of hnsw-pca, but this index is hnsw"):
-        build_index(corpus(tmp_path), name="h", model="tiny", index_type="hnsw", reduced_dim=16, registry=registry)
+        build_index(corpus(tmp_path), name="h", model="tiny", spec=IndexSpec("hnsw", reduced_dim=16), registry=registry)
     with pytest.raises(ArrError, match=r"--reduced-dim must be below the vectors' dimension \(576\), got 576"):
-        plan_index("hnsw-pca", 1000, 576, reduced_dim=576)
-    assert plan_index("hnsw-pca", 1000, 576, hnsw_m=16).reduced_dim == 96
+        plan_index(IndexSpec("hnsw-pca", reduced_dim=576), 1000, 576)
+    assert plan_index(IndexSpec("hnsw-pca", hnsw_m=16), 1000, 576).reduced_dim == 96
 
 
 @pytest.mark.parametrize("index_type", ["flat", "hnsw-pca"])  # a graph too: same shards, same graph
@@ -172,7 +174,7 @@ def test_resume_after_a_crash_gives_identical_vectors_and_index(tmp_path, regist
     reference_store = IndexStore(tmp_path / "reference")
     with monkeypatch.context() as elsewhere:  # its own encoding cache, so nothing is shared
         elsewhere.setenv("ARR_HOME", str(tmp_path / "reference-home"))
-        build_index(source, name="c", model="tiny", index_type=index_type, options=SMALL_SHARDS, registry=registry, store=reference_store)
+        build_index(source, name="c", model="tiny", spec=IndexSpec(index_type), encoding=SMALL_SHARDS, registry=registry, store=reference_store)
 
     original_save = EncodeJob._save
     saved = []
@@ -186,13 +188,13 @@ def test_resume_after_a_crash_gives_identical_vectors_and_index(tmp_path, regist
     store = IndexStore(tmp_path / "resumed")
     with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
         patched.setattr(EncodeJob, "_save", crash_after_two_shards)
-        build_index(source, name="c", model="tiny", index_type=index_type, options=SMALL_SHARDS, registry=registry, store=store)
+        build_index(source, name="c", model="tiny", spec=IndexSpec(index_type), encoding=SMALL_SHARDS, registry=registry, store=store)
     (work_dir,) = (isolated_home / "cache" / "encodings").iterdir()
     assert sorted(p.name for p in work_dir.glob("shard-*.npy")) == ["shard-00000.npy", "shard-00001.npy"]
     assert not store.path("c").exists()
     encoded = []
     monkeypatch.setattr(EncodeJob, "encode", _recording(EncodeJob.encode, encoded))
-    build_index(source, name="c", model="tiny", index_type=index_type, options=SMALL_SHARDS, registry=registry, store=store)
+    build_index(source, name="c", model="tiny", spec=IndexSpec(index_type), encoding=SMALL_SHARDS, registry=registry, store=store)
     assert encoded == [{2, 3, 4}]  # only the missing shards were encoded again
     reference_dir = next((tmp_path / "reference-home" / "cache" / "encodings").iterdir())
     for number in range(5):
@@ -212,43 +214,43 @@ def _recording(encode, calls):
 
 def test_encoded_corpus_is_reused_by_later_builds(tmp_path, registry, monkeypatch):
     source = corpus(tmp_path)
-    build_index(source, name="flat", model="tiny", options=SMALL_SHARDS, registry=registry)
+    build_index(source, name="flat", model="tiny", encoding=SMALL_SHARDS, registry=registry)
 
     def no_encoding(*args, **kwargs):
         raise AssertionError("the model should not be loaded: the vectors are cached")
 
     monkeypatch.setattr("arretrieve.encoding.load_embedder", no_encoding)
-    manifest = build_index(source, name="graph", model="tiny", index_type="hnsw", options=SMALL_SHARDS, registry=registry)
+    manifest = build_index(source, name="graph", model="tiny", spec=IndexSpec("hnsw"), encoding=SMALL_SHARDS, registry=registry)
     assert manifest.count == len(ROWS) and manifest.index_type == "hnsw"
 
 
 def test_add_appends_documents_like_a_full_build(tmp_path, registry):
-    build_index(corpus(tmp_path, ROWS[:30], "part"), model="tiny", options=SMALL_SHARDS, registry=registry)
-    manifest = add_to_index(corpus(tmp_path, ROWS[30:], "rest"), name="part", options=SMALL_SHARDS, registry=registry)
+    build_index(corpus(tmp_path, ROWS[:30], "part"), model="tiny", encoding=SMALL_SHARDS, registry=registry)
+    manifest = add_to_index(corpus(tmp_path, ROWS[30:], "rest"), name="part", encoding=SMALL_SHARDS, registry=registry)
     assert manifest.count == len(ROWS) and manifest.generation == 1 and len(manifest.corpus) == 2
     folder = IndexStore().path("part")
     assert sorted(p.name for p in folder.iterdir()) == ["bm25-1", "docs.jsonl", "index-1.faiss", "manifest.json", "offsets-1.npy"]
-    build_index(corpus(tmp_path), name="whole", model="tiny", options=SMALL_SHARDS, registry=registry)
+    build_index(corpus(tmp_path), name="whole", model="tiny", encoding=SMALL_SHARDS, registry=registry)
     queries = ["yaml python library", "fonts", "compression library development"]
     for mode in ("dense", "bm25", "hybrid"):  # both sides of the index stay in step
         added = Searcher(folder, registry=registry).search(queries, k=8, mode=mode)
         whole = Searcher(IndexStore().path("whole"), registry=registry).search(queries, k=8, mode=mode)
         assert [[h.id for h in hits] for hits in added] == [[h.id for h in hits] for hits in whole], mode
     with pytest.raises(ArrError, match="already in index"):
-        add_to_index(corpus(tmp_path, ROWS[:3], "again"), name="part", options=SMALL_SHARDS, registry=registry)
+        add_to_index(corpus(tmp_path, ROWS[:3], "again"), name="part", encoding=SMALL_SHARDS, registry=registry)
 
 
 def test_interrupted_add_leaves_the_index_usable(tmp_path, registry, monkeypatch):
-    build_index(corpus(tmp_path, ROWS[:20], "part"), model="tiny", options=SMALL_SHARDS, registry=registry)
+    build_index(corpus(tmp_path, ROWS[:20], "part"), model="tiny", encoding=SMALL_SHARDS, registry=registry)
     with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
         patched.setattr("arretrieve.index.builder.append_documents", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
-        add_to_index(corpus(tmp_path, ROWS[20:], "rest"), name="part", options=SMALL_SHARDS, registry=registry)
+        add_to_index(corpus(tmp_path, ROWS[20:], "rest"), name="part", encoding=SMALL_SHARDS, registry=registry)
     assert Searcher(IndexStore().path("part"), registry=registry).manifest.count == 20
-    assert add_to_index(corpus(tmp_path, ROWS[20:], "rest"), name="part", options=SMALL_SHARDS, registry=registry).count == 48
+    assert add_to_index(corpus(tmp_path, ROWS[20:], "rest"), name="part", encoding=SMALL_SHARDS, registry=registry).count == 48
 
 
 def test_changed_model_entry_is_refused(tmp_path, registry, tiny_llama_dir):
-    build_index(corpus(tmp_path), model="tiny", options=SMALL_SHARDS, registry=registry)
+    build_index(corpus(tmp_path), model="tiny", encoding=SMALL_SHARDS, registry=registry)
     changed = tiny_entry(tiny_llama_dir, name="tiny", prompts={**registry.get("tiny").prompts, "document": "D: {text}"})
     registry.add(changed, overwrite=True)
     with pytest.raises(ArrError, match="fingerprint"):
@@ -258,7 +260,7 @@ def test_changed_model_entry_is_refused(tmp_path, registry, tiny_llama_dir):
 
 
 def test_removed_model_is_explained(tmp_path, registry):
-    build_index(corpus(tmp_path), model="tiny", options=SMALL_SHARDS, registry=registry)
+    build_index(corpus(tmp_path), model="tiny", encoding=SMALL_SHARDS, registry=registry)
     registry.remove("tiny")
     with pytest.raises(ArrError, match="built with model 'tiny', which is no longer in the registry"):
         Searcher(IndexStore().resolve(None), registry=registry)
@@ -267,7 +269,7 @@ def test_removed_model_is_explained(tmp_path, registry):
 
 
 def test_corrupted_or_missing_files_are_one_line_errors(tmp_path, registry):
-    build_index(corpus(tmp_path), model="tiny", options=SMALL_SHARDS, registry=registry)
+    build_index(corpus(tmp_path), model="tiny", encoding=SMALL_SHARDS, registry=registry)
     folder = IndexStore().resolve("corpus")
     (folder / "offsets-0.npy").write_bytes(b"junk")
     with pytest.raises(ArrError, match="offsets-0.npy is missing or corrupted"):
@@ -284,10 +286,10 @@ def test_store_resolution_and_existing_names(tmp_path, registry):
     store = IndexStore()
     with pytest.raises(ArrError, match="no index"):
         store.resolve(None)
-    build_index(corpus(tmp_path, name="a"), model="tiny", options=SMALL_SHARDS, registry=registry)
+    build_index(corpus(tmp_path, name="a"), model="tiny", encoding=SMALL_SHARDS, registry=registry)
     with pytest.raises(ArrError, match="already exists"):
-        build_index(corpus(tmp_path, name="a"), model="tiny", options=SMALL_SHARDS, registry=registry)
-    build_index(corpus(tmp_path, name="b"), model="tiny", options=SMALL_SHARDS, registry=registry)
+        build_index(corpus(tmp_path, name="a"), model="tiny", encoding=SMALL_SHARDS, registry=registry)
+    build_index(corpus(tmp_path, name="b"), model="tiny", encoding=SMALL_SHARDS, registry=registry)
     with pytest.raises(ArrError, match="choose one with --index"):
         store.resolve(None)
     assert store.resolve("b").name == "b"
@@ -297,8 +299,8 @@ def test_store_resolution_and_existing_names(tmp_path, registry):
 
 def test_chunked_index_collapses_hits_per_document(tmp_path, registry):
     long_rows = [{"_id": f"long{i}", "title": "", "text": " ".join(WORDS[i:] + WORDS[:i])} for i in range(4)]
-    options = BuildOptions(chunking=Chunking(words=8, overlap=2), shard_size=10)
-    manifest = build_index(corpus(tmp_path, long_rows), model="tiny", options=options, registry=registry)
+    options = EncodingOptions(chunking=Chunking(words=8, overlap=2), shard_size=10)
+    manifest = build_index(corpus(tmp_path, long_rows), model="tiny", encoding=options, registry=registry)
     assert manifest.count == 4 * len(list(Chunking(8, 2).split(CorpusSource(corpus(tmp_path, long_rows)).documents().__next__())))
     searcher = Searcher(IndexStore().resolve(None), registry=registry)
     hits = searcher.search(["yaml"], k=3)[0]
@@ -308,16 +310,16 @@ def test_chunked_index_collapses_hits_per_document(tmp_path, registry):
 
 
 def test_two_device_processes_give_the_same_index(tmp_path, registry):
-    single = build_index(corpus(tmp_path), name="single", model="tiny", options=SMALL_SHARDS, registry=registry)
-    two = BuildOptions(shard_size=10, batch_size=4, devices=["cpu", "cpu"])
-    build_index(corpus(tmp_path), name="double", model="tiny", options=two, registry=registry)
+    single = build_index(corpus(tmp_path), name="single", model="tiny", encoding=SMALL_SHARDS, registry=registry)
+    two = EncodingOptions(shard_size=10, batch_size=4, devices=["cpu", "cpu"])
+    build_index(corpus(tmp_path), name="double", model="tiny", encoding=two, registry=registry)
     store = IndexStore()
     assert (store.path("double") / "index-0.faiss").read_bytes() == (store.path("single") / "index-0.faiss").read_bytes()
     assert single.count == len(ROWS)
 
 
 def test_manifest_records_how_the_index_was_built(tmp_path, registry):
-    manifest = build_index(corpus(tmp_path), model="tiny", options=SMALL_SHARDS, registry=registry)
+    manifest = build_index(corpus(tmp_path), model="tiny", encoding=SMALL_SHARDS, registry=registry)
     stored = IndexManifest.load(IndexStore().resolve(None))
     assert stored == manifest
     assert stored.model_fingerprint == registry.get("tiny").fingerprint

@@ -30,8 +30,8 @@ def trained_lora(tmp_path, tiny_llama_dir):
     triplets.write_text("".join(json.dumps({"query": s[:14], "pos": s, "neg": SENTENCES[(i + 1) % 6]}) + "\n"
                                 for i, s in enumerate(SENTENCES)))
     train(TrainConfig(name="tiny-trained", base="tiny", objective="contrastive", alignment_data=str(triplets),
-                      align_max_steps=2, align_batch_size=3, dtype="float32", lora_r=4, lora_alpha=8,
-                      align_lr=1e-2, output_dir=str(tmp_path / "run")), registry=registry)
+                      align={"max_steps": 2, "batch_size": 3, "lr": 1e-2}, dtype="float32", lora_r=4, lora_alpha=8,
+                      output_dir=str(tmp_path / "run")), registry=registry)
     return registry.get("tiny-trained")
 
 

@@ -14,7 +14,7 @@ pytestmark = [
 def test_gguf_cache_gives_the_same_logits_as_the_gguf_load():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from arretrieve.backbone import load_causal_lm, locate_package_file
+    from arretrieve.modeling.backbone import load_causal_lm, locate_package_file
     from arretrieve.registry import Registry
 
     entry = Registry().get("smollm2-135m")

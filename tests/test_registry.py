@@ -17,7 +17,7 @@ def test_builtin_entries_are_listed_and_default():
 
 
 def test_shipped_default_model_is_trained_small_and_intact():
-    from arretrieve.modeling.loading import weights_folder
+    from arretrieve.registry.model_folder import weights_folder
 
     entry = Registry().get(DEFAULT_MODEL)
     assert entry.builtin and entry.kind == "autoregembed" and entry.weights == "adapter"

@@ -8,6 +8,7 @@ import torch
 from arretrieve.errors import ArrError
 from arretrieve.registry import Registry
 from arretrieve.training import TrainConfig, build_config, read_config_file, train
+from arretrieve.training.config import nest_stage_settings
 from arretrieve.training.batches import TripletCollator, TripletSet
 from arretrieve.training.data import load_triplets
 from arretrieve.training.losses import alignment_loss, beta_saturation, info_nce_loss
@@ -77,7 +78,7 @@ def config(tmp_path, data, **overrides):
                   compress_max_steps=3, align_max_steps=3, compress_batch_size=4, align_batch_size=4, dtype="float32",
                   lora_r=4, lora_alpha=8, output_dir=str(tmp_path / "run"), logging_steps=1, save_steps=100)
     values.update(overrides)
-    return TrainConfig(**values)
+    return TrainConfig(**nest_stage_settings(values))  # the flat spelling of stage settings, as config files allow
 
 
 def test_batched_and_sequential_passes_agree(tmp_path, data, registry):
@@ -269,8 +270,8 @@ def test_settings_come_from_flags_then_file_then_preset(tmp_path):
     path = tmp_path / "train.toml"
     path.write_text('name = "from-file"\npreset = "paper"\nalign_lr = 1e-6\nbeta = 0.2\n')
     settings = build_config(read_config_file(path), {"beta": 0.3})
-    assert settings.name == "from-file" and settings.beta == 0.3 and settings.align_lr == 1e-6
-    assert settings.compress_lr == 1e-5 and settings.align_batch_size == 128 and settings.align_epochs == 4.0
+    assert settings.name == "from-file" and settings.beta == 0.3 and settings.align.lr == 1e-6
+    assert settings.compress.lr == 1e-5 and settings.align.batch_size == 128 and settings.align.epochs == 4.0
     (tmp_path / "bad.json").write_text('{"name": "x", "colour": 1}')
     with pytest.raises(ArrError, match="unknown settings"):
         read_config_file(tmp_path / "bad.json")

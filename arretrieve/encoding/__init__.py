@@ -1,14 +1,25 @@
-"""The encoding path every command shares: `load_embedder(entry)` then `embedder.encode(texts, role)`."""
+"""Encoding text to vectors: `load_embedder(entry)` then `embedder.encode(texts, role)` for batches,
+and `encode_corpus` for a whole corpus as a sharded, resumable, cached job (`corpus_job`).
+
+Importing this package does not import torch (the index code imports `corpus_job`); the model
+code loads when an embedder is made.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..registry.model_entry import ModelEntry
-from .device import resolve_device, resolve_dtype
-from .embedder import Embedder, EncodeStats
+from .corpus_job import EncodeJob, EncodingOptions, encode_corpus
+
+if TYPE_CHECKING:
+    from .embedder import Embedder
 
 
 def load_embedder(entry: ModelEntry, device: str = "auto", dtype: str | None = None) -> Embedder:
     """An embedder for a registry entry; `dtype` overrides the entry's dtype (`auto` by default)."""
+    from ..runtime import resolve_device, resolve_dtype
+
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype or entry.dtype, torch_device)
     if entry.kind == "sentence-transformers":
@@ -22,4 +33,4 @@ def load_embedder(entry: ModelEntry, device: str = "auto", dtype: str | None = N
     return AutoRegEmbedEmbedder(entry, model, torch_device, torch_dtype)
 
 
-__all__ = ["Embedder", "EncodeStats", "load_embedder"]
+__all__ = ["EncodeJob", "EncodingOptions", "encode_corpus", "load_embedder"]

@@ -13,6 +13,7 @@ import torch
 
 from ..errors import ArrError
 from ..registry.model_entry import PROMPT_ROLES, ModelEntry
+from ..runtime import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -110,82 +111,3 @@ class Embedder(ABC):
                 if on_progress:
                     on_progress(len(chunk))
         return output
-
-
-def progress_bar(unit: str = "texts", show_loss: bool = False):
-    """A rich progress bar on a terminal; plain progress lines when stderr is a file or a pipe (a
-    bar would print nothing there)."""
-    import sys
-
-    if not sys.stderr.isatty():
-        return PlainProgress(unit)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    loss = [TextColumn("loss {task.fields[loss]}")] if show_loss else []
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn(unit),
-        *loss,
-        TimeRemainingColumn(),
-        transient=not show_loss,  # a training bar stays, with its last loss
-    )
-
-
-class PlainProgress:
-    """The part of rich's Progress interface the toolkit uses, as a line every `every` seconds."""
-
-    def __init__(self, unit: str, every: float = 15.0):
-        self.unit, self.every = unit, every
-        self.tasks: dict[int, dict] = {}
-
-    def __enter__(self) -> PlainProgress:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        for task in self.tasks.values():
-            if not task["closed"]:
-                task["closed"] = True
-                self._print(task)
-
-    def add_task(self, description: str, total: int, completed: int = 0, **fields) -> int:
-        import time
-
-        self.tasks[len(self.tasks)] = {"description": description, "total": total, "completed": completed,
-                                       "start": completed, "fields": fields, "started": time.monotonic(),
-                                       "printed": time.monotonic(), "closed": False}
-        return len(self.tasks) - 1
-
-    def update(self, task_id: int, advance: int | None = None, completed: int | None = None, **fields) -> None:
-        import time
-
-        task = self.tasks[task_id]
-        task["completed"] = completed if completed is not None else task["completed"] + (advance or 0)
-        task["fields"].update(fields)
-        now = time.monotonic()
-        finished = task["completed"] >= task["total"]
-        if not task["closed"] and (now - task["printed"] >= self.every or finished):
-            task["printed"], task["closed"] = now, finished
-            self._print(task)
-
-    def _print(self, task: dict) -> None:
-        import sys
-        import time
-
-        done, total = task["completed"], task["total"]
-        line = f"{task['description']}: {done}/{total} {self.unit}"
-        if total:
-            line += f" ({100 * done / total:.0f}%)"
-        rate = (done - task["start"]) / max(time.monotonic() - task["started"], 1e-9)
-        if 0 < done < total and rate > 0:
-            line += f", about {(total - done) / rate / 60:.0f} min left"
-        if "loss" in task["fields"]:
-            line += f", loss {task['fields']['loss']}"
-        print(line, file=sys.stderr, flush=True)

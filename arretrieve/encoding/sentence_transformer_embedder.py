@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from ..backbone import call_loader, local_folder
+from ..modeling.backbone import call_loader, local_folder
 from ..errors import ArrError
 from ..registry.model_entry import ModelEntry, split_template
 from .embedder import Embedder

@@ -10,7 +10,7 @@ from ..corpus import CorpusSource
 from ..errors import ArrError
 from ..hashing import sha256_file
 from ..home import arr_home
-from ..queries import read_queries
+from ..corpus.queries import read_queries
 
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
 # The usual small BEIR sets, evaluated when no dataset is named.

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from .. import __version__
 from ..errors import ArrError
 from ..home import write_json_atomic
-from ..index import BuildOptions
+from ..encoding import EncodingOptions
 from ..registry import Registry, validate_name
 from .beir_data import load_dataset
 from .metrics import K_VALUES, compute_metrics
@@ -39,7 +39,7 @@ def run_beir_eval(
     index_type: str = "flat",
     ignore_identical_ids: bool = True,
     output: Path = Path("results"),
-    options: BuildOptions | None = None,
+    encoding: EncodingOptions | None = None,
     registry: Registry | None = None,
 ) -> list[EvalRecord]:
     """Evaluate every model on every dataset; write one results JSON per pair under `output`.
@@ -47,7 +47,7 @@ def run_beir_eval(
     As BEIR's evaluator does by default, a hit whose id equals its query's id is dropped (sets such
     as ArguAna and Quora hold each query as a document too); one extra hit is retrieved so every
     cut-off stays full. `ignore_identical_ids=False` keeps them."""
-    options = options or BuildOptions()
+    encoding = encoding or EncodingOptions()
     registry = registry or Registry()
     if top_k < max(K_VALUES):
         raise ArrError(f"--top-k must be at least {max(K_VALUES)} (the largest metric cut-off)")
@@ -66,7 +66,7 @@ def run_beir_eval(
                 retrieval = bm25_retrieval(dataset, depth)
             else:
                 hybrid = model.startswith(HYBRID_PREFIX)
-                retrieval = dense_retrieval(dataset, model.removeprefix(HYBRID_PREFIX), registry, options, index_type,
+                retrieval = dense_retrieval(dataset, model.removeprefix(HYBRID_PREFIX), registry, encoding, index_type,
                                             depth, mode="hybrid" if hybrid else "dense")
             results, dropped = drop_identical_ids(retrieval.results, top_k) if ignore else (retrieval.results, 0)
             if dropped:

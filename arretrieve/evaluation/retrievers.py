@@ -7,7 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..index import BuildOptions, IndexStore, Searcher, build_index
+from ..encoding import EncodingOptions
+from ..index import IndexSpec, IndexStore, Searcher, build_index
 from ..index.lexical import BM25_SETTINGS, build_bm25, search_bm25
 from ..registry import Registry
 from .beir_data import BeirDataset, beir_cache_dir
@@ -25,17 +26,17 @@ class Retrieval:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def dense_retrieval(dataset: BeirDataset, model: str, registry: Registry, options: BuildOptions,
+def dense_retrieval(dataset: BeirDataset, model: str, registry: Registry, encoding: EncodingOptions,
                     index_type: str, top_k: int, mode: str = "dense") -> Retrieval:
     """Encode (or reuse the cached encoding of) the corpus, build the index, search the queries
     (`mode` hybrid fuses them with BM25 as `arr search` does)."""
     store = IndexStore(beir_cache_dir() / "indexes" / f"{dataset.name}-{dataset.fingerprint[:12]}")
     started = time.perf_counter()
-    manifest = build_index(dataset.folder, name=model, model=model, index_type=index_type, options=options,
+    manifest = build_index(dataset.folder, name=model, model=model, spec=IndexSpec(index_type), encoding=encoding,
                            store=store, registry=registry, overwrite=True, bm25=mode == "hybrid")
     indexed = time.perf_counter()
-    searcher = Searcher(store.path(model), registry=registry, device=options.device)
-    ranked = searcher.search_ids(list(dataset.queries.values()), top_k, mode=mode, batch_size=options.batch_size)
+    searcher = Searcher(store.path(model), registry=registry, device=encoding.device)
+    ranked = searcher.search_ids(list(dataset.queries.values()), top_k, mode=mode, batch_size=encoding.batch_size)
     finished = time.perf_counter()
     results = {qid: dict(hits) for qid, hits in zip(dataset.queries, ranked)}
     entry = searcher.entry
@@ -50,7 +51,7 @@ def dense_retrieval(dataset: BeirDataset, model: str, registry: Registry, option
         "pooling": entry.pooling,
         "max_length": entry.max_length,
         "dtype": manifest.encoder["dtype"],
-        "batch_size": options.batch_size,
+        "batch_size": encoding.batch_size,
         "index_type": manifest.index_type,
         "index_params": manifest.index_params,
         "queries_truncated": searcher.embedder.last_stats.truncated,

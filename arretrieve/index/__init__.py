@@ -1,7 +1,7 @@
-from .builder import BuildOptions, add_to_index, build_index
-from .faiss_index import INDEX_TYPES
+from .builder import add_to_index, build_index
+from .faiss_index import INDEX_TYPES, IndexSpec
 from .manifest import IndexManifest
 from .searcher import Hit, Searcher
 from .store import IndexStore
 
-__all__ = ["INDEX_TYPES", "BuildOptions", "Hit", "IndexManifest", "IndexStore", "Searcher", "add_to_index", "build_index"]
+__all__ = ["INDEX_TYPES", "Hit", "IndexSpec", "IndexManifest", "IndexStore", "Searcher", "add_to_index", "build_index"]

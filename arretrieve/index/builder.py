@@ -9,81 +9,30 @@ leaves the previous index intact.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import shutil
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
-from ..corpus import Chunking, CorpusSource, FieldNames
+from ..corpus import Chunking, CorpusSource
+from ..encoding.corpus_job import EncodeJob, EncodingOptions, encode_corpus
 from ..errors import ArrError
 from ..registry import Registry
 from .docstore import DOCS_FILE, DocStore, append_documents
-from .encode_job import EncodeJob, EncodeJobSpec, encode_on_devices
-from .faiss_index import TRAINED_TYPES, check_build_options, check_index_type, create_index, faiss_module, plan_index, training_sample
+from .faiss_index import TRAINED_TYPES, IndexSpec, create_index, faiss_module, plan_index, training_sample
 from .lexical import build_bm25, save_bm25
-from .manifest import IndexManifest
+from .manifest import IndexManifest, model_for_index
 from .store import IndexStore
 
-log = logging.getLogger(__name__)
 
 VECTORS_FILE = "vectors.f32"
 
 
-@dataclass
-class BuildOptions:
-    """How to read the corpus and encode it (shared by a fresh build and `--add`)."""
-
-    fields: FieldNames = field(default_factory=FieldNames)
-    skip_invalid: bool = False
-    chunking: Chunking | None = None
-    batch_size: int = 16
-    device: str = "auto"
-    devices: list[str] | None = None
-    dtype: str | None = None
-    shard_size: int = 4096
-    show_progress: bool = False
-
-
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def encode_corpus(source: CorpusSource, entry, options: BuildOptions) -> EncodeJob:
-    """Encode every document into cached shards, resuming (or reusing) a job with the same settings."""
-    from ..encoding import load_embedder
-    from ..encoding.device import dtype_name, resolve_device, resolve_dtype
-
-    scan = source.scan()
-    if scan.skipped:
-        log.warning("%s", scan.summary())
-    devices = options.devices or [options.device]
-    dtype = dtype_name(resolve_dtype(options.dtype or entry.dtype, resolve_device(devices[0])))
-    spec = EncodeJobSpec(entry.fingerprint, source.fingerprint(), dtype, options.shard_size, scan.chunks)
-    job = EncodeJob(spec)
-    job.prepare()
-    done = job.done_documents()
-    if done:
-        state = "all" if done == spec.count else f"{done} of"
-        log.info("reusing encoded vectors: %s %d texts already encoded in %s", state, spec.count, job.work_dir)
-    if not job.pending():
-        return job
-    if len(devices) > 1:
-        encode_on_devices(job, source, entry, dtype, devices, options.batch_size)
-        return job
-    embedder = load_embedder(entry, device=devices[0], dtype=dtype)
-    if not options.show_progress:
-        job.encode(source, embedder, options.batch_size)
-        return job
-    from ..encoding.embedder import progress_bar
-
-    with progress_bar() as progress:
-        task = progress.add_task("encoding", total=spec.count, completed=done)
-        job.encode(source, embedder, options.batch_size, on_progress=lambda n: progress.update(task, advance=n))
-    return job
 
 
 def _append_vectors(path: Path, vectors: np.ndarray) -> None:
@@ -98,21 +47,6 @@ def _corpus_record(corpus: Path, source: CorpusSource, job: EncodeJob, label: st
             "documents": scan.documents, "skipped": sum(scan.skipped.values())}
 
 
-def model_for_index(manifest: IndexManifest, registry: Registry):
-    """The registry entry that built an index, refused if it is gone or its fingerprint changed."""
-    if manifest.model not in registry.names():
-        raise ArrError(f"index {manifest.name!r} was built with model {manifest.model!r}, which is no longer in the "
-                       "registry; restore that entry (`arr models add`) or rebuild the index with another model")
-    entry = registry.get(manifest.model)
-    if entry.fingerprint != manifest.model_fingerprint:
-        raise ArrError(
-            f"index {manifest.name!r} was built with model {entry.name!r} at fingerprint {manifest.model_fingerprint}, "
-            f"but that registry entry now has fingerprint {entry.fingerprint}: its vectors would not match new ones. "
-            f"Rebuild the index (`arr index --overwrite`) or restore the model entry"
-        )
-    return entry
-
-
 def _write_bm25(folder: Path, texts, generation: int) -> str:
     """BM25 over the rows' title and text, in the folder's `bm25-<generation>/`; returns its name."""
     name = f"bm25-{generation}"
@@ -120,16 +54,16 @@ def _write_bm25(folder: Path, texts, generation: int) -> str:
     return name
 
 
-def _encoder_record(entry, dtype: str, options: BuildOptions) -> dict:
+def _encoder_record(entry, dtype: str, encoding: EncodingOptions) -> dict:
     return {
         "prompts": dict(entry.prompts),
         "num_compress_tokens": entry.num_compress_tokens,
         "pooling": entry.pooling,
         "max_length": entry.max_length,
         "dtype": dtype,
-        "batch_size": options.batch_size,
-        "chunking": None if options.chunking is None else {"words": options.chunking.words, "overlap": options.chunking.overlap},
-        "fields": vars(options.fields),
+        "batch_size": encoding.batch_size,
+        "chunking": None if encoding.chunking is None else {"words": encoding.chunking.words, "overlap": encoding.chunking.overlap},
+        "fields": vars(encoding.fields),
     }
 
 
@@ -138,13 +72,8 @@ def build_index(
     *,
     name: str | None = None,
     model: str | None = None,
-    index_type: str = "auto",
-    memory_budget: int | None = None,
-    seed: int = 0,
-    hnsw_m: int | None = None,
-    ef_construction: int | None = None,
-    reduced_dim: int | None = None,
-    options: BuildOptions | None = None,
+    spec: IndexSpec | None = None,
+    encoding: EncodingOptions | None = None,
     store: IndexStore | None = None,
     registry: Registry | None = None,
     overwrite: bool = False,
@@ -154,26 +83,24 @@ def build_index(
     """Build `indexes/<name>/` from a corpus; re-running after an interruption resumes the encoding.
     `corpus_label` is recorded instead of the corpus path (for a temporary file of texts); `bm25`
     adds the lexical side that `--mode bm25|hybrid` searches."""
-    options = options or BuildOptions()
+    spec, encoding = spec or IndexSpec(), encoding or EncodingOptions()
     store, registry = store or IndexStore(), registry or Registry()
-    check_index_type(index_type)  # before hours of encoding, not after
-    if index_type != "auto":  # likewise build options given to a type they do not shape
-        check_build_options(index_type, hnsw_m, ef_construction, reduced_dim)
+    spec.check()  # before hours of encoding, not after
     corpus = Path(corpus)
     name = name or (corpus.resolve().name if corpus.is_dir() else corpus.name.split(".")[0]).lower()
     folder = store.path(name)
     if folder.exists() and not overwrite:
         raise ArrError(f"index {name!r} already exists in {store.root}; pass --overwrite to rebuild it or --add to extend it")
-    source = CorpusSource(corpus, options.fields, options.skip_invalid, options.chunking)
+    source = CorpusSource(corpus, encoding.fields, encoding.skip_invalid, encoding.chunking)
     entry = registry.resolve(model)
-    job = encode_corpus(source, entry, options)
+    job = encode_corpus(source, entry, encoding)
 
     faiss = faiss_module()
     dim = job.load_shard(0).shape[1]
-    params = plan_index(index_type, job.spec.count, dim, memory_budget, seed, hnsw_m, ef_construction, reduced_dim)
+    params = plan_index(spec, job.spec.count, dim)
     sample = None
     if params.type in TRAINED_TYPES:
-        sample = training_sample(job.iter_vectors(), job.spec.count, params.train_size, seed)
+        sample = training_sample(job.iter_vectors(), job.spec.count, params.train_size, spec.seed)
     index = create_index(params, dim, sample)
     store.root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.staging-", dir=store.root))
@@ -191,7 +118,7 @@ def build_index(
             name=name,
             model=entry.name,
             model_fingerprint=entry.fingerprint,
-            encoder=_encoder_record(entry, job.spec.dtype, options),
+            encoder=_encoder_record(entry, job.spec.dtype, encoding),
             dim=dim,
             metric="inner_product",
             count=job.spec.count,
@@ -218,25 +145,25 @@ def add_to_index(
     corpus: Path,
     *,
     name: str | None = None,
-    options: BuildOptions | None = None,
+    encoding: EncodingOptions | None = None,
     store: IndexStore | None = None,
     registry: Registry | None = None,
 ) -> IndexManifest:
     """Encode new documents with the index's own model and append them (no id may repeat)."""
-    options = options or BuildOptions()
+    encoding = encoding or EncodingOptions()
     store, registry = store or IndexStore(), registry or Registry()
     folder = store.resolve(name)
     manifest = IndexManifest.load(folder)
     entry = model_for_index(manifest, registry)
     chunking = manifest.encoder.get("chunking")
-    source = CorpusSource(Path(corpus), options.fields, options.skip_invalid, Chunking(**chunking) if chunking else None)
-    options = replace(options, dtype=manifest.encoder["dtype"])  # new vectors must match the old ones
+    source = CorpusSource(Path(corpus), encoding.fields, encoding.skip_invalid, Chunking(**chunking) if chunking else None)
+    encoding = replace(encoding, dtype=manifest.encoder["dtype"])  # new vectors must match the old ones
     docstore = DocStore(folder, manifest.files["offsets"], manifest.count)
     existing = {parent for _, parent in docstore.iter_ids()}
     clashes = [d.doc_id for d in source.documents() if d.doc_id in existing]
     if clashes:
         raise ArrError(f"{len(clashes)} documents of {corpus} are already in index {manifest.name!r} (e.g. {clashes[0]!r})")
-    job = encode_corpus(source, entry, options)
+    job = encode_corpus(source, entry, encoding)
 
     faiss = faiss_module()
     index = faiss.read_index(str(folder / manifest.files["index"]))

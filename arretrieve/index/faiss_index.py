@@ -126,15 +126,32 @@ def default_reduced_dim(dim: int) -> int:
     return min(dim, max(32, dim // 6))
 
 
-def plan_index(index_type: str, count: int, dim: int, memory_budget: int | None = None, seed: int = 0,
-               hnsw_m: int | None = None, ef_construction: int | None = None,
-               reduced_dim: int | None = None) -> IndexParams:
-    """Concrete parameters for a requested type; `auto` picks by corpus size and memory budget.
+@dataclass(frozen=True)
+class IndexSpec:
+    """The index a user asks for (`arr index` options): a type, or `auto` to pick by corpus size and
+    `memory_budget` (bytes); `hnsw_m` and `ef_construction` shape an HNSW graph (more links and a
+    deeper build search give higher recall at the same search depth, for a slower build);
+    `reduced_dim` is the dimension hnsw-pca's graph works in. Options given for a type they do not
+    shape are refused."""
 
-    `hnsw_m` and `ef_construction` shape the HNSW graph (more links and a deeper build search give
-    higher recall at the same search depth, for a slower build); `reduced_dim` is the dimension
-    hnsw-pca's graph works in. They are refused for types they do not apply to.
-    """
+    type: str = "auto"
+    memory_budget: int | None = None
+    seed: int = 0
+    hnsw_m: int | None = None
+    ef_construction: int | None = None
+    reduced_dim: int | None = None
+
+    def check(self) -> None:
+        """Refuse what can be refused before any encoding (an explicit type's options)."""
+        check_index_type(self.type)
+        if self.type != "auto":
+            check_build_options(self.type, self.hnsw_m, self.ef_construction, self.reduced_dim)
+
+
+def plan_index(spec: IndexSpec, count: int, dim: int) -> IndexParams:
+    """Concrete parameters for the requested index over `count` vectors of `dim` dimensions."""
+    index_type, memory_budget, seed = spec.type, spec.memory_budget, spec.seed
+    hnsw_m, ef_construction, reduced_dim = spec.hnsw_m, spec.ef_construction, spec.reduced_dim
     check_index_type(index_type)
     reason = f"requested {index_type}"
     if index_type == "auto":

@@ -65,3 +65,18 @@ class IndexManifest:
         if not isinstance(self.index_params, dict) or not isinstance(self.corpus, list) or not isinstance(self.encoder, dict):
             return "index_params, corpus and encoder have the wrong types"
         return None
+
+
+def model_for_index(manifest: IndexManifest, registry: Registry):
+    """The registry entry that built an index, refused if it is gone or its fingerprint changed."""
+    if manifest.model not in registry.names():
+        raise ArrError(f"index {manifest.name!r} was built with model {manifest.model!r}, which is no longer in the "
+                       "registry; restore that entry (`arr models add`) or rebuild the index with another model")
+    entry = registry.get(manifest.model)
+    if entry.fingerprint != manifest.model_fingerprint:
+        raise ArrError(
+            f"index {manifest.name!r} was built with model {entry.name!r} at fingerprint {manifest.model_fingerprint}, "
+            f"but that registry entry now has fingerprint {entry.fingerprint}: its vectors would not match new ones. "
+            f"Rebuild the index (`arr index --overwrite`) or restore the model entry"
+        )
+    return entry

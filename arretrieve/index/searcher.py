@@ -10,11 +10,10 @@ import numpy as np
 
 from ..errors import ArrError
 from ..registry import Registry
-from .builder import model_for_index
 from .docstore import DocStore
 from .faiss_index import SEARCH_SETTINGS, apply_search_params, check_search_params, faiss_module, to_gpu_if_available
 from .lexical import FUSION_DEPTH, MODES, fuse, load_bm25, search_bm25
-from .manifest import IndexManifest
+from .manifest import IndexManifest, model_for_index
 
 # Hybrid search: weighted score fusion with this weight on the dense side, chosen on Debian dev
 # (BENCHMARKS.md, hybrid search); the default mode of an index that has a BM25 side.

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..backbone import local_folder
+from ..modeling.backbone import local_folder
 from ..errors import ArrError
 
 try:

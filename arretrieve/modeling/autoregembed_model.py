@@ -262,24 +262,11 @@ class AutoRegEmbedModel(nn.Module):
         else:
             self.causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
-    def target_ids(self, targets: Sequence[str], max_target_length: int | None = None) -> list[list[int]]:
-        """tok(target) + [EOS] per target (bare text: the decoder sees no prompt)."""
-        return self.encode_targets(targets, max_target_length).input_ids
-
     def encode_targets(self, targets: Sequence[str], max_target_length: int | None = None) -> EncodedTexts:
         """Decoder targets, cut to `max_target_length` tokens with the EOS kept; which were cut."""
         limit = (max_target_length or self.max_length) - 1
         tokenized = self._tokenize(targets)
         return EncodedTexts([ids[:limit] + [self.eos_id] for ids in tokenized], [len(ids) > limit for ids in tokenized])
-
-    def score_targets(self, compressed: torch.Tensor, target_ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """log p(target + EOS | compressed prefix) from the frozen decoder: (sum, mean) per example.
-
-        Decoder weights get no gradient; gradients flow through its activations into `compressed`.
-        """
-        targets, target_lengths = self.pad(target_ids)
-        summed = self.score_padded(compressed, targets, target_lengths)
-        return summed, summed / target_lengths
 
     def score_padded(self, compressed: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
         """Summed log p(target | compressed) for right-padded (B, T) targets and their lengths."""

@@ -15,10 +15,11 @@ from typing import Iterator
 
 import torch
 
-from ..backbone import PACKAGE_SCHEME, load_causal_lm, locate_package_file, save_model_folder, verified_sha256
+from .backbone import load_causal_lm, save_model_folder
 from ..errors import ArrError
 from ..home import merged_cache_dir
 from ..registry.model_entry import ModelEntry
+from ..registry.model_folder import weights_folder
 from .autoregembed_model import AutoRegEmbedModel
 
 COMPRESS_FILE = "compress_embeddings.safetensors"
@@ -28,22 +29,15 @@ log = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def quiet_peft() -> Iterator[None]:
-    """peft reads transformers' deprecated `is_gradient_checkpointing` while wrapping a model, which
-    printed a FutureWarning on every command that loads an adapter: that one warning is dropped."""
+    """Two peft warnings about our own setup, dropped where they arise: peft reads transformers'
+    deprecated `is_gradient_checkpointing` while wrapping a model (a FutureWarning on every command
+    that loads an adapter), and when saving an adapter it looks for the base's config.json to see
+    whether the vocabulary changed, which a `package:` GGUF base has none of (our compress rows are
+    saved apart, so nothing is lost)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        warnings.filterwarnings("ignore", message="Could not find a config file in", category=UserWarning)
         yield
-
-
-def weights_folder(entry: ModelEntry) -> Path:
-    """The entry's trained-weights folder, checked against the hash the entry recorded."""
-    spec = entry.weights_path or ""
-    folder = locate_package_file(spec) if spec.startswith(PACKAGE_SCHEME) else Path(spec).expanduser()
-    if not folder.is_dir():
-        raise ArrError(f"model {entry.name!r}: weights folder {folder} is missing")
-    if entry.weights_sha256 and verified_sha256(folder) != entry.weights_sha256:
-        raise ArrError(f"model {entry.name!r}: the weights in {folder} changed since the entry was registered")
-    return folder
 
 
 def load_compress_file(folder: Path) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -3,17 +3,27 @@
     entry.json   the registry record (prompts, k, pooling, provenance, weights hash)
     weights/     what `weights` names: a LoRA adapter or full weights, plus the compress-token rows
 
-`arr models export` writes one (see `arretrieve.modeling.export`), `arr models import` registers one,
-and the built-in default model ships as one inside the package.
+`arr models export` writes one (`export_model`), `arr models import` registers one
+(`import_model_folder`), and the built-in default model ships as one inside the package. A trained
+model's entry is made in one place, `trained_entry`, and its weights are found by `weights_folder`.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ArrError
+from ..hashing import sha256_tree
+from ..home import write_json_atomic
+from ..modeling.backbone import PACKAGE_SCHEME, locate_package_file, verified_sha256
 from .model_entry import ModelEntry
+
+if TYPE_CHECKING:
+    from .registry import Registry
 
 ENTRY_FILE = "entry.json"
 WEIGHTS_DIR = "weights"
@@ -64,10 +74,6 @@ def read_model_folder(folder: Path, weights_path: str | None = None, name: str |
 def import_model_folder(folder: Path, name: str | None = None, trust_remote_code: bool = False) -> ModelEntry:
     """The entry of an exported folder, ready to register: its weights hashed now if the entry
     records no hash (so later loads verify them), and checked now if it does."""
-    from dataclasses import replace
-
-    from ..backbone import verified_sha256
-
     entry = read_model_folder(folder, name=name, trust_remote_code=trust_remote_code)
     if entry.weights == "base":
         return entry
@@ -76,3 +82,97 @@ def import_model_folder(folder: Path, name: str | None = None, trust_remote_code
         raise ArrError(f"{folder / WEIGHTS_DIR}: the weights differ from the hash {ENTRY_FILE} records "
                        f"({actual[:16]}… instead of {entry.weights_sha256[:16]}…)")
     return replace(entry, weights_sha256=actual)
+
+
+def weights_folder(entry: ModelEntry) -> Path:
+    """The entry's trained-weights folder, checked against the hash the entry recorded."""
+    spec = entry.weights_path or ""
+    folder = locate_package_file(spec) if spec.startswith(PACKAGE_SCHEME) else Path(spec).expanduser()
+    if not folder.is_dir():
+        raise ArrError(f"model {entry.name!r}: weights folder {folder} is missing")
+    if entry.weights_sha256 and verified_sha256(folder) != entry.weights_sha256:
+        raise ArrError(f"model {entry.name!r}: the weights in {folder} changed since the entry was registered")
+    return folder
+
+
+def trained_entry(base: ModelEntry, *, name: str, weights: str, weights_path: Path, num_compress_tokens: int,
+                  pooling: str, description: str, provenance: dict[str, Any]) -> ModelEntry:
+    """The entry of a model trained from `base`: the base's source, prompts and settings, the new
+    weights (hashed now) and how they were made."""
+    return replace(base, name=name, kind="autoregembed", weights=weights, weights_path=str(weights_path),
+                   weights_sha256=sha256_tree(weights_path), num_compress_tokens=num_compress_tokens, pooling=pooling,
+                   normalize=True, description=description, provenance=provenance, builtin=False)
+
+
+def export_model(entry: ModelEntry, folder: Path, name: str | None = None, half: bool = True,
+                 registry: Registry | None = None) -> ModelEntry:
+    """Copy `entry`'s trained weights (fp32 tensors stored as fp16 when `half`) and its record into
+    `folder`; returns the entry the folder describes. fp16 weights give slightly different vectors,
+    so they get their own hash and fingerprint: indexes built with the original are not reused.
+    With `registry`, the provenance of the trained entries it was trained from (a stage-1 model,
+    say) is copied too, as those entries will not exist where the folder goes."""
+    if entry.weights == "base":
+        raise ArrError(f"{entry.name!r} is an untrained base: it has no trained weights to export")
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ArrError(f"{folder} already exists and is not an empty folder")
+    source = weights_folder(entry)
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    weights = partial / WEIGHTS_DIR
+    weights.mkdir(parents=True)
+    for path in sorted(source.iterdir()):
+        if path.name == "README.md":
+            continue  # peft's generated model-card template: boilerplate naming a path on the training machine
+        if path.is_dir():
+            raise ArrError(f"{source} holds a folder ({path.name}); only flat weight folders can be exported")
+        if path.suffix == ".safetensors" and half:
+            _save_half(path, weights / path.name)
+        elif path.name == "adapter_config.json":
+            # The adapter names its base by a path on the training machine; the entry's base is what loads it.
+            config = json.loads(path.read_text(encoding="utf-8"))
+            config["base_model_name_or_path"] = entry.base
+            write_json_atomic(weights / path.name, config)
+        else:
+            shutil.copy2(path, weights / path.name)
+    exported = replace(entry, name=name or entry.name, weights_sha256=sha256_tree(weights), builtin=False,
+                       provenance={**entry.provenance, "lineage": _lineage(entry, registry),
+                                   "exported": {"from": entry.name, "fingerprint": entry.fingerprint,
+                                                "tensors": "float16" if half else "as trained"}})
+    record = exported.to_dict()
+    for key in ("builtin", "weights_path"):
+        record.pop(key)
+    write_json_atomic(partial / ENTRY_FILE, record)
+    if folder.exists():
+        folder.rmdir()
+    partial.rename(folder)
+    return replace(exported, weights_path=str((folder / WEIGHTS_DIR).resolve()))
+
+
+def _lineage(entry: ModelEntry, registry: Registry | None) -> list[dict]:
+    """Provenance of each trained ancestor, nearest first (an imported ancestor brings its own)."""
+    if "lineage" in entry.provenance:
+        return entry.provenance["lineage"]
+    chain, name = [], entry.provenance.get("base_entry")
+    while registry is not None and name in registry.names():
+        ancestor = registry.get(name)
+        if not ancestor.provenance.get("trained_by"):
+            break
+        chain.append({"name": name, "fingerprint": ancestor.fingerprint,
+                      **{k: v for k, v in ancestor.provenance.items() if k != "lineage"}})
+        if "lineage" in ancestor.provenance:
+            return chain + ancestor.provenance["lineage"]
+        name = ancestor.provenance.get("base_entry")
+    return chain
+
+
+def _save_half(source: Path, target: Path) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(source), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    import torch
+
+    half = {key: (t.to(torch.float16) if t.dtype == torch.float32 else t).contiguous() for key, t in tensors.items()}
+    save_file(half, str(target), metadata=metadata)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..backbone import call_loader, check_base_hash, local_folder, resolve_base
+from ..modeling.backbone import call_loader, check_base_hash, local_folder, resolve_base
 from ..errors import ArrError
 from .builtin_models import REFERENCE_PROMPTS
 from .model_entry import ModelEntry, validate_name
@@ -76,7 +76,7 @@ def new_entry(
         fields.update(refuse_untrusted_code({**overrides, "base": base}, "the --from-json fields", trust_remote_code))
         fields["base"] = overrides.get("base", base)
         if overrides.get("weights_path") and not overrides.get("weights_sha256"):
-            from ..backbone import verified_sha256  # never an entry whose weights go unchecked
+            from ..modeling.backbone import verified_sha256  # never an entry whose weights go unchecked
 
             fields["weights_sha256"] = verified_sha256(Path(overrides["weights_path"]).expanduser())
     return ModelEntry.from_dict(fields, source=f"model {name!r}")

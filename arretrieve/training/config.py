@@ -1,9 +1,12 @@
-"""Everything `arr train` can be told, as one dataclass: CLI flags and config-file keys are the same names."""
+"""Everything `arr train` can be told, declared once: `TrainConfig` and its per-stage `StageSettings`.
+
+The command's flags (cli/train_command.py) and the config-file keys are derived from these fields, so
+a new setting is one line here."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +23,22 @@ KEEP_BEST_METRICS = ("ndcg@10", "recall@10", "probe_specific_share", "probe_iden
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "num_compress_tokens": 5,
-        "compress_lr": 1e-5,
-        "align_lr": 5e-6,
+        "compress": {"lr": 1e-5, "batch_size": 32, "epochs": 1.0},
+        "align": {"lr": 5e-6, "batch_size": 128, "epochs": 4.0},
         "warmup_ratio": 0.05,
-        "compress_batch_size": 32,
-        "align_batch_size": 128,
-        "compress_epochs": 1.0,
-        "align_epochs": 4.0,
         "beta": 0.1,
         "tau": 0.1,
     },
 }
+
+
+def setting(default: Any = None, help: str = "", *, factory: Any = None, flag: str | None = None, cli: bool = True):
+    """A dataclass field with what `arr train` shows for it: the help text, and the flag spelling
+    where it is not `--name-with-dashes` (`flag`); `cli=False` keeps it to config files."""
+    metadata = {"help": help, "flag": flag, "cli": cli}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -46,87 +54,99 @@ class FieldMap:
 
 
 @dataclass
+class StageSettings:
+    """What each stage (compress, align) sets for itself. In a config file a `[compress]` or
+    `[align]` table (or the flat `compress_lr`, `align_batch_size`, ...); on the command line one
+    flag sets both stages (`--lr`)."""
+
+    lr: float = setting(1e-4, "Learning rate.")
+    batch_size: int = setting(8, "Examples per step.")
+    epochs: float = setting(1.0, "Epochs.")
+    max_steps: int = setting(-1, "Steps (overrides epochs; -1: use epochs).")
+    examples: int | None = setting(None, "Use only the first N rows of the data file (small runs).")
+
+
+STAGE_NAMES = ("compress", "align")
+
+
+@dataclass
 class TrainConfig:
-    name: str
-    base: str = "smollm2-135m"  # a registry entry (its base, prompts, k) or a base source
-    # Prompt templates (roles of the registry entry: i_next, i_self, query, document, symmetric)
-    # that replace the base entry's, for training and in the trained model's entry.
-    prompts: dict[str, str] = field(default_factory=dict)
-    compression_data: str | None = None
-    alignment_data: str | None = None
-    stage: str = "all"
-    objective: str = "autoregembed"
-    reference_form: str = "code"
-    lora: bool = True
-    lora_r: int = 32
-    lora_alpha: int = 64
-    lora_dropout: float = 0.1
-    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    # LoRA: also train the backbone's final norm (saved with the adapter). It sets the scale of the
-    # states the decoder receives, which adapters on the projections cannot change.
-    train_norm: bool = False
-    # A learned scalar on the states the decoder receives, started at token-embedding norm ÷ the
-    # states' expected norm (AutoRegEmbedModel.initial_state_scale); the vectors are unaffected.
-    state_scale: bool = False
-    num_compress_tokens: int | None = None  # default: the base entry's k
-    compress_lr: float = 1e-4
-    align_lr: float = 5e-5
-    compress_batch_size: int = 8
-    align_batch_size: int = 8
-    compress_epochs: float = 1.0
-    align_epochs: float = 1.0
-    compress_max_steps: int = -1
-    align_max_steps: int = -1
-    compress_examples: int | None = None  # use only the first N rows (small runs)
-    align_examples: int | None = None
-    gradient_accumulation_steps: int = 1
-    warmup_ratio: float = 0.05
-    scheduler: str = "cosine"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    beta: float = 0.1
-    tau: float = 0.1
-    num_negatives: int = 1
-    # Stage 2: every target of the batch is a negative for the other rows (one denominator), with
-    # the stage-1 model's scores of those pairs computed on the fly as the reference term.
-    in_batch_alignment: bool = False
-    # autoregembed+contrastive: loss = alignment + contrastive_weight * InfoNCE on the pooled vectors.
-    contrastive_weight: float = 1.0
-    temperature: float = 0.05  # contrastive
-    in_batch_negatives: bool = True  # contrastive
-    pooling: str = "compress-mean"  # contrastive: compress-mean, last-token or mean
-    passes: str = "batched"
-    group_by_length: bool = False  # batches of similar lengths (shuffled groups): less padding per step
-    max_length: int = 512
-    max_target_length: int = 256
-    gradient_checkpointing: bool = False
-    dtype: str = "auto"
-    device: str = "auto"
-    seed: int = 42
-    save_steps: int = 500
-    # A small BEIR folder scored (nDCG@10) every eval_steps steps during training, with the
-    # qrels of eval_split; every evaluation encodes its whole corpus, so keep it small.
-    eval_data: str | None = None
-    eval_split: str = "test"
-    eval_steps: int = 20
-    # Held-out (document, query) pairs of a BEIR folder for the compression probe, measured at the
-    # same steps as eval_data (see evaluation/compression_probe.py); probe_pairs in whole groups of 20.
-    probe_data: str | None = None
-    probe_split: str = "test"
-    probe_pairs: int = 40
-    # Restore, at the end of each stage, the weights of its best evaluation by this metric
-    # (ndcg@10 or recall@10 from eval_data, probe_<name> from probe_data).
-    keep_best: str | None = None
-    logging_steps: int = 10
-    output_dir: str | None = None
-    resume: bool = False
-    overwrite: bool = False
-    fields: FieldMap = field(default_factory=FieldMap)
-    preset: str | None = None
+    name: str = setting(MISSING, "Registry name of the trained model.")
+    base: str = setting("smollm2-135m", "Registry entry to start from (its base, prompts and k) or a base source.")
+    # Roles of the registry entry (i_next, i_self, query, document, symmetric) whose templates
+    # replace the base entry's, for training and in the trained model's entry.
+    prompts: dict[str, str] = setting(factory=dict, cli=False)
+    compression_data: str | None = setting(None, "Stage-1 rows {context, instruction, output}: file or HF dataset id.")
+    alignment_data: str | None = setting(None, "Stage-2 rows {query, pos, neg (string or list)}: file or HF dataset id.")
+    stage: str = setting("all", "compress, align or all.")
+    objective: str = setting("autoregembed", "autoregembed, contrastive (InfoNCE baseline) or autoregembed+contrastive.")
+    reference_form: str = setting("code", "Stage-2 reference term: code (adds the margin) or paper (DPO form).")
+    lora: bool = setting(True, "LoRA with trainable compress rows, or full fine-tuning.", flag="--lora/--full")
+    lora_r: int = setting(32, "LoRA rank.")
+    lora_alpha: int = setting(64, "LoRA alpha.")
+    lora_dropout: float = setting(0.1, "LoRA dropout.")
+    lora_targets: list[str] = setting(factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                                      help="Modules LoRA adapts (repeat the flag for several).")
+    train_norm: bool = setting(False, "LoRA: also train the backbone's final norm (saved with the adapter); it sets the "
+                                      "scale of the states the decoder receives, which adapters on the projections cannot change.")
+    state_scale: bool = setting(False, "Learn a scalar on the states the decoder reads, started at the token-embedding "
+                                       "scale (AutoRegEmbedModel.initial_state_scale); the vectors are unaffected.")
+    num_compress_tokens: int | None = setting(None, "Compress tokens k. (default: the base entry's)")
+    compress: StageSettings = setting(factory=StageSettings, cli=False)
+    align: StageSettings = setting(factory=lambda: StageSettings(lr=5e-5), cli=False)
+    gradient_accumulation_steps: int = setting(1, "Batches accumulated per optimizer step.")
+    warmup_ratio: float = setting(0.05, "Share of the steps spent warming up the learning rate.")
+    scheduler: str = setting("cosine", "Learning-rate schedule (transformers' lr_scheduler_type).")
+    weight_decay: float = setting(0.0, "AdamW weight decay.")
+    max_grad_norm: float = setting(1.0, "Gradient clipping norm.")
+    beta: float = setting(0.1, "Alignment loss beta.")
+    tau: float = setting(0.1, "Alignment loss temperature tau.")
+    num_negatives: int = setting(1, "Hard negatives per triplet.")
+    in_batch_alignment: bool = setting(False, "Stage 2: every target of the batch is a negative for the other rows (one "
+                                              "denominator), with the stage-1 model's scores of those pairs computed on "
+                                              "the fly as the reference term.")
+    contrastive_weight: float = setting(1.0, "autoregembed+contrastive: loss = alignment + this weight x InfoNCE on the pooled vectors.")
+    temperature: float = setting(0.05, "InfoNCE temperature.")
+    in_batch_negatives: bool = setting(True, "InfoNCE: the other rows' positives are negatives too.")
+    pooling: str = setting("compress-mean", "Contrastive objective's pooling: compress-mean, last-token or mean.")
+    passes: str = setting("batched", "Stage-2 passes: batched or sequential (reference structure, less memory).")
+    group_by_length: bool = setting(False, "Batches of similar lengths (shuffled groups): less padding per step.")
+    max_length: int = setting(512, "Encoder input tokens (the text is cut, never the prompt or compress tokens).")
+    max_target_length: int = setting(256, "Decoder target tokens.")
+    gradient_checkpointing: bool = setting(False, "Recompute activations in backward (less memory, slower).")
+    dtype: str = setting("auto", "auto (bf16 where native), float32 or bfloat16.")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps.")
+    seed: int = setting(42, "Random seed (initialisation, data order).")
+    save_steps: int = setting(500, "Checkpoint every N steps (what --resume continues from).")
+    eval_data: str | None = setting(None, "Small BEIR folder scored (nDCG@10) during training, into metrics.jsonl; "
+                                          "every evaluation encodes its whole corpus, so keep it small.")
+    eval_split: str = setting("test", "Qrels split of --eval-data.")
+    eval_steps: int = setting(20, "Evaluate every N steps (and before the first, after the last).")
+    probe_data: str | None = setting(None, "BEIR folder of held-out (document, query) pairs for the compression probe "
+                                           "(evaluation/compression_probe.py), measured with --eval-steps.")
+    probe_split: str = setting("test", "Qrels split of --probe-data.")
+    probe_pairs: int = setting(40, "Probe pairs, in whole groups of 20.")
+    keep_best: str | None = setting(None, "Restore each stage's best evaluation by this metric: ndcg@10, recall@10 "
+                                          "(--eval-data) or probe_<name> (--probe-data).")
+    logging_steps: int = setting(10, "Log the loss every N steps.")
+    output_dir: str | None = setting(None, "Run folder. (default: runs/NAME)")
+    resume: bool = setting(False, "Continue an interrupted run from its last checkpoint.")
+    overwrite: bool = setting(False, "Start the run folder and registry entry over.")
+    fields: FieldMap = setting(factory=FieldMap, cli=False)
+    preset: str | None = setting(None, "paper: the paper's hyperparameters.")
+
+    def stage_settings(self, stage: str) -> StageSettings:
+        """The settings of one stage ("compress" or "align")."""
+        return self.compress if stage == "compress" else self.align
 
     def __post_init__(self) -> None:
         if isinstance(self.fields, dict):
             self.fields = FieldMap(**self.fields)
+        for stage in STAGE_NAMES:  # a config file's [compress] / [align] table
+            value = getattr(self, stage)
+            if isinstance(value, dict):
+                defaults = asdict(TrainConfig.__dataclass_fields__[stage].default_factory())
+                setattr(self, stage, StageSettings(**{**defaults, **value}))
         checks = [
             (self.stage in STAGES, f"stage must be one of {', '.join(STAGES)}"),
             (self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}"),
@@ -135,7 +155,7 @@ class TrainConfig:
             (self.num_negatives >= 1, "num_negatives must be at least 1"),
             (self.contrastive_weight >= 0, "contrastive_weight must not be negative"),
             (self.beta > 0 and self.tau > 0 and self.temperature > 0, "beta, tau and temperature must be positive"),
-            (min(self.compress_batch_size, self.align_batch_size) >= 1, "batch sizes must be at least 1"),
+            (min(self.compress.batch_size, self.align.batch_size) >= 1, "batch sizes must be at least 1"),
             (self.eval_steps >= 1, "eval_steps must be at least 1"),
             (self.probe_pairs >= 20, "probe_pairs must be at least 20 (one group)"),
             (isinstance(self.prompts, dict) and all(isinstance(v, str) for v in self.prompts.values()),
@@ -164,14 +184,41 @@ class TrainConfig:
         return asdict(self)
 
 
+def nest_stage_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """Flat spellings of stage settings (`compress_lr`, `align_max_steps`) into their stage's table."""
+    names = {f.name for f in fields(StageSettings)}
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        stage, _, rest = key.partition("_")
+        if stage in STAGE_NAMES and rest in names:
+            nested.setdefault(stage, {})[rest] = value
+        elif key in STAGE_NAMES and isinstance(value, dict):
+            nested.setdefault(key, {}).update(value)
+        else:
+            nested[key] = value
+    return nested
+
+
+def _merge(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Later layers win; stage tables are merged setting by setting."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in nest_stage_settings(layer).items():
+            if key in STAGE_NAMES and isinstance(value, dict):
+                merged[key] = {**merged.get(key, {}), **value}
+            else:
+                merged[key] = value
+    return merged
+
+
 def apply_preset(values: dict[str, Any]) -> dict[str, Any]:
     """Preset values first, then everything given explicitly."""
     preset = values.get("preset")
     if preset is None:
-        return values
+        return _merge(values)
     if preset not in PRESETS:
         raise ArrError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-    return {**PRESETS[preset], **values}
+    return _merge(PRESETS[preset], values)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -197,8 +244,14 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ArrError(f"{path}: cannot parse ({str(exc).splitlines()[0]})") from None
     if not isinstance(payload, dict):
         raise ArrError(f"{path}: expected a mapping of settings")
+    payload = nest_stage_settings(payload)
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(payload) - known)
+    stage_names = {f.name for f in fields(StageSettings)}
+    for stage in STAGE_NAMES:
+        if stage in payload and not isinstance(payload[stage], dict):
+            unknown.append(stage)
+        unknown += [f"{stage}.{key}" for key in sorted(set(payload.get(stage) or {}) - stage_names)]
     if unknown:
         raise ArrError(f"{path}: unknown settings {unknown}")
     return payload
@@ -206,7 +259,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 def build_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> TrainConfig:
     """Preset < config file < command-line flags."""
-    merged = {**file_values, **{k: v for k, v in flag_values.items() if v is not None}}
+    merged = _merge(file_values, {k: v for k, v in flag_values.items() if v is not None})
     if "name" not in merged:
         raise ArrError("a name for the trained model is required (--name or `name` in the config file)")
     try:

@@ -24,13 +24,13 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..encoding.device import dtype_name, resolve_device, resolve_dtype
+from ..runtime import dtype_name, resolve_device, resolve_dtype
 from ..errors import ArrError
 from ..evaluation.beir_data import load_dataset
 from ..evaluation.compression_probe import CompressionProbe, pairs_from_beir
 from ..hashing import sha256_json, sha256_tree
 from ..home import reference_cache_dir, save_npy_atomic, write_json_atomic
-from ..modeling.loading import weights_folder
+from ..registry.model_folder import trained_entry, weights_folder
 from ..registry import ModelEntry, Registry
 from ..registry.new_entry import new_entry
 from .batches import CompressionCollator, CompressionSet, TripletCollator, TripletSet, prompt_template
@@ -130,7 +130,7 @@ def _reference_scores(model, dataset: TripletSet, key: dict, batch_size: int, sh
     collator = TripletCollator(model.pad_id)
     model.eval()
     rows = []
-    from ..encoding.embedder import progress_bar
+    from ..runtime import progress_bar
 
     with progress_bar() if show_progress else contextlib.nullcontext() as progress:
         task = progress.add_task("reference scores", total=len(dataset)) if progress else None
@@ -180,23 +180,60 @@ def _plot_losses(run_dir: Path) -> list[Path]:
     return written
 
 
+@dataclass
+class TrainingRun:
+    """What every stage of one `train` call shares, set up once by `_prepare`."""
+
+    config: TrainConfig
+    base: ModelEntry
+    run_dir: Path
+    device: torch.device
+    dtype: torch.dtype
+    monitors: tuple[RetrievalCheck | None, CompressionProbe | None]
+    compression: tuple | None  # (examples, fingerprint) of the stage-1 data
+    triplets: tuple | None  # (examples, fingerprint) of the stage-2 data
+    show_progress: bool
+    provenance_data: dict = field(default_factory=dict)
+
+
 def train(config: TrainConfig, registry: Registry | None = None, show_progress: bool = False) -> TrainResult:
     """Run the configured stages and register the trained model under `config.name`."""
     started = time.perf_counter()
     registry = registry or Registry()
-    main_process = _is_main_process()
-    if main_process and config.name in registry.names() and not (config.overwrite or config.resume):
+    run = _prepare(config, registry, show_progress)
+    do_compress, do_align = config.needs()
+    result = TrainResult(entry=run.base, run_dir=run.run_dir)
+    init_from = None
+    if not do_compress and config.objective != "contrastive":
+        if run.base.weights == "base":
+            raise ArrError(f"--stage align starts from a stage-1 model; {run.base.name!r} is an untrained base")
+        init_from = weights_folder(run.base)
+    if do_compress:
+        init_from = _compress(run, result)
+    if do_align:
+        init_from = _align(run, result, init_from)
+    if not _is_main_process():
+        return result
+    if (run.run_dir / "metrics.jsonl").is_file():
+        _plot_losses(run.run_dir)
+    result.seconds["total"] = round(time.perf_counter() - started, 1)
+    result.entry = _register(run, registry, init_from.resolve(), result)
+    result.registered = True
+    return result
+
+
+def _prepare(config: TrainConfig, registry: Registry, show_progress: bool) -> TrainingRun:
+    """Check the settings and read and check all data before any model is loaded; open the run folder."""
+    if _is_main_process() and config.name in registry.names() and not (config.overwrite or config.resume):
         raise ArrError(f"a model named {config.name!r} is already registered; choose another --name or pass --overwrite")
     base = _base_entry(config, registry)
     do_compress, do_align = config.needs()
-    pooling = config.pooling if config.objective == "contrastive" else "compress-mean"
     if do_compress and not config.compression_data:
         raise ArrError("stage 1 needs --compression-data")
     if do_align and not config.alignment_data:
         raise ArrError("stage 2 needs --alignment-data")
-    # Read and check all data before any model is loaded.
-    compression = load_compression_data(config.compression_data, config.fields, config.compress_examples) if do_compress else None
-    triplets = load_triplets(config.alignment_data, config.fields, config.num_negatives, config.align_examples) if do_align else None
+    compression = load_compression_data(config.compression_data, config.fields, config.compress.examples) if do_compress else None
+    triplets = load_triplets(config.alignment_data, config.fields, config.num_negatives, config.align.examples) if do_align else None
     eval_set = load_dataset(config.eval_data, config.eval_split) if config.eval_data else None
     probe = None
     if config.probe_data:
@@ -204,7 +241,7 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
                                  base.template("i_next"), base.template("i_self"))
 
     run_dir = Path(config.output_dir or Path("runs") / config.name)
-    if main_process:
+    if _is_main_process():
         if run_dir.exists() and any(run_dir.iterdir()) and not config.resume:
             if not config.overwrite:
                 raise ArrError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start over")
@@ -214,93 +251,85 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
     torch.set_flush_denormal(True)  # saturated sigmoid terms otherwise make fp32 steps several times slower
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
-    result = TrainResult(entry=base, run_dir=run_dir)
+    pooling = config.pooling if config.objective == "contrastive" else "compress-mean"
     # In-training evaluation encodes as the trained model will: its prompts and pooling.
     monitors = (RetrievalCheck(replace(base, pooling=pooling), eval_set, dtype) if eval_set else None, probe)
-    provenance_data = {}
+    return TrainingRun(config, base, run_dir, device, dtype, monitors, compression, triplets, show_progress)
 
-    init_from = None
-    if not do_compress and config.objective != "contrastive":
-        if base.weights == "base":
-            raise ArrError(f"--stage align starts from a stage-1 model; {base.name!r} is an untrained base")
-        init_from = weights_folder(base)
-    if do_compress:
-        examples, fingerprint = compression
-        provenance_data["compression"] = {"source": config.compression_data, "fingerprint": fingerprint, "examples": len(examples)}
-        final = run_dir / "compress" / "final"
-        if config.resume and (final / "compress_embeddings.safetensors").is_file():
-            log.info("stage 1 already finished in %s", final)
-        else:
-            stage_started = time.perf_counter()
-            model = build_trainable(base, config, dtype)
-            dataset = CompressionSet(model, examples, config.max_target_length)
-            _report_truncation("compression", dataset.truncation, config)
-            loss, steps = _run_stage("compress", model, dataset, CompressionCollator(model.pad_id), compression_step,
-                                     config, run_dir, dtype, device, show_progress, monitors)
-            result.final_losses["compress"], result.steps["compress"] = loss, steps
-            result.seconds["compress"] = round(time.perf_counter() - stage_started, 1)
-            del model
-            gc.collect()  # Trainer/accelerate keep reference cycles: free stage 1 before stage 2 allocates
-        init_from = final
-    if do_align:
-        examples, fingerprint = triplets
-        provenance_data["alignment"] = {"source": config.alignment_data, "fingerprint": fingerprint, "examples": len(examples)}
-        stage_started = time.perf_counter()
-        model = build_trainable(base, config, dtype, init_from=init_from)
-        contrastive = config.objective == "contrastive"
-        roles = ("query", "document") if contrastive else ("i_next", "i_self")
-        dataset = TripletSet(model, examples, prompt_template(base.prompts, roles[0]), prompt_template(base.prompts, roles[1]),
-                             config.max_target_length)
-        _report_truncation("alignment", dataset.truncation, config)
-        step = contrastive_step if contrastive else alignment_step
-        if config.in_batch_alignment and not contrastive:
-            # The reference term of in-batch pairs: the frozen stage-1 model, scored on the fly.
-            reference_model = build_trainable(base, config, dtype, init_from=init_from).to(device).requires_grad_(False).eval()
-            step = functools.partial(alignment_step, reference_model=reference_model)
-        elif not contrastive:
-            key = {"data": fingerprint, "stage1": sha256_tree(init_from), "base": base.base_sha256 or base.base,
-                   "dtype": dtype_name(dtype), "max_length": config.max_length, "max_target_length": config.max_target_length,
-                   "prompt": base.prompts.get("i_next"), "add_bos": base.add_bos, "k": model.num_compress_tokens}
-            dataset.reference = _reference_scores(model, dataset, key, config.align_batch_size, show_progress)
-            saturated, median_margin = beta_saturation(dataset.reference, config.beta, config.reference_form)
-            if saturated > 0.5:
-                log.warning("beta %g saturates the alignment loss for %.0f%% of the triplets (their starting %s-form margins "
-                            "are %.0f nats at the median): those barely train. A beta near %.2g keeps beta times that "
-                            "margin near 1 (--beta)", config.beta, 100 * saturated, config.reference_form, median_margin,
-                            1 / max(median_margin, 1e-6))
-        loss, steps = _run_stage("align", model, dataset, TripletCollator(model.pad_id), step, config, run_dir, dtype,
-                                 device, show_progress, monitors)
-        result.final_losses["align"], result.steps["align"] = loss, steps
-        result.seconds["align"] = round(time.perf_counter() - stage_started, 1)
-        init_from = run_dir / "align" / "final"
-        del model, step
-        gc.collect()
 
-    weights = init_from.resolve()
-    if not main_process:
-        return result
-    if (run_dir / "metrics.jsonl").is_file():
-        _plot_losses(run_dir)
-    result.seconds["total"] = round(time.perf_counter() - started, 1)
-    stages = [s for s, wanted in (("compress", do_compress), ("align", do_align)) if wanted]
-    entry = ModelEntry(
-        name=config.name,
-        kind="autoregembed",
-        base=base.base,
-        base_sha256=base.base_sha256,
-        revision=base.revision,
-        weights="adapter" if config.lora else "full",
-        weights_path=str(weights),
-        weights_sha256=sha256_tree(weights),
-        num_compress_tokens=config.num_compress_tokens or base.num_compress_tokens,
-        prompts=dict(base.prompts),
-        add_bos=base.add_bos,
-        pooling=pooling,
-        normalize=True,
-        dim=base.dim,
-        dtype=base.dtype,
-        max_length=base.max_length,
-        trust_remote_code=base.trust_remote_code,
+def _compress(run: TrainingRun, result: TrainResult) -> Path:
+    """Stage 1 (information compression); returns the folder of its final weights."""
+    config = run.config
+    examples, fingerprint = run.compression
+    run.provenance_data["compression"] = {"source": config.compression_data, "fingerprint": fingerprint, "examples": len(examples)}
+    final = run.run_dir / "compress" / "final"
+    if config.resume and (final / "compress_embeddings.safetensors").is_file():
+        log.info("stage 1 already finished in %s", final)
+        return final
+    stage_started = time.perf_counter()
+    model = build_trainable(run.base, config, run.dtype)
+    dataset = CompressionSet(model, examples, config.max_target_length)
+    _report_truncation("compression", dataset.truncation, config)
+    loss, steps = _run_stage("compress", model, dataset, CompressionCollator(model.pad_id), compression_step,
+                             config, run.run_dir, run.dtype, run.device, run.show_progress, run.monitors)
+    result.final_losses["compress"], result.steps["compress"] = loss, steps
+    result.seconds["compress"] = round(time.perf_counter() - stage_started, 1)
+    del model
+    gc.collect()  # Trainer/accelerate keep reference cycles: free stage 1 before stage 2 allocates
+    return final
+
+
+def _align(run: TrainingRun, result: TrainResult, init_from: Path | None) -> Path:
+    """Stage 2 (conditional distribution alignment) or the contrastive baseline, from `init_from`
+    (stage-1 weights; None for the baseline, which starts from the base)."""
+    config, base = run.config, run.base
+    examples, fingerprint = run.triplets
+    run.provenance_data["alignment"] = {"source": config.alignment_data, "fingerprint": fingerprint, "examples": len(examples)}
+    stage_started = time.perf_counter()
+    model = build_trainable(base, config, run.dtype, init_from=init_from)
+    contrastive = config.objective == "contrastive"
+    roles = ("query", "document") if contrastive else ("i_next", "i_self")
+    dataset = TripletSet(model, examples, prompt_template(base.prompts, roles[0]), prompt_template(base.prompts, roles[1]),
+                         config.max_target_length)
+    _report_truncation("alignment", dataset.truncation, config)
+    step = contrastive_step if contrastive else alignment_step
+    if config.in_batch_alignment and not contrastive:
+        # The reference term of in-batch pairs: the frozen stage-1 model, scored on the fly.
+        reference_model = build_trainable(base, config, run.dtype, init_from=init_from).to(run.device).requires_grad_(False).eval()
+        step = functools.partial(alignment_step, reference_model=reference_model)
+    elif not contrastive:
+        key = {"data": fingerprint, "stage1": sha256_tree(init_from), "base": base.base_sha256 or base.base,
+               "dtype": dtype_name(run.dtype), "max_length": config.max_length, "max_target_length": config.max_target_length,
+               "prompt": base.prompts.get("i_next"), "add_bos": base.add_bos, "k": model.num_compress_tokens}
+        dataset.reference = _reference_scores(model, dataset, key, config.align.batch_size, run.show_progress)
+        _warn_if_saturated(dataset.reference, config)
+    loss, steps = _run_stage("align", model, dataset, TripletCollator(model.pad_id), step, config, run.run_dir, run.dtype,
+                             run.device, run.show_progress, run.monitors)
+    result.final_losses["align"], result.steps["align"] = loss, steps
+    result.seconds["align"] = round(time.perf_counter() - stage_started, 1)
+    del model, step
+    gc.collect()
+    return run.run_dir / "align" / "final"
+
+
+def _warn_if_saturated(reference: torch.Tensor, config: TrainConfig) -> None:
+    saturated, median_margin = beta_saturation(reference, config.beta, config.reference_form)
+    if saturated > 0.5:
+        log.warning("beta %g saturates the alignment loss for %.0f%% of the triplets (their starting %s-form margins "
+                    "are %.0f nats at the median): those barely train. A beta near %.2g keeps beta times that "
+                    "margin near 1 (--beta)", config.beta, 100 * saturated, config.reference_form, median_margin,
+                    1 / max(median_margin, 1e-6))
+
+
+def _register(run: TrainingRun, registry: Registry, weights: Path, result: TrainResult) -> ModelEntry:
+    """The trained model's entry (its base's prompts and settings, these weights, the whole
+    provenance), added to the registry."""
+    config, base = run.config, run.base
+    stages = [s for s, wanted in zip(("compress", "align"), config.needs()) if wanted]
+    pooling = config.pooling if config.objective == "contrastive" else "compress-mean"
+    entry = trained_entry(
+        base, name=config.name, weights="adapter" if config.lora else "full", weights_path=weights,
+        num_compress_tokens=config.num_compress_tokens or base.num_compress_tokens, pooling=pooling,
         description=f"{config.objective} ({'+'.join(stages)}) from {base.name}",
         provenance={
             "trained_by": f"arr train (arretrieve {__version__})",
@@ -308,18 +337,17 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
             "base_fingerprint": base.fingerprint,
             "objective": config.objective,
             "stages": stages,
-            "data": provenance_data,
+            "data": run.provenance_data,
             "hyperparameters": config.to_dict(),
             "final_losses": result.final_losses,
             "steps": result.steps,
             "seconds": result.seconds,
-            "training_dtype": dtype_name(dtype),
-            "run_dir": str(run_dir.resolve()),
+            "training_dtype": dtype_name(run.dtype),
+            "run_dir": str(run.run_dir.resolve()),
         },
     )
     registry.add(entry, overwrite=config.overwrite or config.resume)
-    result.entry, result.registered = entry, True
-    return result
+    return entry
 
 
 def _report_truncation(what: str, truncation, config: TrainConfig) -> None:

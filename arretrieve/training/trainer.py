@@ -57,7 +57,7 @@ class MetricsLog(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self.show_progress and state.is_world_process_zero:
-            from ..encoding.embedder import progress_bar
+            from ..runtime import progress_bar
 
             self.progress = progress_bar("steps", show_loss=True)
             self.progress.start()
@@ -88,14 +88,14 @@ class MetricsLog(TrainerCallback):
 def training_arguments(config, stage: str, output_dir: Path, dtype: torch.dtype, device: torch.device):
     from transformers import TrainingArguments
 
-    prefix = "compress" if stage == "compress" else "align"
+    settings = config.stage_settings(stage)
     return TrainingArguments(
         output_dir=str(output_dir),
-        per_device_train_batch_size=getattr(config, f"{prefix}_batch_size"),
+        per_device_train_batch_size=settings.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=getattr(config, f"{prefix}_lr"),
-        num_train_epochs=getattr(config, f"{prefix}_epochs"),
-        max_steps=getattr(config, f"{prefix}_max_steps"),
+        learning_rate=settings.lr,
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps,
         warmup_steps=config.warmup_ratio,
         lr_scheduler_type=config.scheduler,
         weight_decay=config.weight_decay,

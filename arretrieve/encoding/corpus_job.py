@@ -14,18 +14,21 @@ type, or evaluating the same corpus with `arr beir-eval`, reuses the vectors.
 from __future__ import annotations
 
 import json
+import logging
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
-from ..corpus import CorpusSource, Document
+from ..corpus import Chunking, CorpusSource, Document, FieldNames
 from ..errors import ArrError
 from ..home import encoding_cache_dir, save_npy_atomic, write_json_atomic
 from ..registry import ModelEntry
+
+log = logging.getLogger(__name__)
 
 JOB_FILE = "job.json"
 
@@ -120,7 +123,7 @@ def _worker(rank: int, devices: list[str], entry_payload: dict, dtype: str, work
             source_args: dict, batch_size: int) -> None:
     """One encoding process per device: shards number % len(devices) == rank."""
     try:
-        from ..encoding import load_embedder
+        from . import load_embedder
 
         job = EncodeJob(EncodeJobSpec(**spec), Path(work_dir).parent)
         embedder = load_embedder(ModelEntry.from_dict(entry_payload), device=devices[rank], dtype=dtype)
@@ -160,3 +163,52 @@ def encode_on_devices(job: EncodeJob, source: CorpusSource, entry: ModelEntry, d
         error_file.unlink(missing_ok=True)
     if failures:
         raise ArrError("encoding worker failed (finished shards are kept; re-run to resume): " + "; ".join(failures))
+
+
+@dataclass
+class EncodingOptions:
+    """How a corpus is read and encoded (the same for a fresh index, `--add` and `arr beir-eval`)."""
+
+    fields: FieldNames = field(default_factory=FieldNames)
+    skip_invalid: bool = False
+    chunking: Chunking | None = None
+    batch_size: int = 16
+    device: str = "auto"
+    devices: list[str] | None = None
+    dtype: str | None = None
+    shard_size: int = 4096
+    show_progress: bool = False
+
+
+def encode_corpus(source: CorpusSource, entry, options: EncodingOptions) -> EncodeJob:
+    """Encode every document into cached shards, resuming (or reusing) a job with the same settings."""
+    from ..runtime import dtype_name, resolve_device, resolve_dtype
+    from . import load_embedder
+
+    scan = source.scan()
+    if scan.skipped:
+        log.warning("%s", scan.summary())
+    devices = options.devices or [options.device]
+    dtype = dtype_name(resolve_dtype(options.dtype or entry.dtype, resolve_device(devices[0])))
+    spec = EncodeJobSpec(entry.fingerprint, source.fingerprint(), dtype, options.shard_size, scan.chunks)
+    job = EncodeJob(spec)
+    job.prepare()
+    done = job.done_documents()
+    if done:
+        state = "all" if done == spec.count else f"{done} of"
+        log.info("reusing encoded vectors: %s %d texts already encoded in %s", state, spec.count, job.work_dir)
+    if not job.pending():
+        return job
+    if len(devices) > 1:
+        encode_on_devices(job, source, entry, dtype, devices, options.batch_size)
+        return job
+    embedder = load_embedder(entry, device=devices[0], dtype=dtype)
+    if not options.show_progress:
+        job.encode(source, embedder, options.batch_size)
+        return job
+    from ..runtime import progress_bar
+
+    with progress_bar() as progress:
+        task = progress.add_task("encoding", total=spec.count, completed=done)
+        job.encode(source, embedder, options.batch_size, on_progress=lambda n: progress.update(task, advance=n))
+    return job

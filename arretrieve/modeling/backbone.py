@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ArrError
-from .hashing import sha256_path
-from .home import arr_home, base_cache_dir, write_json_atomic
+from ..errors import ArrError
+from ..hashing import sha256_path
+from ..home import arr_home, base_cache_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 

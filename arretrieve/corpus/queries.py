@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .corpus.readers import read_jsonl
-from .errors import ArrError
+from .readers import read_jsonl
+from ..errors import ArrError
 
 
 def read_queries(path: Path) -> dict[str, str]:
