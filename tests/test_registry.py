@@ -4,28 +4,39 @@ import pytest
 
 from arretrieve.errors import ArrError
 from arretrieve.registry import DEFAULT_MODEL, ModelEntry, Registry
+from arretrieve.registry.builtin_models import PURE_AUTOREGEMBED_MODEL
 from conftest import tiny_entry
 
 
 def test_builtin_entries_are_listed_and_default():
     registry = Registry()
-    assert {"autoregembed-smollm2-135m", "smollm2-135m", "all-minilm-l6-v2"} <= set(registry.names())
-    assert registry.default_name == DEFAULT_MODEL == "autoregembed-smollm2-135m"
+    assert {"autoregembed-contrastive-smollm2-135m", "autoregembed-smollm2-135m", "smollm2-135m",
+            "all-minilm-l6-v2"} <= set(registry.names())
+    assert registry.default_name == DEFAULT_MODEL == "autoregembed-contrastive-smollm2-135m"
     entry = registry.get("smollm2-135m")
     assert entry.kind == "autoregembed" and entry.num_compress_tokens == 5
     assert entry.prompts["query"].endswith("\u201c")
 
 
-def test_shipped_default_model_is_trained_small_and_intact():
+@pytest.mark.parametrize("name", [DEFAULT_MODEL, PURE_AUTOREGEMBED_MODEL])
+def test_shipped_models_are_trained_small_and_intact(name):
     from arretrieve.registry.model_folder import weights_folder
 
-    entry = Registry().get(DEFAULT_MODEL)
+    entry = Registry().get(name)
     assert entry.builtin and entry.kind == "autoregembed" and entry.weights == "adapter"
     assert entry.weights_path.startswith("package:arretrieve/")  # the same entry wherever it is installed
     folder = weights_folder(entry)  # raises if the shipped files do not match the recorded hash
     assert sum(p.stat().st_size for p in folder.iterdir()) < 12 * 2**20
-    assert entry.provenance["stages"] == ["compress", "align"] and entry.provenance["objective"] == "autoregembed"
     assert entry.base == Registry().get("smollm2-135m").base
+
+
+def test_the_default_says_how_it_was_trained():
+    """The hybrid objective on top of the pure AutoRegEmbed built-in, whose two stages its lineage keeps."""
+    default, pure = Registry().get(DEFAULT_MODEL), Registry().get(PURE_AUTOREGEMBED_MODEL)
+    assert default.provenance["objective"] == "autoregembed+contrastive" and default.provenance["stages"] == ["align"]
+    assert "contrastive" in default.description and default.provenance["base_entry"] == PURE_AUTOREGEMBED_MODEL
+    assert pure.provenance["stages"] == ["compress", "align"] and pure.provenance["objective"] == "autoregembed"
+    assert default.provenance["lineage"][0]["stages"] == ["compress", "align"]
 
 
 def test_round_trip_keeps_every_field_and_fingerprint(tmp_path):
