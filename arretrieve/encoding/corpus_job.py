@@ -182,7 +182,7 @@ class EncodingOptions:
 
 def encode_corpus(source: CorpusSource, entry, options: EncodingOptions) -> EncodeJob:
     """Encode every document into cached shards, resuming (or reusing) a job with the same settings."""
-    from ..runtime import dtype_name, resolve_device, resolve_dtype
+    from ..runtime import dtype_name, progress_bar, resolve_device, resolve_dtype
     from . import load_embedder
 
     scan = source.scan()
@@ -206,8 +206,6 @@ def encode_corpus(source: CorpusSource, entry, options: EncodingOptions) -> Enco
     if not options.show_progress:
         job.encode(source, embedder, options.batch_size)
         return job
-    from ..runtime import progress_bar
-
     with progress_bar() as progress:
         task = progress.add_task("encoding", total=spec.count, completed=done)
         job.encode(source, embedder, options.batch_size, on_progress=lambda n: progress.update(task, advance=n))

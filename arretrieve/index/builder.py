@@ -13,11 +13,12 @@ import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from .. import __version__
-from ..corpus import Chunking, CorpusSource
+from ..corpus import Chunking, CorpusSource, Document
 from ..encoding.corpus_job import EncodeJob, EncodingOptions, encode_corpus
 from ..errors import ArrError
 from ..registry import Registry
@@ -47,11 +48,20 @@ def _corpus_record(corpus: Path, source: CorpusSource, job: EncodeJob, label: st
             "documents": scan.documents, "skipped": sum(scan.skipped.values())}
 
 
-def _write_bm25(folder: Path, texts, generation: int) -> str:
+def _write_bm25(folder: Path, texts: list[str], generation: int) -> str:
     """BM25 over the rows' title and text, in the folder's `bm25-<generation>/`; returns its name."""
     name = f"bm25-{generation}"
-    save_bm25(build_bm25(list(texts)), folder / name)
+    save_bm25(build_bm25(texts), folder / name)
     return name
+
+
+def _keeping_texts(documents: Iterable[Document], texts: list[str] | None) -> Iterator[Document]:
+    """The documents, each one's full text also appended to `texts` (unless None): the docstore and
+    the BM25 side come from one read of the corpus."""
+    for document in documents:
+        if texts is not None:
+            texts.append(document.full_text)
+        yield document
 
 
 def _encoder_record(entry, dtype: str, encoding: EncodingOptions) -> dict:
@@ -111,9 +121,10 @@ def build_index(
             if vectors_file:
                 _append_vectors(vectors_file, vectors)
         faiss.write_index(index, str(staging / "index-0.faiss"))
-        offsets, docs_bytes = append_documents(staging / DOCS_FILE, source.documents())
+        texts = [] if bm25 else None
+        offsets, docs_bytes = append_documents(staging / DOCS_FILE, _keeping_texts(source.documents(), texts))
         np.save(staging / "offsets-0.npy", offsets)
-        bm25_name = _write_bm25(staging, (d.full_text for d in source.documents()), 0) if bm25 else None
+        bm25_name = _write_bm25(staging, texts, 0) if bm25 else None
         manifest = IndexManifest(
             name=name,
             model=entry.name,
@@ -176,13 +187,15 @@ def add_to_index(
         if vectors_path:
             _append_vectors(vectors_path, vectors)
     generation = manifest.generation + 1
-    new_offsets, docs_bytes = append_documents(folder / DOCS_FILE, source.documents(), keep_bytes=manifest.docs_bytes)
+    old_files = dict(manifest.files)
+    # bm25s cannot extend an index: the lexical side is rebuilt over every row, old and new.
+    texts = [d.full_text for d in docstore.get(range(manifest.count))] if old_files.get("bm25") else None
+    new_offsets, docs_bytes = append_documents(folder / DOCS_FILE, _keeping_texts(source.documents(), texts),
+                                               keep_bytes=manifest.docs_bytes)
     faiss.write_index(index, str(folder / f"index-{generation}.faiss"))
     np.save(folder / f"offsets-{generation}.npy", np.concatenate([np.asarray(docstore.offsets), new_offsets]))
-    old_files = dict(manifest.files)
     manifest.files = {**old_files, "index": f"index-{generation}.faiss", "offsets": f"offsets-{generation}.npy"}
-    if old_files.get("bm25"):  # bm25s cannot extend an index: the lexical side is rebuilt over every row
-        texts = [d.full_text for d in docstore.get(range(manifest.count))] + [d.full_text for d in source.documents()]
+    if texts is not None:
         manifest.files["bm25"] = _write_bm25(folder, texts, generation)
     manifest.generation = generation
     manifest.count += job.spec.count

@@ -16,30 +16,22 @@ from ..registry.model_entry import validate_name
 from .manifest import MANIFEST_FILE
 
 
-def default_index_root() -> Path:
+def default_index_root() -> tuple[Path, str]:
+    """The root the rule picks, and how it was chosen (for errors that say where to point instead)."""
     if os.environ.get("ARR_INDEXES"):
-        return Path(os.environ["ARR_INDEXES"]).expanduser()
+        return Path(os.environ["ARR_INDEXES"]).expanduser(), "$ARR_INDEXES"
     local = Path("indexes")
-    return local if local.is_dir() else arr_home() / "indexes"
-
-
-def _where() -> str:
-    """How the root was chosen, for errors that say where to point instead."""
-    if os.environ.get("ARR_INDEXES"):
-        return "$ARR_INDEXES"
-    if Path("indexes").is_dir():
-        return "./indexes of the current folder"
-    return "$ARR_HOME/indexes, as the current folder has no ./indexes"
+    if local.is_dir():
+        return local, "./indexes of the current folder"
+    return arr_home() / "indexes", "$ARR_HOME/indexes, as the current folder has no ./indexes"
 
 
 class IndexStore:
     def __init__(self, root: Path | None = None):
-        self.explicit = root is not None
-        self.root = root or default_index_root()
+        self.root, self.chosen_by = (root, "--index-dir") if root is not None else default_index_root()
 
     def _looked(self) -> str:
-        chosen = "--index-dir" if self.explicit else _where()
-        return f"{self.root} ({chosen}; --index-dir or $ARR_INDEXES point elsewhere)"
+        return f"{self.root} ({self.chosen_by}; --index-dir or $ARR_INDEXES point elsewhere)"
 
     def path(self, name: str) -> Path:
         return self.root / validate_name(name)

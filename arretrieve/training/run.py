@@ -34,7 +34,7 @@ from ..registry.model_folder import trained_entry, weights_folder
 from ..registry import ModelEntry, Registry
 from ..registry.new_entry import new_entry
 from .batches import CompressionCollator, CompressionSet, TripletCollator, TripletSet, prompt_template
-from .config import TrainConfig
+from .config import STAGE_NAMES, TrainConfig
 from .data import load_compression_data, load_triplets
 from .evaluation import RetrievalCheck, TrainingEval
 from .losses import beta_saturation
@@ -190,6 +190,7 @@ class TrainingRun:
     device: torch.device
     dtype: torch.dtype
     monitors: tuple[RetrievalCheck | None, CompressionProbe | None]
+    pooling: str  # the trained model's (and its in-training evaluation's)
     compression: tuple | None  # (examples, fingerprint) of the stage-1 data
     triplets: tuple | None  # (examples, fingerprint) of the stage-2 data
     show_progress: bool
@@ -254,7 +255,7 @@ def _prepare(config: TrainConfig, registry: Registry, show_progress: bool) -> Tr
     pooling = config.pooling if config.objective == "contrastive" else "compress-mean"
     # In-training evaluation encodes as the trained model will: its prompts and pooling.
     monitors = (RetrievalCheck(replace(base, pooling=pooling), eval_set, dtype) if eval_set else None, probe)
-    return TrainingRun(config, base, run_dir, device, dtype, monitors, compression, triplets, show_progress)
+    return TrainingRun(config, base, run_dir, device, dtype, monitors, pooling, compression, triplets, show_progress)
 
 
 def _compress(run: TrainingRun, result: TrainResult) -> Path:
@@ -325,11 +326,10 @@ def _register(run: TrainingRun, registry: Registry, weights: Path, result: Train
     """The trained model's entry (its base's prompts and settings, these weights, the whole
     provenance), added to the registry."""
     config, base = run.config, run.base
-    stages = [s for s, wanted in zip(("compress", "align"), config.needs()) if wanted]
-    pooling = config.pooling if config.objective == "contrastive" else "compress-mean"
+    stages = [s for s, wanted in zip(STAGE_NAMES, config.needs()) if wanted]
     entry = trained_entry(
         base, name=config.name, weights="adapter" if config.lora else "full", weights_path=weights,
-        num_compress_tokens=config.num_compress_tokens or base.num_compress_tokens, pooling=pooling,
+        num_compress_tokens=config.num_compress_tokens or base.num_compress_tokens, pooling=run.pooling,
         description=f"{config.objective} ({'+'.join(stages)}) from {base.name}",
         provenance={
             "trained_by": f"arr train (arretrieve {__version__})",
