@@ -1,12 +1,17 @@
-"""Trained tokens per second of both AutoRegEmbed stages: current main's batching vs length-grouped
-batches, side by side in one run, against the machine's measured matrix-multiply peak.
+"""Trained tokens per second of both AutoRegEmbed stages: the batching main had before issue 13
+(random order) vs length-grouped batches, optionally larger, side by side in one run, against the
+machine's measured matrix-multiply peak.
 
     python benchmarks/train_throughput.py --compression ../shared/data/debian-desc/train/compression.jsonl.gz \
-        --triplets runs/data/synopsis-triplets.jsonl --steps 6 --batch-size 8
+        --triplets runs/data/synopsis-triplets.jsonl --steps 4 --batch-size 8 --grouped-batch-size 16
 
-A step is forward, backward and the AdamW update of LoRA (r 16) + compress rows, on the batches
-HF Trainer's sampler gives (random, as main does; or `group_by_length`), from the same rows and
-seed. Trained tokens are real tokens (encoder inputs + decoder targets, no padding). The model
+A step is forward, backward and the AdamW update of LoRA (r 16) + compress rows. Before: random
+batches of `--batch-size` with LoRA dropout `--lora-dropout`, as main trained until issue 13.
+After: HF Trainer's `group_by_length` batches of `--grouped-batch-size` with
+`--grouped-lora-dropout`. Both from the same rows and seed, each variant with its own model.
+Larger batches give the matrix units larger matrices; LoRA dropout draws a random mask over every
+adapted layer's input (210 `bernoulli_` calls, about a quarter of a stage-1 step on AMX).
+Trained tokens are real tokens (encoder inputs + decoder targets, no padding). The model
 FLOPs are 6 x (non-embedding parameters) per encoder and decoder token plus 6 x (LM-head
 parameters) per scored target token; "of peak" divides their rate by the fp32 / bf16 matmul rate
 measured here on 2048-square matrices (the dtype the run trains in is the one that counts).
@@ -19,6 +24,7 @@ import json
 import platform
 import statistics
 import time
+from dataclasses import replace
 
 import torch
 
@@ -37,9 +43,13 @@ def main() -> None:
     parser.add_argument("--compression", required=True)
     parser.add_argument("--triplets", required=True, help="stage-2 rows in the paper's orientation (synopsis_triplets.py)")
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8, help="rows per step before: random order, as main trained")
+    parser.add_argument("--grouped-batch-size", type=int, default=None,
+                        help="rows per step after: group_by_length batches (default: --batch-size)")
+    parser.add_argument("--lora-dropout", type=float, default=0.1, help="LoRA dropout before (the default until 2026-12-03)")
+    parser.add_argument("--grouped-lora-dropout", type=float, default=0.0, help="LoRA dropout after")
     parser.add_argument("--steps", type=int, default=6, help="measured steps per variant and stage (after one warm-up)")
-    parser.add_argument("--rows", type=int, default=400, help="rows the sampler draws batches from")
+    parser.add_argument("--rows", type=int, default=800, help="rows the sampler draws batches from")
     parser.add_argument("--dtype", default="auto")
     args = parser.parse_args()
 
@@ -58,12 +68,18 @@ def main() -> None:
     dtype = resolve_dtype(args.dtype, device)
     entry = Registry().get(args.model)
     recipe_prompts = {"i_next": "{text}\nSummarize this text in one line.\n", "i_self": "{text}\nThis sentence means in one word: \u201c\n"}
+    variants = {"random (main)": {"batch_size": args.batch_size, "lora_dropout": args.lora_dropout},
+                "group_by_length": {"batch_size": args.grouped_batch_size or args.batch_size,
+                                    "lora_dropout": args.grouped_lora_dropout}}
     config = TrainConfig(name="bench", lora_r=16, lora_alpha=32)
-    model = build_trainable(entry, config, dtype).to(device).train()
+    models, optimizers = {}, {}
+    for variant, settings in variants.items():
+        models[variant] = build_trainable(entry, replace(config, lora_dropout=settings["lora_dropout"]), dtype).to(device).train()
+        optimizers[variant] = torch.optim.AdamW([p for p in models[variant].parameters() if p.requires_grad], lr=1e-5)
+    model = models["random (main)"]  # tokenisation and sizes are the same for both
     body = model._base_lm.get_decoder()
     body_params = sum(p.numel() for n, p in body.named_parameters() if "embed_tokens" not in n)
     head_params = model._base_lm.get_output_embeddings().weight.numel()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
 
     compression, _ = load_compression_data(args.compression, config.fields, args.rows)
@@ -84,35 +100,42 @@ def main() -> None:
     results = []
     for stage, dataset, collate, step in (("compress", stage1, CompressionCollator(model.pad_id), compression_step),
                                            ("align", stage2, TripletCollator(model.pad_id), alignment_step)):
-        orders = {}
-        for variant in ("random (main)", "group_by_length"):
+        # The sampler sorts each group of 50 batches longest first, so the first batches of a
+        # grouped order are the longest; measure batches spread evenly over each whole order instead.
+        measured = {}
+        for variant, settings in variants.items():
+            size = settings["batch_size"]
             torch.manual_seed(42)
             if variant == "group_by_length":
-                orders[variant] = list(LengthGroupedSampler(args.batch_size, dataset=dataset, lengths=dataset.lengths))
+                order = list(LengthGroupedSampler(size, dataset=dataset, lengths=dataset.lengths))
             else:
-                orders[variant] = torch.randperm(len(dataset)).tolist()
-        timings = {variant: [] for variant in orders}
-        counted = {variant: [0, 0] for variant in orders}
+                order = torch.randperm(len(dataset)).tolist()
+            batches = [order[start : start + size] for start in range(0, len(order) - size + 1, size)]
+            if len(batches) < args.steps + 1:
+                parser.error(f"--rows {args.rows} gives {len(batches)} batches of {size}; need {args.steps + 1}")
+            stride = len(batches) / (args.steps + 1)
+            measured[variant] = [batches[int(i * stride)] for i in range(args.steps + 1)]
+        timings = {variant: [] for variant in variants}
+        counted = {variant: [0, 0] for variant in variants}
         # Alternate the variants step by step so drift on a shared machine hits both alike.
         for index in range(args.steps + 1):
-            for variant, order in orders.items():
-                rows = order[index * args.batch_size : (index + 1) * args.batch_size]
-                batch = {k: v.to(device) for k, v in collate([dataset[i] for i in rows]).items()}
+            for variant in variants:
+                batch = {k: v.to(device) for k, v in collate([dataset[i] for i in measured[variant][index]]).items()}
                 started = time.perf_counter()
                 with autocast:
-                    loss = step(model, batch, config)
+                    loss = step(models[variant], batch, config)
                 loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                optimizers[variant].step()
+                optimizers[variant].zero_grad(set_to_none=True)
                 if index:  # the first step of each variant warms up
                     timings[variant].append(time.perf_counter() - started)
                     all_tokens, scored = tokens(batch, stage)
                     counted[variant][0] += all_tokens
                     counted[variant][1] += scored
-        for variant in orders:
+        for variant, settings in variants.items():
             seconds = sum(timings[variant])
             flops = 6 * body_params * counted[variant][0] + 6 * head_params * counted[variant][1]
-            results.append({"stage": stage, "variant": variant, "steps": args.steps, "batch_size": args.batch_size,
+            results.append({"stage": stage, "variant": variant, "steps": args.steps, **settings,
                             "median_step_s": round(statistics.median(timings[variant]), 2),
                             "trained_tokens_per_s": round(counted[variant][0] / seconds, 1),
                             "model_gflops_per_s": round(flops / seconds / 1e9, 1),
