@@ -42,7 +42,7 @@ def main() -> None:
     for name in args.model:
         entry = registry.get(name)
         started = time.perf_counter()
-        model = load_autoregembed(entry, dtype, device)
+        model = load_autoregembed(entry, dtype, device, frozen_decoder=True)
         key = (entry.base, entry.template("i_next"), entry.template("i_self"))
         probe = probes.setdefault(key, CompressionProbe(pairs, *key[1:], args.group_size))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):

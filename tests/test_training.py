@@ -505,6 +505,29 @@ def test_probe_is_measured_during_training(tmp_path, data, registry):
     assert all(0 <= r["probe_identification"] <= 1 for r in probed)
 
 
+def test_a_trained_model_loads_with_the_decoder_it_was_probed_against(tmp_path, data, registry):
+    from arretrieve.evaluation.beir_data import load_dataset
+    from arretrieve.evaluation.compression_probe import CompressionProbe, pairs_from_beir
+    from arretrieve.modeling.loading import load_autoregembed
+
+    rows = [{"_id": f"d{i}", "title": "", "text": SENTENCES[i % 6] + f" item {i}"} for i in range(20)]
+    folder = write_beir_corpus(tmp_path / "probe", rows)
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i:02d}", "text": r["text"][:15]}) + "\n" for i, r in enumerate(rows)))
+    (folder / "qrels").mkdir()
+    (folder / "qrels" / "test.tsv").write_text("".join(f"q{i:02d}\td{i}\t1\n" for i in range(20)))
+    result = train(config(tmp_path, data, name="probed", stage="compress", compress_max_steps=2, eval_steps=2,
+                          compress_lr=1e-2, probe_data=str(folder), probe_pairs=20), registry=registry)
+    last = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines() if "probe_generic_gain" in line][-1]
+    entry = registry.get("probed")
+    probe = CompressionProbe(pairs_from_beir(load_dataset(str(folder), "test"), 20), entry.template("i_next"), entry.template("i_self"))
+    standalone = probe.measure(load_autoregembed(entry, torch.float32, torch.device("cpu"), frozen_decoder=True))
+    for name in ("specific_share", "identification", "self_identification", "generic_gain", "state_norm"):
+        assert getattr(standalone, name) == pytest.approx(last[f"probe_{name}"], abs=1e-3, nan_ok=True)
+    # Without the base as decoder, the merged (trained) weights would score the targets.
+    own = CompressionProbe(probe.pairs, entry.template("i_next"), entry.template("i_self"))
+    assert own.measure(load_autoregembed(entry, torch.float32, torch.device("cpu"))).plain_right != pytest.approx(standalone.plain_right, abs=1e-3)
+
+
 def test_length_grouped_batches_hold_texts_of_similar_length(tmp_path, data, registry):
     from arretrieve.training.batches import CompressionCollator, CompressionSet
     from arretrieve.training.data import load_compression_data

@@ -54,7 +54,12 @@ def load_compress_file(folder: Path) -> tuple[torch.Tensor, torch.Tensor | None]
         raise ArrError(f"{path} is damaged ({exc})") from None
 
 
-def load_autoregembed(entry: ModelEntry, dtype: torch.dtype, device: torch.device) -> AutoRegEmbedModel:
+def load_autoregembed(entry: ModelEntry, dtype: torch.dtype, device: torch.device,
+                      frozen_decoder: bool = False) -> AutoRegEmbedModel:
+    """The model as trained, for encoding. `frozen_decoder` also loads the released base as the
+    decoder that scores targets after the states (the compression probe needs it): without it a
+    trained model's `score_padded` runs through its own fine-tuned (or merged) weights, which is
+    not the decoder it was trained against. Encoding never uses the decoder."""
     if entry.kind != "autoregembed":
         raise ArrError(f"model {entry.name!r} is of kind {entry.kind!r}, not autoregembed")
     common = {"revision": entry.revision, "trust_remote_code": entry.trust_remote_code, "dtype": dtype}
@@ -70,6 +75,9 @@ def load_autoregembed(entry: ModelEntry, dtype: torch.dtype, device: torch.devic
             compress_rows, state_scale = load_compress_file(folder)
         else:
             causal_lm, tokenizer = load_causal_lm(entry.base, expected_sha256=entry.base_sha256, **common)
+    decoder = None
+    if frozen_decoder and entry.weights in ("full", "adapter"):
+        decoder, _ = load_causal_lm(entry.base, expected_sha256=entry.base_sha256, **common)
     model = AutoRegEmbedModel(
         causal_lm,
         tokenizer,
@@ -78,6 +86,7 @@ def load_autoregembed(entry: ModelEntry, dtype: torch.dtype, device: torch.devic
         max_length=entry.max_length,
         compress_embeddings=compress_rows,
         state_scale=state_scale,
+        frozen_decoder_lm=decoder,
     )
     return model.to(device).eval()
 
