@@ -119,6 +119,9 @@ def export(
     as_name: Optional[str] = typer.Option(None, "--name", help="Name the exported model differently (arretrieve format)."),
     half: Optional[bool] = typer.Option(None, "--half/--full-precision", help="Store fp32 tensors as fp16. Default: "
                                         "half for arretrieve folders, full precision for sentence-transformers."),
+    low_rank: Optional[int] = typer.Option(None, "--low-rank", help="Fully fine-tuned weights as a LoRA adapter of "
+                                           "this rank (truncated SVD of the difference from the base; arretrieve "
+                                           "format): another, approximate model, a fraction of the size."),
 ) -> None:
     """Write a model as one self-describing folder to share: for `arr models import`, or for sentence-transformers."""
     from arretrieve.errors import ArrError
@@ -129,12 +132,19 @@ def export(
     if format == "arretrieve":
         from arretrieve.registry.model_folder import export_model
 
-        exported = export_model(entry, folder, name=as_name, half=True if half is None else half, registry=registry)
+        exported = export_model(entry, folder, name=as_name, half=True if half is None else half, registry=registry,
+                                low_rank=low_rank)
         summary = f"exported {name} as {exported.name} (fingerprint {exported.fingerprint}"
+        if low_rank is not None:
+            kept = exported.provenance["exported"]["low_rank"]
+            summary += f", rank {low_rank} keeping {kept['kept']:.1%} of the difference from the base"
     elif format == "sentence-transformers":
         if as_name is not None:
             raise ArrError("--name names the model inside an arretrieve folder; a sentence-transformers folder is "
                            "named by its path")
+        if low_rank is not None:
+            raise ArrError("--low-rank writes an arretrieve adapter folder; export the low-rank model first, import "
+                           "it, then export that for sentence-transformers")
         from arretrieve.integrations.sentence_transformers_folder import export_sentence_transformers
 
         export_sentence_transformers(entry, folder, half=bool(half))

@@ -15,12 +15,12 @@ from arretrieve.training import TrainConfig, train
 from conftest import SENTENCES, tiny_entry
 
 
-def _train(tmp_path, registry, name, base):
+def _train(tmp_path, registry, name, base, lora=True):
     triplets = tmp_path / "triplets.jsonl"
     triplets.write_text("".join(json.dumps({"query": s[:14], "pos": s, "neg": SENTENCES[(i + 1) % 6]}) + "\n"
                                 for i, s in enumerate(SENTENCES)))
-    train(TrainConfig(name=name, base=base, objective="contrastive", alignment_data=str(triplets),
-                      align={"max_steps": 2, "batch_size": 3}, dtype="float32", lora_r=4, lora_alpha=8,
+    train(TrainConfig(name=name, base=base, objective="contrastive", alignment_data=str(triplets), lora=lora,
+                      align={"max_steps": 2, "batch_size": 3, "lr": 1e-3}, dtype="float32", lora_r=4, lora_alpha=8,
                       output_dir=str(tmp_path / f"run-{name}")), registry=registry)
 
 
@@ -98,3 +98,37 @@ def test_merged_adapter_is_cached_and_gives_the_same_vectors(tmp_path, trained, 
     cached = list(merged_cache_dir().iterdir())
     assert [p.name for p in cached] == [f"{entry.fingerprint}-float32"]
     assert np.array_equal(_vectors(entry), first)  # the second load reads the merged cache
+
+
+def test_full_weights_export_as_a_low_rank_adapter(tmp_path, trained):
+    _train(tmp_path, trained, "tiny-full", "tiny", lora=False)
+    full = trained.get("tiny-full")
+    assert full.weights == "full"
+    # Rank 64 is every matrix's full rank in the tiny model (hidden 64): the adapter is the model.
+    exact = export_model(full, tmp_path / "exact", half=False, low_rank=64)
+    assert exact.weights == "adapter" and exact.provenance["exported"]["low_rank"]["kept"] == pytest.approx(1.0)
+    config = json.loads((tmp_path / "exact" / "weights" / "adapter_config.json").read_text())
+    assert "embed_tokens" in config["target_modules"] and "norm" in " ".join(config["modules_to_save"])
+    with safe_open(str(tmp_path / "exact" / "weights" / "adapter_model.safetensors"), framework="pt") as handle:
+        assert not [k for k in handle.keys() if k.endswith("embed_tokens.weight")]  # factors, never the matrix
+    imported = read_model_folder(tmp_path / "exact")
+    np.testing.assert_allclose(_vectors(imported), _vectors(full), atol=1e-5)
+
+    small = export_model(full, tmp_path / "small", low_rank=2)
+    kept = small.provenance["exported"]["low_rank"]
+    assert 0 < kept["kept"] < 1 and 0 < kept["kept_embedding"] < 1
+    size = sum(p.stat().st_size for p in (tmp_path / "small").rglob("*.safetensors"))
+    assert size < sum(p.stat().st_size for p in (tmp_path / "exact").rglob("*.safetensors")) / 10
+    assert np.all(np.sum(_vectors(read_model_folder(tmp_path / "small")) * _vectors(full), axis=1) > 0.5)
+
+    runner = CliRunner()
+    for arguments, message in [
+        (["models", "export", "tiny-trained", str(tmp_path / "a"), "--low-rank", "4"], "full weights only"),
+        (["models", "export", "tiny-full", str(tmp_path / "b"), "--low-rank", "0"], "at least 1"),
+        (["models", "export", "tiny-full", str(tmp_path / "c"), "--low-rank", "4", "--format", "sentence-transformers"],
+         "arretrieve adapter folder"),
+    ]:
+        result = runner.invoke(app, arguments)
+        assert result.exit_code != 0 and message in str(result.exception or result.output), arguments
+    result = runner.invoke(app, ["models", "export", "tiny-full", str(tmp_path / "d"), "--low-rank", "8"])
+    assert result.exit_code == 0 and "rank 8 keeping" in result.output, result.output

@@ -19,10 +19,9 @@ from .backbone import load_causal_lm, save_model_folder
 from ..errors import ArrError
 from ..home import merged_cache_dir
 from ..registry.model_entry import ModelEntry
-from ..registry.model_folder import weights_folder
+from ..registry.model_folder import COMPRESS_FILE, weights_folder
 from .autoregembed_model import AutoRegEmbedModel
 
-COMPRESS_FILE = "compress_embeddings.safetensors"
 MERGED_MARKER = "arr_merged.json"
 log = logging.getLogger(__name__)
 
@@ -33,10 +32,15 @@ def quiet_peft() -> Iterator[None]:
     deprecated `is_gradient_checkpointing` while wrapping a model (a FutureWarning on every command
     that loads an adapter), and when saving an adapter it looks for the base's config.json to see
     whether the vocabulary changed, which a `package:` GGUF base has none of (our compress rows are
-    saved apart, so nothing is lost)."""
+    saved apart, so nothing is lost). An adapter on a tied embedding (a low-rank export,
+    `low_rank.py`) makes peft warn that merging may untie the LM head: the merge adds the
+    difference in place to the one shared tensor, and an encoder never runs the head."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         warnings.filterwarnings("ignore", message="Could not find a config file in", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Model has `tie_word_embeddings=True` and a tied layer", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Model with `tie_word_embeddings=True` and the tied_target_modules",
+                                category=UserWarning)
         yield
 
 
@@ -108,6 +112,22 @@ def _merged(entry: ModelEntry, folder: Path, dtype: torch.dtype, common: dict):
     except OSError as exc:  # a cache that cannot be written only costs the next load its time
         log.info("could not cache the merged model in %s: %s", cache, exc)
     return causal_lm, tokenizer
+
+
+def save_adapter(peft_lm: torch.nn.Module, folder: Path, half: bool = False) -> None:
+    """A peft model's adapter (its config and weights; fp16 tensors when `half`, a few MB to ship)."""
+    # Never the whole embedding matrix: an adapter on it carries its difference as LoRA factors.
+    with quiet_peft():
+        if not half:
+            peft_lm.save_pretrained(str(folder), save_embedding_layers=False)
+            return
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        state = get_peft_model_state_dict(peft_lm, save_embedding_layers=False)
+        peft_lm.peft_config["default"].save_pretrained(str(folder))
+        save_file({k: v.detach().to(torch.float16).contiguous() for k, v in state.items()},
+                  str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
 
 
 def save_compress_rows(model: AutoRegEmbedModel, folder: Path, half: bool = False) -> None:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 ENTRY_FILE = "entry.json"
 WEIGHTS_DIR = "weights"
+COMPRESS_FILE = "compress_embeddings.safetensors"  # the trained compress-token rows (and learned state scale)
 
 
 def remote_code_of(folder: Path) -> list[str]:
@@ -105,14 +106,19 @@ def trained_entry(base: ModelEntry, *, name: str, weights: str, weights_path: Pa
 
 
 def export_model(entry: ModelEntry, folder: Path, name: str | None = None, half: bool = True,
-                 registry: Registry | None = None) -> ModelEntry:
+                 registry: Registry | None = None, low_rank: int | None = None) -> ModelEntry:
     """Copy `entry`'s trained weights (fp32 tensors stored as fp16 when `half`) and its record into
     `folder`; returns the entry the folder describes. fp16 weights give slightly different vectors,
     so they get their own hash and fingerprint: indexes built with the original are not reused.
     With `registry`, the provenance of the trained entries it was trained from (a stage-1 model,
-    say) is copied too, as those entries will not exist where the folder goes."""
+    say) is copied too, as those entries will not exist where the folder goes. `low_rank` writes
+    fully fine-tuned weights as a LoRA adapter of that rank (`modeling/low_rank.py`): another,
+    approximate model, a fraction of the size."""
     if entry.weights == "base":
         raise ArrError(f"{entry.name!r} is an untrained base: it has no trained weights to export")
+    if low_rank is not None and entry.weights != "full":
+        raise ArrError(f"{entry.name!r} holds {entry.weights} weights; --low-rank turns fully fine-tuned weights "
+                       "into an adapter, so it applies to full weights only")
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise ArrError(f"{folder} already exists and is not an empty folder")
     source = weights_folder(entry)
@@ -120,7 +126,12 @@ def export_model(entry: ModelEntry, folder: Path, name: str | None = None, half:
     shutil.rmtree(partial, ignore_errors=True)
     weights = partial / WEIGHTS_DIR
     weights.mkdir(parents=True)
-    for path in sorted(source.iterdir()):
+    low_rank_info = None
+    if low_rank is not None:
+        from ..modeling.low_rank import write_low_rank_adapter
+
+        low_rank_info = write_low_rank_adapter(entry, source, weights, low_rank, half)
+    for path in sorted(source.iterdir()) if low_rank is None else [source / COMPRESS_FILE]:
         if path.name == "README.md":
             continue  # peft's generated model-card template: boilerplate naming a path on the training machine
         if path.is_dir():
@@ -134,10 +145,12 @@ def export_model(entry: ModelEntry, folder: Path, name: str | None = None, half:
             write_json_atomic(weights / path.name, config)
         else:
             shutil.copy2(path, weights / path.name)
-    exported = replace(entry, name=name or entry.name, weights_sha256=sha256_tree(weights), builtin=False,
-                       provenance={**entry.provenance, "lineage": _lineage(entry, registry),
-                                   "exported": {"from": entry.name, "fingerprint": entry.fingerprint,
-                                                "tensors": "float16" if half else "as trained"}})
+    exported_from = {"from": entry.name, "fingerprint": entry.fingerprint, "tensors": "float16" if half else "as trained"}
+    if low_rank_info:
+        exported_from["low_rank"] = low_rank_info
+    exported = replace(entry, name=name or entry.name, weights="adapter" if low_rank else entry.weights,
+                       weights_sha256=sha256_tree(weights), builtin=False,
+                       provenance={**entry.provenance, "lineage": _lineage(entry, registry), "exported": exported_from})
     record = exported.to_dict()
     for key in ("builtin", "weights_path"):
         record.pop(key)

@@ -9,7 +9,7 @@ import torch
 from ..modeling.backbone import load_causal_lm
 from ..errors import ArrError
 from ..modeling.autoregembed_model import FINAL_NORM_NAMES, AutoRegEmbedModel, final_norm
-from ..modeling.loading import load_compress_file, quiet_peft, save_compress_rows
+from ..modeling.loading import load_compress_file, quiet_peft, save_adapter, save_compress_rows
 from ..registry import ModelEntry
 from .config import TrainConfig
 
@@ -79,24 +79,11 @@ def save_trained(model: AutoRegEmbedModel, folder: Path, half: bool = False) -> 
     `half` stores LoRA weights and compress rows in fp16 (a few MB to ship)."""
     folder.mkdir(parents=True, exist_ok=True)
     if hasattr(model.causal_lm, "peft_config"):
-        with quiet_peft():
-            _save_adapter(model, folder, half)
+        save_adapter(model.causal_lm, folder, half)
     else:
         model.causal_lm.save_pretrained(str(folder))
         model.tokenizer.save_pretrained(str(folder))
     save_compress_rows(model, folder, half=half)
-
-
-def _save_adapter(model: AutoRegEmbedModel, folder: Path, half: bool) -> None:
-    if not half:
-        model.causal_lm.save_pretrained(str(folder))
-        return
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in get_peft_model_state_dict(model.causal_lm).items()}
-    model.causal_lm.peft_config["default"].save_pretrained(str(folder))
-    save_file(state, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
 
 
 def load_trained_state(model: AutoRegEmbedModel, folder: Path) -> None:
