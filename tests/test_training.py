@@ -246,6 +246,27 @@ def test_contrastive_baseline_trains_with_its_pooling(tmp_path, data, registry):
     assert "compress" not in result.final_losses
 
 
+@pytest.mark.parametrize("lora", [True, False])
+def test_training_from_a_trained_model_continues_its_weights(tmp_path, data, registry, lora):
+    """InfoNCE or another stage 1 on a trained `--base` starts from its weights, not from the
+    untrained base under it: with a zero learning rate the result encodes exactly as the base does."""
+    from arretrieve.encoding import load_embedder
+
+    texts = ["yaml parser", "fonts for the console"]
+    started = train(config(tmp_path / "a", data, name="stage1", stage="compress", lora=lora), registry=registry).entry
+    expected = load_embedder(started, device="cpu").encode(texts, role="query")
+    untrained = load_embedder(registry.get("tiny"), device="cpu").encode(texts, role="query")
+    assert not torch.allclose(torch.from_numpy(expected), torch.from_numpy(untrained))
+    for name, settings in [("infonce", dict(objective="contrastive")), ("again", dict(stage="compress"))]:
+        cfg = config(tmp_path / name, data, name=name, base="stage1", lora=lora, compress_lr=0.0, align_lr=0.0, **settings)
+        continued = train(cfg, registry=registry).entry
+        vectors = load_embedder(continued, device="cpu").encode(texts, role="query")
+        assert torch.allclose(torch.from_numpy(vectors), torch.from_numpy(expected), atol=1e-5), name
+    with pytest.raises(ArrError, match="holds (a LoRA adapter|fully fine-tuned weights); a run continuing it must use"):
+        train(config(tmp_path / "mismatch", data, name="mismatch", base="stage1", lora=not lora, objective="contrastive"),
+              registry=registry)
+
+
 @pytest.mark.parametrize(
     "line, message",
     [

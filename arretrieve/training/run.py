@@ -204,13 +204,9 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
     run = _prepare(config, registry, show_progress)
     do_compress, do_align = config.needs()
     result = TrainResult(entry=run.base, run_dir=run.run_dir)
-    init_from = None
-    if not do_compress and config.objective != "contrastive":
-        if run.base.weights == "base":
-            raise ArrError(f"--stage align starts from a stage-1 model; {run.base.name!r} is an untrained base")
-        init_from = weights_folder(run.base)
+    init_from = _starting_weights(run, do_compress)
     if do_compress:
-        init_from = _compress(run, result)
+        init_from = _compress(run, result, init_from)
     if do_align:
         init_from = _align(run, result, init_from)
     if not _is_main_process():
@@ -258,8 +254,25 @@ def _prepare(config: TrainConfig, registry: Registry, show_progress: bool) -> Tr
     return TrainingRun(config, base, run_dir, device, dtype, monitors, pooling, compression, triplets, show_progress)
 
 
-def _compress(run: TrainingRun, result: TrainResult) -> Path:
-    """Stage 1 (information compression); returns the folder of its final weights."""
+def _starting_weights(run: TrainingRun, do_compress: bool) -> Path | None:
+    """The trained weights a run continues (those of a trained `--base`, whatever the stage or
+    objective), or None to start from an untrained base."""
+    base, config = run.base, run.config
+    if base.weights == "base":
+        if not do_compress and config.objective != "contrastive":
+            raise ArrError(f"--stage align starts from a stage-1 model; {base.name!r} is an untrained base")
+        return None
+    holds_adapter = base.weights == "adapter"
+    if holds_adapter != config.lora:
+        held, form = ("a LoRA adapter", "LoRA (--lora, lora = true)") if holds_adapter else \
+            ("fully fine-tuned weights", "full fine-tuning (--full, lora = false)")
+        raise ArrError(f"{base.name!r} holds {held}; a run continuing it must use {form}")
+    return weights_folder(base)
+
+
+def _compress(run: TrainingRun, result: TrainResult, init_from: Path | None) -> Path:
+    """Stage 1 (information compression), from the base or from `init_from` (a trained base's
+    weights); returns the folder of its final weights."""
     config = run.config
     examples, fingerprint = run.compression
     run.provenance_data["compression"] = {"source": config.compression_data, "fingerprint": fingerprint, "examples": len(examples)}
@@ -268,7 +281,7 @@ def _compress(run: TrainingRun, result: TrainResult) -> Path:
         log.info("stage 1 already finished in %s", final)
         return final
     stage_started = time.perf_counter()
-    model = build_trainable(run.base, config, run.dtype)
+    model = build_trainable(run.base, config, run.dtype, init_from=init_from)
     dataset = CompressionSet(model, examples, config.max_target_length)
     _report_truncation("compression", dataset.truncation, config)
     loss, steps = _run_stage("compress", model, dataset, CompressionCollator(model.pad_id), compression_step,
@@ -282,7 +295,7 @@ def _compress(run: TrainingRun, result: TrainResult) -> Path:
 
 def _align(run: TrainingRun, result: TrainResult, init_from: Path | None) -> Path:
     """Stage 2 (conditional distribution alignment) or the contrastive baseline, from `init_from`
-    (stage-1 weights; None for the baseline, which starts from the base)."""
+    (stage-1 or other trained weights; None only for the baseline on an untrained base)."""
     config, base = run.config, run.base
     examples, fingerprint = run.triplets
     run.provenance_data["alignment"] = {"source": config.alignment_data, "fingerprint": fingerprint, "examples": len(examples)}
