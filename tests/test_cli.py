@@ -20,7 +20,7 @@ def test_models_list_and_show():
     listed = runner.invoke(app, ["models", "list"])
     assert listed.exit_code == 0, listed.output
     assert "smollm2-135m" in listed.output and "autoregembed" in listed.output
-    default_row = next(line for line in listed.output.splitlines() if "autoregembed-hybrid-smollm2-135m" in line)
+    default_row = next(line for line in listed.output.splitlines() if "autoregembed-s1-infonce-smollm2-135m" in line)
     assert default_row.split()[0] == "*"  # the trained built-in is the default
     shown = runner.invoke(app, ["models", "show", "smollm2-135m", "--json"])
     payload = json.loads(shown.output)
@@ -35,7 +35,7 @@ def test_models_add_default_remove(tiny_llama_dir):
     assert shown["dim"] == 64 and shown["add_bos"] is True and shown["base_sha256"]
     assert runner.invoke(app, ["models", "default", "mine"]).output.strip() == "mine"
     assert runner.invoke(app, ["models", "remove", "mine"]).exit_code == 0
-    assert runner.invoke(app, ["models", "default"]).output.strip() == "autoregembed-hybrid-smollm2-135m"
+    assert runner.invoke(app, ["models", "default"]).output.strip() == "autoregembed-s1-infonce-smollm2-135m"
 
 
 def test_errors_are_one_line_without_traceback():

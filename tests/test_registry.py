@@ -10,9 +10,9 @@ from conftest import tiny_entry
 
 def test_builtin_entries_are_listed_and_default():
     registry = Registry()
-    assert {"autoregembed-hybrid-smollm2-135m", "autoregembed-smollm2-135m", "smollm2-135m",
+    assert {"autoregembed-s1-infonce-smollm2-135m", "autoregembed-smollm2-135m", "smollm2-135m",
             "all-minilm-l6-v2"} <= set(registry.names())
-    assert registry.default_name == DEFAULT_MODEL == "autoregembed-hybrid-smollm2-135m"
+    assert registry.default_name == DEFAULT_MODEL == "autoregembed-s1-infonce-smollm2-135m"
     entry = registry.get("smollm2-135m")
     assert entry.kind == "autoregembed" and entry.num_compress_tokens == 5
     assert entry.prompts["query"].endswith("\u201c")
@@ -31,11 +31,11 @@ def test_shipped_models_are_trained_small_and_intact(name):
 
 
 def test_the_default_says_how_it_was_trained():
-    """Stage 2 with the hybrid objective on a fully fine-tuned stage 1 (kept in its lineage), shipped
-    as a low-rank extraction that records what share of the weight difference it keeps."""
+    """InfoNCE on a fully fine-tuned AutoRegEmbed stage 1 (kept in its lineage), shipped as a
+    low-rank extraction that records what share of the weight difference it keeps."""
     default, pure = Registry().get(DEFAULT_MODEL), Registry().get(PURE_AUTOREGEMBED_MODEL)
-    assert default.provenance["objective"] == "autoregembed+contrastive" and default.provenance["stages"] == ["align"]
-    assert "hybrid" in default.description and "low-rank" in default.description
+    assert default.provenance["objective"] == "contrastive" and default.provenance["stages"] == ["align"]
+    assert "InfoNCE" in default.description and "low-rank" in default.description
     stage1 = default.provenance["lineage"][0]
     assert stage1["stages"] == ["compress"] and stage1["hyperparameters"]["lora"] is False
     assert default.provenance["exported"]["low_rank"]["rank"] == 64

@@ -25,10 +25,10 @@ SMOLLM2_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728
 
 # Trained models ship as exported model folders (entry.json + weights/) under arretrieve/pretrained/.
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
-# The default: a stage 1 that compresses (the probe says so), then stage 2 with the hybrid objective
-# (alignment + InfoNCE), which retrieves best on Debian dev; the earlier pure AutoRegEmbed model, the
-# paper's objective alone, ships too (BENCHMARKS.md).
-DEFAULT_MODEL = "autoregembed-hybrid-smollm2-135m"
+# The default: AutoRegEmbed's stage 1 (it compresses: the probe says so), then InfoNCE, which
+# retrieves best on Debian dev from that stage 1 (the alignment + InfoNCE hybrid scored lower); the
+# earlier pure AutoRegEmbed model, the paper's objective alone, ships too (BENCHMARKS.md).
+DEFAULT_MODEL = "autoregembed-s1-infonce-smollm2-135m"
 PURE_AUTOREGEMBED_MODEL = "autoregembed-smollm2-135m"
 
 
