@@ -249,7 +249,9 @@ def test_contrastive_baseline_trains_with_its_pooling(tmp_path, data, registry):
 @pytest.mark.parametrize("lora", [True, False])
 def test_training_from_a_trained_model_continues_its_weights(tmp_path, data, registry, lora):
     """InfoNCE or another stage 1 on a trained `--base` starts from its weights, not from the
-    untrained base under it: with a zero learning rate the result encodes exactly as the base does."""
+    untrained base under it: with a zero learning rate the result encodes exactly as the base does.
+    A LoRA model also continues under full fine-tuning (its adapter merged); fully fine-tuned
+    weights cannot take LoRA."""
     from arretrieve.encoding import load_embedder
 
     texts = ["yaml parser", "fonts for the console"]
@@ -262,9 +264,16 @@ def test_training_from_a_trained_model_continues_its_weights(tmp_path, data, reg
         continued = train(cfg, registry=registry).entry
         vectors = load_embedder(continued, device="cpu").encode(texts, role="query")
         assert torch.allclose(torch.from_numpy(vectors), torch.from_numpy(expected), atol=1e-5), name
-    with pytest.raises(ArrError, match="holds (a LoRA adapter|fully fine-tuned weights); a run continuing it must use"):
-        train(config(tmp_path / "mismatch", data, name="mismatch", base="stage1", lora=not lora, objective="contrastive"),
-              registry=registry)
+    switched = config(tmp_path / "switched", data, name="switched", base="stage1", lora=not lora, objective="contrastive",
+                      align_lr=0.0)
+    if lora:
+        merged = train(switched, registry=registry).entry
+        assert merged.weights == "full"
+        vectors = load_embedder(merged, device="cpu").encode(texts, role="query")
+        assert torch.allclose(torch.from_numpy(vectors), torch.from_numpy(expected), atol=1e-5)
+    else:
+        with pytest.raises(ArrError, match="holds fully fine-tuned weights; a run continuing it must use full fine-tuning"):
+            train(switched, registry=registry)
 
 
 @pytest.mark.parametrize(

@@ -75,7 +75,7 @@ def load_autoregembed(entry: ModelEntry, dtype: torch.dtype, device: torch.devic
     else:
         if entry.weights == "adapter":
             folder = weights_folder(entry)
-            causal_lm, tokenizer = _merged(entry, folder, dtype, common)
+            causal_lm, tokenizer = load_merged(entry, folder, dtype)
             compress_rows, state_scale = load_compress_file(folder)
         else:
             causal_lm, tokenizer = load_causal_lm(entry.base, expected_sha256=entry.base_sha256, **common)
@@ -95,10 +95,12 @@ def load_autoregembed(entry: ModelEntry, dtype: torch.dtype, device: torch.devic
     return model.to(device).eval()
 
 
-def _merged(entry: ModelEntry, folder: Path, dtype: torch.dtype, common: dict):
-    """The base with the adapter merged in (inference then costs what the base costs), cached per
-    fingerprint and dtype: later loads skip importing peft and merging (about 1.5 s of a cold
-    `arr search`). The cached tensors are the merge's own, so vectors are the same either way."""
+def load_merged(entry: ModelEntry, folder: Path, dtype: torch.dtype):
+    """The base with the adapter merged in (inference then costs what the base costs; full
+    fine-tuning continues from it), cached per fingerprint and dtype: later loads skip importing
+    peft and merging (about 1.5 s of a cold `arr search`). The cached tensors are the merge's own,
+    so vectors are the same either way."""
+    common = {"revision": entry.revision, "trust_remote_code": entry.trust_remote_code, "dtype": dtype}
     cache = merged_cache_dir() / f"{entry.fingerprint}-{str(dtype).removeprefix('torch.')}"
     if (cache / MERGED_MARKER).is_file():
         return load_causal_lm(str(cache), trust_remote_code=entry.trust_remote_code, dtype=dtype)

@@ -9,8 +9,9 @@ import torch
 from ..modeling.backbone import load_causal_lm
 from ..errors import ArrError
 from ..modeling.autoregembed_model import FINAL_NORM_NAMES, AutoRegEmbedModel, final_norm
-from ..modeling.loading import load_compress_file, quiet_peft, save_adapter, save_compress_rows
+from ..modeling.loading import load_compress_file, load_merged, quiet_peft, save_adapter, save_compress_rows
 from ..registry import ModelEntry
+from ..registry.model_folder import weights_folder
 from .config import TrainConfig
 
 
@@ -42,9 +43,13 @@ def build_trainable(entry: ModelEntry, config: TrainConfig, dtype: torch.dtype, 
             with quiet_peft():
                 causal_lm = get_peft_model(causal_lm, lora)
         decoder = None
+    elif init_from and entry.weights == "adapter" and init_from == weights_folder(entry):
+        # Full fine-tuning of a LoRA-form model: its adapter merged into the base, then every weight trains.
+        causal_lm, tokenizer = load_merged(entry, init_from, dtype)
     else:
         causal_lm, tokenizer = load_causal_lm(str(init_from) if init_from else entry.base,
                                               **(load if not init_from else {**load, "expected_sha256": None}))
+    if not config.lora:
         causal_lm.requires_grad_(True)
         decoder, _ = load_causal_lm(entry.base, **load)
     model = AutoRegEmbedModel(causal_lm, tokenizer, k, entry.add_bos, config.max_length,

@@ -262,11 +262,11 @@ def _starting_weights(run: TrainingRun, do_compress: bool) -> Path | None:
         if not do_compress and config.objective != "contrastive":
             raise ArrError(f"--stage align starts from a stage-1 model; {base.name!r} is an untrained base")
         return None
-    holds_adapter = base.weights == "adapter"
-    if holds_adapter != config.lora:
-        held, form = ("a LoRA adapter", "LoRA (--lora, lora = true)") if holds_adapter else \
-            ("fully fine-tuned weights", "full fine-tuning (--full, lora = false)")
-        raise ArrError(f"{base.name!r} holds {held}; a run continuing it must use {form}")
+    # An adapter continues as LoRA, or merged into the base under full fine-tuning; fully
+    # fine-tuned weights cannot take LoRA, whose decoder is the base under the adapters.
+    if base.weights == "full" and config.lora:
+        raise ArrError(f"{base.name!r} holds fully fine-tuned weights; a run continuing it must use full fine-tuning "
+                       "(--full, lora = false)")
     return weights_folder(base)
 
 
