@@ -551,8 +551,12 @@ def test_a_trained_model_loads_with_the_decoder_it_was_probed_against(tmp_path, 
     entry = registry.get("probed")
     probe = CompressionProbe(pairs_from_beir(load_dataset(str(folder), "test"), 20), entry.template("i_next"), entry.template("i_self"))
     standalone = probe.measure(load_autoregembed(entry, torch.float32, torch.device("cpu"), frozen_decoder=True))
-    for name in ("specific_share", "identification", "self_identification", "generic_gain", "state_norm"):
+    for name in ("specific_share", "generic_gain", "state_norm"):
         assert getattr(standalone, name) == pytest.approx(last[f"probe_{name}"], abs=1e-3, nan_ok=True)
+    # Rates over 20 pairs: the merged weights round differently from base + adapter, which can
+    # flip one near-tie among the barely trained model's candidates (one pair = 0.05).
+    for name in ("identification", "self_identification"):
+        assert getattr(standalone, name) == pytest.approx(last[f"probe_{name}"], abs=0.05 + 1e-6)
     # Without the base as decoder, the merged (trained) weights would score the targets.
     own = CompressionProbe(probe.pairs, entry.template("i_next"), entry.template("i_self"))
     assert own.measure(load_autoregembed(entry, torch.float32, torch.device("cpu"))).plain_right != pytest.approx(standalone.plain_right, abs=1e-3)
