@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import ArrError
-from .home import base_cache_dir, encoding_cache_dir, merged_cache_dir, reference_cache_dir
+from .home import base_cache_dir, encoding_cache_dir, merged_cache_dir, reference_cache_dir, traced_cache_dir
 
 
 def _beir_cache_dir() -> Path:
@@ -29,6 +29,7 @@ CACHES: dict[str, tuple[Callable[[], Path], str]] = {
     "beir": (_beir_cache_dir, "downloaded BEIR sets and beir-eval's indexes"),
     "bases": (base_cache_dir, "a GGUF base converted to safetensors"),
     "merged": (merged_cache_dir, "an adapter model merged into its base, for fast loads"),
+    "traced": (traced_cache_dir, "a traced query encoder, for fast cold searches"),
 }
 
 

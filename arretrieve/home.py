@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
@@ -32,6 +33,11 @@ def encoding_cache_dir() -> Path:
 def merged_cache_dir() -> Path:
     """Adapter models merged into their base once, per entry fingerprint and dtype (fast loads)."""
     return arr_home() / "cache" / "merged"
+
+
+def traced_cache_dir() -> Path:
+    """Traced encoders for cold starts, per entry fingerprint, dtype, pooling and torch version."""
+    return arr_home() / "cache" / "traced"
 
 
 def reference_cache_dir() -> Path:
@@ -70,3 +76,21 @@ def write_json_atomic(path: Path, payload: Any, replace: bool = True) -> None:
         handle.write("\n")
 
     write_atomic(path, write, replace=replace)
+
+
+def write_folder_atomic(target: Path, write: Callable[[Path], None], marker: str, record: dict) -> None:
+    """Write a folder at `target` whole or not at all: `write` fills a staging folder beside it,
+    `marker` (JSON) is written last, then the folder is renamed into place. A concurrent writer
+    that got there first wins."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        write(staging)
+        write_json_atomic(staging / marker, record)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not (target / marker).is_file():  # not a concurrent writer that won
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

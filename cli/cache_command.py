@@ -1,4 +1,4 @@
-"""`arr cache list|prune`: the encoding, reference-score, BEIR and base caches under $ARR_HOME/cache."""
+"""`arr cache list|prune`: the caches under $ARR_HOME/cache (arretrieve.cache.CACHES)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def list_cache(kind: List[str] = typer.Argument(None, help="encodings, reference
 
 @app.command("prune")
 def prune_cache(
-    kind: List[str] = typer.Argument(..., help="encodings, reference, beir, bases, merged, or all."),
+    kind: List[str] = typer.Argument(..., help="encodings, reference, beir, bases, merged, traced, or all."),
     older_than: float = typer.Option(0.0, "--older-than", min=0.0, help="Only entries untouched for more than this many days."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed, remove nothing."),
 ) -> None:

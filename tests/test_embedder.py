@@ -123,3 +123,49 @@ def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(capsys):
         progress.update(task, advance=6)
     lines = capsys.readouterr().err.splitlines()
     assert lines == ["encoding: 10/10 texts (100%)"]
+
+
+def test_traced_encoder_gives_the_eager_vectors_and_loads_without_transformers(tiny_llama_dir, isolated_home):
+    """`traced=True` (what searches use on a CPU) writes the traced encoder on the first load and
+    runs it on later ones: same ids, same vectors, same truncation count, and transformers is
+    never imported."""
+    import json
+    import subprocess
+    import sys
+
+    from arretrieve.modeling.traced import TracedEncoder, traced_folder
+
+    entry = tiny_entry(tiny_llama_dir)
+    eager = load_embedder(entry, device="cpu", dtype="float32", traced=True)
+    assert not isinstance(eager.model, TracedEncoder)
+    folder = traced_folder(entry, eager.dtype)
+    assert folder.is_dir()
+    traced = load_embedder(entry, device="cpu", dtype="float32", traced=True)
+    assert isinstance(traced.model, TracedEncoder)
+    texts = TEXTS + ["long text " * 100]
+    for role in ("query", "document"):
+        template = entry.template(role)
+        assert traced.model.encode_texts(texts, template) == eager.model.encode_texts(texts, template)
+        np.testing.assert_array_equal(traced.encode(texts, role=role, batch_size=3), eager.encode(texts, role=role, batch_size=3))
+        assert traced.last_stats.truncated == eager.last_stats.truncated > 0
+
+    script = ("import json, sys; from arretrieve.encoding import load_embedder; from arretrieve.registry import ModelEntry;"
+              f"entry = ModelEntry.from_dict(json.loads({json.dumps(json.dumps(entry.to_dict()))}));"
+              "vectors = load_embedder(entry, device='cpu', dtype='float32', traced=True).encode(['fonts'], role='query');"
+              "print(json.dumps({'transformers': 'transformers' in sys.modules, 'vector': vectors[0].tolist()}))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "ARR_HOME": str(isolated_home)})
+    report = json.loads(out.stdout)
+    assert report["transformers"] is False
+    np.testing.assert_array_equal(np.array(report["vector"], dtype=np.float32), eager.encode(["fonts"], role="query")[0])
+
+
+def test_a_damaged_traced_encoder_falls_back_to_the_model(tiny_llama_dir):
+    from arretrieve.modeling.traced import TRACE_FILE, TracedEncoder, traced_folder
+
+    entry = tiny_entry(tiny_llama_dir)
+    expected = load_embedder(entry, device="cpu", dtype="float32", traced=True).encode(["fonts"], role="query")
+    (traced_folder(entry, resolve_dtype("float32", resolve_device("cpu"))) / TRACE_FILE).write_bytes(b"not a trace")
+    embedder = load_embedder(entry, device="cpu", dtype="float32", traced=True)
+    assert not isinstance(embedder.model, TracedEncoder)
+    np.testing.assert_array_equal(embedder.encode(["fonts"], role="query"), expected)

@@ -16,8 +16,11 @@ if TYPE_CHECKING:
     from .embedder import Embedder
 
 
-def load_embedder(entry: ModelEntry, device: str = "auto", dtype: str | None = None) -> Embedder:
-    """An embedder for a registry entry; `dtype` overrides the entry's dtype (`auto` by default)."""
+def load_embedder(entry: ModelEntry, device: str = "auto", dtype: str | None = None, traced: bool = False) -> Embedder:
+    """An embedder for a registry entry; `dtype` overrides the entry's dtype (`auto` by default).
+    `traced`: on a CPU, run an AutoRegEmbed model's cached traced encoder, which loads without
+    importing transformers (a cold search's start), writing it on the first load; same vectors
+    (arretrieve.modeling.traced)."""
     from ..runtime import resolve_device, resolve_dtype
 
     torch_device = resolve_device(device)
@@ -26,10 +29,22 @@ def load_embedder(entry: ModelEntry, device: str = "auto", dtype: str | None = N
         from .sentence_transformer_embedder import SentenceTransformerEmbedder
 
         return SentenceTransformerEmbedder(entry, torch_device, torch_dtype)
-    from ..modeling.loading import load_autoregembed
     from .autoregembed_embedder import AutoRegEmbedEmbedder
 
+    traced = traced and torch_device.type == "cpu"
+    if traced:
+        from ..modeling.traced import load_traced
+
+        encoder = load_traced(entry, torch_dtype)
+        if encoder is not None:
+            return AutoRegEmbedEmbedder(entry, encoder, torch_device, torch_dtype)
+    from ..modeling.loading import load_autoregembed
+
     model = load_autoregembed(entry, torch_dtype, torch_device)
+    if traced:
+        from ..modeling.traced import save_traced
+
+        save_traced(model, entry, torch_dtype)
     return AutoRegEmbedEmbedder(entry, model, torch_device, torch_dtype)
 
 

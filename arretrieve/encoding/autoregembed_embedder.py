@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 
 from ..modeling.autoregembed_model import AutoRegEmbedModel
+from ..modeling.traced import TracedEncoder
 from ..registry.model_entry import ModelEntry
 from .embedder import Embedder
 
@@ -14,7 +15,8 @@ from .embedder import Embedder
 class AutoRegEmbedEmbedder(Embedder):
     truncation_note = "their text was cut, the prompt and compress tokens kept"
 
-    def __init__(self, entry: ModelEntry, model: AutoRegEmbedModel, device: torch.device, dtype: torch.dtype):
+    def __init__(self, entry: ModelEntry, model: AutoRegEmbedModel | TracedEncoder, device: torch.device,
+                 dtype: torch.dtype):
         super().__init__(entry, device, dtype)
         self.model = model
 

@@ -81,7 +81,7 @@ class Searcher:
         if self._embedder is None:
             from ..encoding import load_embedder
 
-            self._embedder = load_embedder(self.entry, device=self._device, dtype=self.manifest.encoder["dtype"])
+            self._embedder = load_embedder(self.entry, device=self._device, dtype=self.manifest.encoder["dtype"], traced=True)
         return self._embedder
 
     @embedder.setter

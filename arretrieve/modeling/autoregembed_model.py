@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,28 @@ class EncodedTexts:
 
     input_ids: list[list[int]]
     truncated: list[bool]
+
+
+def prompted_ids(tokenize: Callable[[list[str]], list[list[int]]], texts: Sequence[str], prefixes: Sequence[str],
+                 suffixes: Sequence[str], bos_ids: list[int], compress_ids: list[int], max_length: int) -> EncodedTexts:
+    """[BOS] + prefix + text + suffix + compress tokens per text, each piece tokenised on its own
+    (as the reference code does); the text is cut to fit max_length, never the rest."""
+    cache: dict[str, list[int]] = {}
+
+    def pieces(strings: Sequence[str]) -> list[list[int]]:
+        missing = [p for p in dict.fromkeys(strings) if p and p not in cache]
+        cache.update(zip(missing, tokenize(missing)))
+        return [cache[p] if p else [] for p in strings]
+
+    input_ids, truncated = [], []
+    for prefix_ids, text_ids, suffix_ids in zip(pieces(prefixes), tokenize(list(texts)), pieces(suffixes)):
+        fixed = len(bos_ids) + len(prefix_ids) + len(suffix_ids) + len(compress_ids)
+        room = max_length - fixed
+        if room < 1:
+            raise ArrError(f"max_length {max_length} leaves no room for text after the prompt ({fixed} tokens)")
+        truncated.append(len(text_ids) > room)
+        input_ids.append(bos_ids + prefix_ids + text_ids[:room] + suffix_ids + compress_ids)
+    return EncodedTexts(input_ids, truncated)
 
 
 def right_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,24 +172,7 @@ class AutoRegEmbedModel(nn.Module):
         return self.encode_parts(texts, [prefix] * len(texts), [suffix] * len(texts))
 
     def encode_parts(self, texts: Sequence[str], prefixes: Sequence[str], suffixes: Sequence[str]) -> EncodedTexts:
-        """[BOS] + prefix + text + suffix + compress tokens per text, each piece tokenised on its own
-        (as the reference code does); the text is cut to fit max_length, never the rest."""
-        cache: dict[str, list[int]] = {}
-
-        def pieces(strings: Sequence[str]) -> list[list[int]]:
-            missing = [p for p in dict.fromkeys(strings) if p and p not in cache]
-            cache.update(zip(missing, self._tokenize(missing)))
-            return [cache[p] if p else [] for p in strings]
-
-        input_ids, truncated = [], []
-        for prefix_ids, text_ids, suffix_ids in zip(pieces(prefixes), self._tokenize(texts), pieces(suffixes)):
-            fixed = len(self.bos_ids) + len(prefix_ids) + len(suffix_ids) + self.num_compress_tokens
-            room = self.max_length - fixed
-            if room < 1:
-                raise ArrError(f"max_length {self.max_length} leaves no room for text after the prompt ({fixed} tokens)")
-            truncated.append(len(text_ids) > room)
-            input_ids.append(self.bos_ids + prefix_ids + text_ids[:room] + suffix_ids + self.compress_token_ids)
-        return EncodedTexts(input_ids, truncated)
+        return prompted_ids(self._tokenize, texts, prefixes, suffixes, self.bos_ids, self.compress_token_ids, self.max_length)
 
     def pad(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded (B, L) ids and real lengths, on the model's device."""

@@ -12,15 +12,13 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ArrError
 from ..hashing import sha256_path
-from ..home import arr_home, base_cache_dir, write_json_atomic
+from ..home import arr_home, base_cache_dir, write_folder_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -178,21 +176,12 @@ def _convert_gguf(gguf: Path, sha256: str) -> Path:
 
 
 def save_model_folder(target: Path, model, tokenizer, marker: str, record: dict) -> None:
-    """Write a model folder at `target` whole or not at all: staged beside it, `marker` (JSON)
-    written last, then renamed into place. A concurrent writer that got there first wins."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    """A transformers model folder written whole or not at all (`write_folder_atomic`)."""
+    def write(staging: Path) -> None:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        write_json_atomic(staging / marker, record)
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if not (target / marker).is_file():  # not a concurrent writer that won
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    write_folder_atomic(target, write, marker, record)
 
 
 def local_folder(base: str, expected_sha256: str | None = None) -> str:
