@@ -363,6 +363,17 @@ def test_retrieval_is_measured_during_training_without_changing_it(tmp_path, dat
         assert all(torch.equal(a[k], b[k]) for k in a), name  # evaluating drew no random numbers
 
 
+def test_retrieval_check_encodes_at_the_entrys_length_whatever_training_cuts(tmp_path, data, registry):
+    from arretrieve.evaluation.beir_data import load_dataset
+    from arretrieve.training.evaluation import RetrievalCheck
+
+    entry = registry.get("tiny")
+    check = RetrievalCheck(entry, load_dataset(str(eval_folder(tmp_path)), "dev"), torch.float32)
+    short = build_trainable(entry, config(tmp_path, data, max_length=12), torch.float32)
+    full = build_trainable(entry, config(tmp_path, data, max_length=entry.max_length), torch.float32)
+    assert check.measure(short) == check.measure(full) and short.max_length == 12
+
+
 def test_bad_eval_data_is_refused_before_any_compute(tmp_path, data, registry, monkeypatch):
     monkeypatch.setattr("arretrieve.training.run.build_trainable", lambda *a, **k: pytest.fail("model loaded first"))
     with pytest.raises(ArrError, match=r"qrels/test.tsv does not exist"):

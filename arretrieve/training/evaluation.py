@@ -45,8 +45,14 @@ class RetrievalCheck:
 
     def measure(self, model) -> dict[str, float]:
         embedder = AutoRegEmbedEmbedder(self.entry, model, model.device, self.dtype)
-        documents = embedder.encode(self.doc_texts, role="document", batch_size=self.batch_size)
-        queries = embedder.encode([self.dataset.queries[q] for q in self.query_ids], role="query", batch_size=self.batch_size)
+        # Training may cut its inputs shorter (`max_length`) than the entry encodes them.
+        trained_length, model.max_length = model.max_length, self.entry.max_length
+        try:
+            documents = embedder.encode(self.doc_texts, role="document", batch_size=self.batch_size)
+            queries = embedder.encode([self.dataset.queries[q] for q in self.query_ids], role="query",
+                                      batch_size=self.batch_size)
+        finally:
+            model.max_length = trained_length
         scores = queries @ documents.T
         depth = min(TOP_K, len(self.doc_ids))
         top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
