@@ -31,12 +31,14 @@ def test_shipped_models_are_trained_small_and_intact(name):
 
 
 def test_the_default_says_how_it_was_trained():
-    """InfoNCE on a fully fine-tuned AutoRegEmbed stage 1 (kept in its lineage), shipped as a
-    low-rank extraction that records what share of the weight difference it keeps."""
+    """InfoNCE on a fully fine-tuned AutoRegEmbed stage 1, continued once (both earlier steps kept in
+    its lineage, nearest first), shipped as a low-rank extraction that records what share of the
+    weight difference it keeps."""
     default, pure = Registry().get(DEFAULT_MODEL), Registry().get(PURE_AUTOREGEMBED_MODEL)
     assert default.provenance["objective"] == "contrastive" and default.provenance["stages"] == ["align"]
     assert "InfoNCE" in default.description and "low-rank" in default.description
-    stage1 = default.provenance["lineage"][0]
+    first_infonce, stage1 = default.provenance["lineage"]
+    assert first_infonce["objective"] == "contrastive" and first_infonce["exported"]["low_rank"]["rank"] == 64
     assert stage1["stages"] == ["compress"] and stage1["hyperparameters"]["lora"] is False
     assert default.provenance["exported"]["low_rank"]["rank"] == 64
     assert pure.provenance["stages"] == ["compress", "align"] and pure.provenance["objective"] == "autoregembed"
