@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -47,28 +47,6 @@ class EncodedTexts:
     truncated: list[bool]
 
 
-def prompted_ids(tokenize: Callable[[list[str]], list[list[int]]], texts: Sequence[str], prefixes: Sequence[str],
-                 suffixes: Sequence[str], bos_ids: list[int], compress_ids: list[int], max_length: int) -> EncodedTexts:
-    """[BOS] + prefix + text + suffix + compress tokens per text, each piece tokenised on its own
-    (as the reference code does); the text is cut to fit max_length, never the rest."""
-    cache: dict[str, list[int]] = {}
-
-    def pieces(strings: Sequence[str]) -> list[list[int]]:
-        missing = [p for p in dict.fromkeys(strings) if p and p not in cache]
-        cache.update(zip(missing, tokenize(missing)))
-        return [cache[p] if p else [] for p in strings]
-
-    input_ids, truncated = [], []
-    for prefix_ids, text_ids, suffix_ids in zip(pieces(prefixes), tokenize(list(texts)), pieces(suffixes)):
-        fixed = len(bos_ids) + len(prefix_ids) + len(suffix_ids) + len(compress_ids)
-        room = max_length - fixed
-        if room < 1:
-            raise ArrError(f"max_length {max_length} leaves no room for text after the prompt ({fixed} tokens)")
-        truncated.append(len(text_ids) > room)
-        input_ids.append(bos_ids + prefix_ids + text_ids[:room] + suffix_ids + compress_ids)
-    return EncodedTexts(input_ids, truncated)
-
-
 def right_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad id lists into a (B, L) tensor; also return the real lengths."""
     lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
@@ -78,7 +56,43 @@ def right_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Te
     return batch, lengths
 
 
-class AutoRegEmbedModel(nn.Module):
+class PromptedInputs:
+    """Texts → encoder input ids in the layout above, and right-padded batches. A mixin for the
+    model and its traced copy (arretrieve.modeling.traced): they provide `_tokenize`, `bos_ids`,
+    `compress_token_ids`, `pad_id`, `max_length` and `device`."""
+
+    def encode_texts(self, texts: Sequence[str], template: str) -> EncodedTexts:
+        """Token ids for texts wrapped in a prompt template; only the text part is ever truncated."""
+        prefix, suffix = split_template(template)
+        return self.encode_parts(texts, [prefix] * len(texts), [suffix] * len(texts))
+
+    def encode_parts(self, texts: Sequence[str], prefixes: Sequence[str], suffixes: Sequence[str]) -> EncodedTexts:
+        """[BOS] + prefix + text + suffix + compress tokens per text, each piece tokenised on its own
+        (as the reference code does); the text is cut to fit max_length, never the rest."""
+        cache: dict[str, list[int]] = {}
+
+        def pieces(strings: Sequence[str]) -> list[list[int]]:
+            missing = [p for p in dict.fromkeys(strings) if p and p not in cache]
+            cache.update(zip(missing, self._tokenize(missing)))
+            return [cache[p] if p else [] for p in strings]
+
+        input_ids, truncated = [], []
+        for prefix_ids, text_ids, suffix_ids in zip(pieces(prefixes), self._tokenize(texts), pieces(suffixes)):
+            fixed = len(self.bos_ids) + len(prefix_ids) + len(suffix_ids) + len(self.compress_token_ids)
+            room = self.max_length - fixed
+            if room < 1:
+                raise ArrError(f"max_length {self.max_length} leaves no room for text after the prompt ({fixed} tokens)")
+            truncated.append(len(text_ids) > room)
+            input_ids.append(self.bos_ids + prefix_ids + text_ids[:room] + suffix_ids + self.compress_token_ids)
+        return EncodedTexts(input_ids, truncated)
+
+    def pad(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded (B, L) ids and real lengths, on the model's device."""
+        batch, lengths = right_pad(sequences, self.pad_id)
+        return batch.to(self.device), lengths.to(self.device)
+
+
+class AutoRegEmbedModel(PromptedInputs, nn.Module):
     def __init__(
         self,
         causal_lm: nn.Module,
@@ -165,19 +179,6 @@ class AutoRegEmbedModel(nn.Module):
         if not texts:
             return []
         return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-
-    def encode_texts(self, texts: Sequence[str], template: str) -> EncodedTexts:
-        """Token ids for texts wrapped in a prompt template; only the text part is ever truncated."""
-        prefix, suffix = split_template(template)
-        return self.encode_parts(texts, [prefix] * len(texts), [suffix] * len(texts))
-
-    def encode_parts(self, texts: Sequence[str], prefixes: Sequence[str], suffixes: Sequence[str]) -> EncodedTexts:
-        return prompted_ids(self._tokenize, texts, prefixes, suffixes, self.bos_ids, self.compress_token_ids, self.max_length)
-
-    def pad(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-padded (B, L) ids and real lengths, on the model's device."""
-        batch, lengths = right_pad(sequences, self.pad_id)
-        return batch.to(self.device), lengths.to(self.device)
 
     # ----------------------------------------------------------------- encoder side
     def _input_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:

@@ -29,9 +29,9 @@ from torch import nn
 
 from ..errors import ArrError
 from ..home import traced_cache_dir, write_folder_atomic
-from ..registry.model_entry import ModelEntry, split_template
+from ..registry.model_entry import ModelEntry
 from ..runtime import dtype_name
-from .autoregembed_model import AutoRegEmbedModel, EncodedTexts, prompted_ids, right_pad
+from .autoregembed_model import AutoRegEmbedModel, PromptedInputs
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,9 @@ def traced_folder(entry: ModelEntry, dtype: torch.dtype) -> Path:
     return traced_cache_dir() / f"{entry.fingerprint}-{dtype_name(dtype)}-{entry.pooling}-torch{torch.__version__}"
 
 
-class TracedEncoder:
-    """The traced encoder with the parts of AutoRegEmbedModel that encoding uses (`encode_texts`,
-    `pad`, `embed`, `hidden_size`), so AutoRegEmbedEmbedder runs either."""
+class TracedEncoder(PromptedInputs):
+    """The traced encoder with the parts of AutoRegEmbedModel that encoding uses (the inputs'
+    layout, `embed`, `hidden_size`), so AutoRegEmbedEmbedder runs either."""
 
     def __init__(self, folder: Path):
         import tokenizers
@@ -94,14 +94,6 @@ class TracedEncoder:
 
     def _tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         return [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
-
-    def encode_texts(self, texts: Sequence[str], template: str) -> EncodedTexts:
-        prefix, suffix = split_template(template)
-        return prompted_ids(self._tokenize, texts, [prefix] * len(texts), [suffix] * len(texts),
-                            self.bos_ids, self.compress_token_ids, self.max_length)
-
-    def pad(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        return right_pad(sequences, self.pad_id)
 
     def embed(self, input_ids: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
         if pooling != self.pooling:
