@@ -160,7 +160,7 @@ def test_traced_encoder_gives_the_eager_vectors_and_loads_without_transformers(t
     np.testing.assert_array_equal(np.array(report["vector"], dtype=np.float32), eager.encode(["fonts"], role="query")[0])
 
 
-def test_a_damaged_traced_encoder_falls_back_to_the_model(tiny_llama_dir):
+def test_a_damaged_traced_encoder_falls_back_to_the_model_and_is_rewritten(tiny_llama_dir):
     from arretrieve.modeling.traced import TRACE_FILE, TracedEncoder, traced_folder
 
     entry = tiny_entry(tiny_llama_dir)
@@ -169,3 +169,6 @@ def test_a_damaged_traced_encoder_falls_back_to_the_model(tiny_llama_dir):
     embedder = load_embedder(entry, device="cpu", dtype="float32", traced=True)
     assert not isinstance(embedder.model, TracedEncoder)
     np.testing.assert_array_equal(embedder.encode(["fonts"], role="query"), expected)
+    repaired = load_embedder(entry, device="cpu", dtype="float32", traced=True)  # that load traced it again
+    assert isinstance(repaired.model, TracedEncoder)
+    np.testing.assert_array_equal(repaired.encode(["fonts"], role="query"), expected)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -110,7 +111,8 @@ def load_traced(entry: ModelEntry, dtype: torch.dtype) -> TracedEncoder | None:
     try:
         return TracedEncoder(folder)
     except Exception as exc:  # a damaged cache only costs the eager load; never a failed search
-        log.info("cannot load the traced encoder in %s (%s); loading the model", folder, exc)
+        log.info("cannot load the traced encoder in %s (%s); loading the model, which traces it again", folder, exc)
+        shutil.rmtree(folder, ignore_errors=True)
         return None
 
 
@@ -118,8 +120,8 @@ def save_traced(model: AutoRegEmbedModel, entry: ModelEntry, dtype: torch.dtype)
     """Trace a CPU model's encoder into the cache, if its trace reproduces its vectors."""
     folder = traced_folder(entry, dtype)
     backend = getattr(model.tokenizer, "backend_tokenizer", None)  # fast tokenizers only
-    if (folder / LAYOUT_FILE).is_file() or backend is None or model.device.type != "cpu":
-        return (folder / LAYOUT_FILE).is_file()
+    if backend is None or model.device.type != "cpu":
+        return False
     template = entry.template("query")
     batches = [model.pad(model.encode_texts(texts, template).input_ids) for texts in CHECK_TEXTS]
     embed = _Embed(model, entry.pooling).eval()
