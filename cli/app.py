@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from . import beir_eval_command, cache_command, index_command, indexes_command, models_command, search_command, serve_command, train_command
+from . import beir_eval_command, cache_command, index_command, indexes_command, mine_command, models_command, search_command, serve_command, train_command
 
 app = typer.Typer(
     name="arr",
@@ -23,6 +23,7 @@ app.command("search")(search_command.search)
 app.command("beir-eval")(beir_eval_command.beir_eval)
 app.command("train")(train_command.train)
 app.command("serve")(serve_command.serve)
+app.command("mine-negatives")(mine_command.mine_negatives)
 
 
 def main() -> None:
