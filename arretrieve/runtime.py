@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+
 import torch
 
 from .errors import ArrError
+
+log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -39,12 +44,21 @@ def resolve_dtype(preference: str, device: torch.device) -> torch.dtype:
     if preference != "auto":
         if preference not in _DTYPES:
             raise ArrError(f"unknown dtype {preference!r}; use auto, float32, bfloat16 or float16")
+        if preference == "bfloat16" and device.type == "cpu" and not cpu_has_native_bf16():
+            _warn_emulated_bf16()
         return _DTYPES[preference]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return torch.float32
+
+
+@functools.cache
+def _warn_emulated_bf16() -> None:
+    # measured on a 2-core AVX2 EPYC: a bf16 matmul ran at 0.3 GFLOP/s against 95 in fp32
+    log.warning("bfloat16 asked for on a CPU without native bf16 (no AVX512-BF16 or AMX): its matrix multiplies "
+                "are emulated, over 100x slower than float32 here; dtype auto picks float32 on this CPU")
 
 
 def dtype_name(dtype: torch.dtype) -> str:

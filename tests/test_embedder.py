@@ -87,6 +87,21 @@ def test_bf16_vectors_match_fp32(tiny_llama_dir, embedder):
     assert (fp32_vectors * bf16_vectors).sum(1).min() > 0.99
 
 
+def test_bf16_on_a_cpu_without_native_bf16_warns_once(monkeypatch, caplog):
+    import torch
+
+    from arretrieve import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    runtime._warn_emulated_bf16.cache_clear()
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert not caplog.records
+    for _ in range(2):
+        assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    assert len([record for record in caplog.records if "emulated" in record.message]) == 1
+    runtime._warn_emulated_bf16.cache_clear()
+
+
 def test_device_and_dtype_choice():
     import torch
 
