@@ -1,6 +1,7 @@
 import json
 import math
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -612,3 +613,9 @@ def test_state_scale_trains_saves_loads_and_leaves_the_vectors_alone(tmp_path, d
         model.state_scale.fill_(1.0)
         assert not torch.allclose(model.score_padded(states, targets, target_lengths), scaled)
         assert torch.equal(model.embed(ids, lengths), vectors)  # the scale reaches the decoder only
+
+
+@pytest.mark.parametrize("recipe", sorted(Path(__file__).parents[1].glob("arretrieve/pretrained/*/recipe*.toml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_recipe_is_a_valid_config(recipe):
+    config = build_config(read_config_file(recipe), {"name": "check"})
+    assert config.base and config.stage in ("compress", "align", "all")
