@@ -1,6 +1,7 @@
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -619,3 +620,20 @@ def test_state_scale_trains_saves_loads_and_leaves_the_vectors_alone(tmp_path, d
 def test_every_shipped_recipe_is_a_valid_config(recipe):
     config = build_config(read_config_file(recipe), {"name": "check"})
     assert config.base and config.stage in ("compress", "align", "all")
+
+
+def test_resume_refuses_other_settings_or_data_and_accepts_the_same_data_elsewhere(tmp_path, data, registry):
+    started = config(tmp_path, data, name="resumable", objective="contrastive", stage="align", align_max_steps=2)
+    train(started, registry=registry)
+
+    with pytest.raises(ArrError, match=r"cannot resume .*align\.lr 5e-05 -> 0\.001"):
+        train(replace(started, resume=True, align=replace(started.align, lr=1e-3)), registry=registry)
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text(data[1].read_text().replace("with", "without"))
+    with pytest.raises(ArrError, match=r"data_fingerprints\.alignment"):
+        train(replace(started, resume=True, alignment_data=str(edited)), registry=registry)
+
+    moved = tmp_path / "moved" / "triplets.jsonl"
+    moved.parent.mkdir()
+    moved.write_text(data[1].read_text())
+    train(replace(started, resume=True, alignment_data=str(moved), logging_steps=2), registry=registry)

@@ -238,13 +238,17 @@ def _prepare(config: TrainConfig, registry: Registry, show_progress: bool) -> Tr
                                  base.template("i_next"), base.template("i_self"))
 
     run_dir = Path(config.output_dir or Path("runs") / config.name)
+    record = {**config.to_dict(), "toolkit_version": __version__,
+              "data_fingerprints": {"compression": compression and compression[1], "alignment": triplets and triplets[1]}}
     if _is_main_process():
         if run_dir.exists() and any(run_dir.iterdir()) and not config.resume:
             if not config.overwrite:
                 raise ArrError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start over")
             shutil.rmtree(run_dir)
+        if config.resume and (run_dir / "config.json").is_file():
+            _check_resumable(run_dir, json.loads((run_dir / "config.json").read_text()), json.loads(json.dumps(record)))
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / "config.json", {**config.to_dict(), "toolkit_version": __version__})
+        write_json_atomic(run_dir / "config.json", record)
     torch.set_flush_denormal(True)  # saturated sigmoid terms otherwise make fp32 steps several times slower
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
@@ -252,6 +256,38 @@ def _prepare(config: TrainConfig, registry: Registry, show_progress: bool) -> Tr
     # In-training evaluation encodes as the trained model will: its prompts and pooling.
     monitors = (RetrievalCheck(replace(base, pooling=pooling), eval_set, dtype) if eval_set else None, probe)
     return TrainingRun(config, base, run_dir, device, dtype, monitors, pooling, compression, triplets, show_progress)
+
+
+# What a resumed run may change: where and how it runs, never what it trains.
+_RESUMABLE_CHANGES = {"name", "resume", "overwrite", "device", "dtype", "logging_steps", "save_steps", "output_dir",
+                      "toolkit_version"}
+
+
+def _check_resumable(run_dir: Path, started: dict, now: dict) -> None:
+    """Refuse `--resume` with settings or data other than those the run started with: the
+    checkpoint's optimizer, schedule and data position belong to those."""
+
+    def flat(settings: dict, prefix: str = "") -> dict:
+        items = {}
+        for key, value in settings.items():
+            if prefix == "" and key in _RESUMABLE_CHANGES:
+                continue
+            if isinstance(value, dict) and key != "prompts":
+                items.update(flat(value, f"{prefix}{key}."))
+            else:
+                items[f"{prefix}{key}"] = value
+        return items
+
+    before, after = flat(started), flat(now)
+    # The training files are compared by content, so a run can resume with its data at another path;
+    # a run folder from before fingerprints were recorded compares the paths.
+    ignored = ("compression_data", "alignment_data") if "data_fingerprints.alignment" in before else ("data_fingerprints.",)
+    before, after = ({k: v for k, v in items.items() if not k.startswith(ignored)} for items in (before, after))
+    changed = [f"{key} {before.get(key)!r} -> {after.get(key)!r}" for key in sorted(before.keys() | after.keys())
+               if before.get(key) != after.get(key)]
+    if changed:
+        raise ArrError(f"cannot resume {run_dir}: it started with other settings or data ({'; '.join(changed)}); "
+                       "resume with the settings it started with, or start over with --overwrite or another --output-dir")
 
 
 def _starting_weights(run: TrainingRun, do_compress: bool) -> Path | None:
