@@ -636,4 +636,4 @@ def test_resume_refuses_other_settings_or_data_and_accepts_the_same_data_elsewhe
     moved = tmp_path / "moved" / "triplets.jsonl"
     moved.parent.mkdir()
     moved.write_text(data[1].read_text())
-    train(replace(started, resume=True, alignment_data=str(moved), logging_steps=2), registry=registry)
+    train(replace(started, resume=True, alignment_data=str(moved), logging_steps=2, eval_steps=5), registry=registry)

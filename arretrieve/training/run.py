@@ -258,9 +258,10 @@ def _prepare(config: TrainConfig, registry: Registry, show_progress: bool) -> Tr
     return TrainingRun(config, base, run_dir, device, dtype, monitors, pooling, compression, triplets, show_progress)
 
 
-# What a resumed run may change: where and how it runs, never what it trains.
-_RESUMABLE_CHANGES = {"name", "resume", "overwrite", "device", "dtype", "logging_steps", "save_steps", "output_dir",
-                      "toolkit_version"}
+# What a resumed run may change: where and how it runs and how often it measures, never what it
+# trains or what it is measured on (keep-best compares every evaluation of the run).
+_RESUMABLE_CHANGES = {"name", "resume", "overwrite", "device", "dtype", "logging_steps", "save_steps", "eval_steps",
+                      "output_dir", "toolkit_version"}
 
 
 def _check_resumable(run_dir: Path, started: dict, now: dict) -> None:
