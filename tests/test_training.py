@@ -170,21 +170,21 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, data,
     class Crash(Exception):
         pass
 
-    original = MetricsLog.on_step_end
+    original = MetricsLog.on_log
 
-    def crash_at_step_3_of_align(self, args, state, control, **kwargs):
+    def crash_at_step_3_of_align(self, args, state, control, **kwargs):  # after its loss is in metrics.jsonl
         original(self, args, state, control, **kwargs)
         if self.stage == "align" and state.global_step == 3:
             raise Crash
 
     interrupted = config(tmp_path / "b", data, name="resumed", stage="all", compress_max_steps=4, align_max_steps=4, save_steps=2,
                          group_by_length=grouped)
-    MetricsLog.on_step_end = crash_at_step_3_of_align
+    MetricsLog.on_log = crash_at_step_3_of_align
     try:
         with pytest.raises(Crash):
             train(interrupted, registry=registry)
     finally:
-        MetricsLog.on_step_end = original
+        MetricsLog.on_log = original
     assert (tmp_path / "b" / "run" / "align" / "checkpoint-2").is_dir()
     interrupted.resume = True
     train(interrupted, registry=registry)
@@ -192,6 +192,11 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, data,
         a = load_file(str(tmp_path / "a" / "run" / "align" / "final" / name))
         b = load_file(str(tmp_path / "b" / "run" / "align" / "final" / name))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    # metrics.jsonl: the steps measured again after the checkpoint appear once, the clock runs on
+    records = [[json.loads(line) for line in (tmp_path / side / "run" / "metrics.jsonl").read_text().splitlines()] for side in "ab"]
+    assert [(r["stage"], r["step"]) for r in records[1]] == [(r["stage"], r["step"]) for r in records[0]]
+    seconds = [r["seconds"] for r in records[1] if r["stage"] == "align"]
+    assert seconds == sorted(seconds)
 
 
 def test_end_to_end_train_registers_a_model_that_encodes(tmp_path, data, registry):

@@ -40,7 +40,7 @@ from .evaluation import RetrievalCheck, TrainingEval
 from .losses import beta_saturation
 from .model_setup import build_trainable
 from .steps import alignment_step, compression_step, contrastive_step, reference_log_probs
-from .trainer import AutoRegEmbedTrainer, MetricsLog, StepModule, training_arguments
+from .trainer import AutoRegEmbedTrainer, MetricsLog, StepModule, resume_metrics, training_arguments
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,13 @@ def _run_stage(stage: str, model, dataset, collator, step, config: TrainConfig, 
                show_progress: bool, monitors: tuple[RetrievalCheck | None, CompressionProbe | None] = (None, None)
                ) -> tuple[float, int]:
     stage_dir = run_dir / stage
-    callbacks = [MetricsLog(run_dir / "metrics.jsonl", stage, show_progress)]
+    resume = _latest_checkpoint(stage_dir) if config.resume else None
+    elapsed = 0.0
+    if resume:
+        log.info("resuming %s from %s", stage, resume)
+        if _is_main_process():
+            elapsed = resume_metrics(run_dir / "metrics.jsonl", stage, int(Path(resume).name.split("-")[1]))
+    callbacks = [MetricsLog(run_dir / "metrics.jsonl", stage, show_progress, elapsed)]
     retrieval, probe = monitors
     if retrieval or probe:
         callbacks.append(TrainingEval(model, run_dir / "metrics.jsonl", stage, config.eval_steps, dtype, retrieval=retrieval,
@@ -106,9 +112,6 @@ def _run_stage(stage: str, model, dataset, collator, step, config: TrainConfig, 
 
     trainer.remove_callback(PrinterCallback)  # MetricsLog reports instead
     trainer.remove_callback(ProgressCallback)
-    resume = _latest_checkpoint(stage_dir) if config.resume else None
-    if resume:
-        log.info("resuming %s from %s", stage, resume)
     output = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(stage_dir / "final"))
     _barrier()  # every rank reads these weights next

@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 from transformers import Trainer, TrainerCallback
 
+from ..home import write_atomic
 from .model_setup import load_trained_state, save_trained
 
 
@@ -46,14 +47,28 @@ class AutoRegEmbedTrainer(Trainer):
         load_trained_state(self.model.model, Path(resume_from_checkpoint))
 
 
-class MetricsLog(TrainerCallback):
-    """Appends every logged loss to metrics.jsonl (with the stage) and draws a progress bar with loss and ETA."""
+def resume_metrics(path: Path, stage: str, step: int) -> float:
+    """Before a stage resumes from its checkpoint at `step`: drop the stage's records of later steps
+    (they are measured again, so they would appear twice) and return the training seconds the
+    stage had logged by then, which the resumed run's clock continues from."""
+    if not path.is_file():
+        return 0.0
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    kept = [r for r in records if r.get("stage") != stage or r.get("step", 0) <= step]
+    if len(kept) < len(records):
+        write_atomic(path, lambda handle: handle.writelines(json.dumps(r) + "\n" for r in kept))
+    return max((r["seconds"] for r in kept if r.get("stage") == stage and "seconds" in r), default=0.0)
 
-    def __init__(self, path: Path, stage: str, show_progress: bool):
+
+class MetricsLog(TrainerCallback):
+    """Appends every logged loss to metrics.jsonl (with the stage) and draws a progress bar with loss and ETA.
+    `seconds` counts the stage's training time, continued across resumes from `elapsed`."""
+
+    def __init__(self, path: Path, stage: str, show_progress: bool, elapsed: float = 0.0):
         self.path, self.stage, self.show_progress = path, stage, show_progress
         self.progress = self.task = None
         self.last_loss: float | None = None
-        self.started = time.perf_counter()
+        self.started = time.perf_counter() - elapsed
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self.show_progress and state.is_world_process_zero:
