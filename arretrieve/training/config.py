@@ -131,7 +131,8 @@ class TrainConfig:
                                           "(--eval-data) or probe_<name> (--probe-data).")
     logging_steps: int = setting(10, "Log the loss every N steps.")
     output_dir: str | None = setting(None, "Run folder. (default: runs/NAME)")
-    resume: bool = setting(False, "Continue an interrupted run from its last checkpoint.")
+    resume: bool = setting(False, "Continue an interrupted run from its last checkpoint (with the settings and data it "
+                                  "started with; only where and how it runs, and how often it logs, saves or evaluates, may change).")
     overwrite: bool = setting(False, "Start the run folder and registry entry over.")
     fields: FieldMap = setting(factory=FieldMap, cli=False)
     preset: str | None = setting(None, "paper: the paper's hyperparameters.")
