@@ -81,8 +81,12 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
+def _checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[1])  # HF Trainer's checkpoint-<step>
+
+
 def _latest_checkpoint(stage_dir: Path) -> str | None:
-    checkpoints = sorted(stage_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    checkpoints = sorted(stage_dir.glob("checkpoint-*"), key=_checkpoint_step)
     return str(checkpoints[-1]) if checkpoints else None
 
 
@@ -95,7 +99,7 @@ def _run_stage(stage: str, model, dataset, collator, step, config: TrainConfig, 
     if resume:
         log.info("resuming %s from %s", stage, resume)
         if _is_main_process():
-            elapsed = resume_metrics(run_dir / "metrics.jsonl", stage, int(Path(resume).name.split("-")[1]))
+            elapsed = resume_metrics(run_dir / "metrics.jsonl", stage, _checkpoint_step(Path(resume)))
     callbacks = [MetricsLog(run_dir / "metrics.jsonl", stage, show_progress, elapsed)]
     retrieval, probe = monitors
     if retrieval or probe:
