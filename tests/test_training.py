@@ -186,6 +186,11 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, data,
     finally:
         MetricsLog.on_log = original
     assert (tmp_path / "b" / "run" / "align" / "checkpoint-2").is_dir()
+    # as if stage 2 had trained 1,000 s before the crash: the resumed model's provenance counts them
+    log_path = tmp_path / "b" / "run" / "metrics.jsonl"
+    logged = [json.loads(line) for line in log_path.read_text().splitlines()]
+    log_path.write_text("".join(json.dumps({**r, "seconds": r["seconds"] + 1000} if r["stage"] == "align" and "seconds" in r
+                                           else r) + "\n" for r in logged))
     interrupted.resume = True
     train(interrupted, registry=registry)
     for name in ("adapter_model.safetensors", "compress_embeddings.safetensors"):
@@ -197,6 +202,7 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, data,
     assert [(r["stage"], r["step"]) for r in records[1]] == [(r["stage"], r["step"]) for r in records[0]]
     seconds = [r["seconds"] for r in records[1] if r["stage"] == "align"]
     assert seconds == sorted(seconds)
+    assert registry.get("resumed").provenance["seconds"]["align"] >= seconds[-1] > 1000
 
 
 def test_end_to_end_train_registers_a_model_that_encodes(tmp_path, data, registry):

@@ -92,7 +92,9 @@ def _latest_checkpoint(stage_dir: Path) -> str | None:
 
 def _run_stage(stage: str, model, dataset, collator, step, config: TrainConfig, run_dir: Path, dtype, device,
                show_progress: bool, monitors: tuple[RetrievalCheck | None, CompressionProbe | None] = (None, None)
-               ) -> tuple[float, int]:
+               ) -> tuple[float, int, float]:
+    """Train one stage; returns its final loss, its steps and the seconds it had trained before this
+    process resumed it (0 for a fresh start), so its recorded time covers every session."""
     stage_dir = run_dir / stage
     resume = _latest_checkpoint(stage_dir) if config.resume else None
     elapsed = 0.0
@@ -120,7 +122,7 @@ def _run_stage(stage: str, model, dataset, collator, step, config: TrainConfig, 
     trainer.save_model(str(stage_dir / "final"))
     _barrier()  # every rank reads these weights next
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-    return (losses[-1] if losses else float(output.training_loss)), trainer.state.global_step
+    return (losses[-1] if losses else float(output.training_loss)), trainer.state.global_step, elapsed
 
 
 def _reference_scores(model, dataset: TripletSet, key: dict, batch_size: int, show_progress: bool) -> torch.Tensor:
@@ -328,10 +330,10 @@ def _compress(run: TrainingRun, result: TrainResult, init_from: Path | None) -> 
     model = build_trainable(run.base, config, run.dtype, init_from=init_from)
     dataset = CompressionSet(model, examples, config.max_target_length)
     _report_truncation("compression", dataset.truncation, config)
-    loss, steps = _run_stage("compress", model, dataset, CompressionCollator(model.pad_id), compression_step,
-                             config, run.run_dir, run.dtype, run.device, run.show_progress, run.monitors)
+    loss, steps, earlier = _run_stage("compress", model, dataset, CompressionCollator(model.pad_id), compression_step,
+                                      config, run.run_dir, run.dtype, run.device, run.show_progress, run.monitors)
     result.final_losses["compress"], result.steps["compress"] = loss, steps
-    result.seconds["compress"] = round(time.perf_counter() - stage_started, 1)
+    result.seconds["compress"] = round(earlier + time.perf_counter() - stage_started, 1)
     del model
     gc.collect()  # Trainer/accelerate keep reference cycles: free stage 1 before stage 2 allocates
     return final
@@ -361,10 +363,10 @@ def _align(run: TrainingRun, result: TrainResult, init_from: Path | None) -> Pat
                "prompt": base.prompts.get("i_next"), "add_bos": base.add_bos, "k": model.num_compress_tokens}
         dataset.reference = _reference_scores(model, dataset, key, config.align.batch_size, run.show_progress)
         _warn_if_saturated(dataset.reference, config)
-    loss, steps = _run_stage("align", model, dataset, TripletCollator(model.pad_id), step, config, run.run_dir, run.dtype,
-                             run.device, run.show_progress, run.monitors)
+    loss, steps, earlier = _run_stage("align", model, dataset, TripletCollator(model.pad_id), step, config, run.run_dir,
+                                      run.dtype, run.device, run.show_progress, run.monitors)
     result.final_losses["align"], result.steps["align"] = loss, steps
-    result.seconds["align"] = round(time.perf_counter() - stage_started, 1)
+    result.seconds["align"] = round(earlier + time.perf_counter() - stage_started, 1)
     del model, step
     gc.collect()
     return run.run_dir / "align" / "final"
