@@ -417,6 +417,32 @@ def test_gradient_checkpointing_gives_the_same_gradients(tmp_path, data, registr
         assert torch.allclose(grad, checkpointed[name], atol=1e-6, rtol=1e-4), name
 
 
+def test_compiled_layers_give_the_same_loss_and_gradients_and_save_the_same_names(tmp_path, data, registry):
+    """LoRA: one compiled layer graph serves the encoder (adapters on) and the decoder (adapters off)."""
+    from arretrieve.training.model_setup import save_trained
+    from arretrieve.training.steps import alignment_step
+
+    entry = registry.get("tiny")
+    triplets, _ = load_triplets(str(data[1]), TrainConfig(name="x").fields, 2)
+    losses, gradients = [], []
+    for compiled in (False, True):
+        cfg = config(tmp_path, data, lora_dropout=0.0, compile_layers=compiled)
+        model = build_trainable(entry, cfg, torch.float32).train()
+        dataset = TripletSet(model, triplets, entry.prompts["i_next"], entry.prompts["i_self"], 64)
+        dataset.reference = torch.full((len(dataset), 3), -30.0)
+        batch = TripletCollator(model.pad_id)([dataset[i] for i in range(4)])
+        loss = alignment_step(model, batch, cfg)
+        loss.backward()
+        losses.append(loss.item())
+        gradients.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+        save_trained(model, tmp_path / f"saved-{compiled}")
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert gradients[0].keys() == gradients[1].keys()
+    for name, grad in gradients[0].items():
+        assert torch.allclose(grad, gradients[1][name], atol=1e-6, rtol=1e-4), name
+    assert sorted(p.name for p in (tmp_path / "saved-True").iterdir()) == sorted(p.name for p in (tmp_path / "saved-False").iterdir())
+
+
 def test_in_batch_alignment_loss_equals_a_hand_computation():
     from arretrieve.training.steps import split_own
 
@@ -475,6 +501,47 @@ def test_hybrid_loss_is_alignment_plus_weighted_info_nce(tmp_path, data, registr
         scores = queries @ candidates.T / 0.1
         contrastive = sum(-(scores[i, i] - torch.logsumexp(scores[i], 0)).item() for i in range(4)) / 4
     assert hybrid == pytest.approx(aligned + 0.5 * contrastive, rel=1e-5)
+
+
+def test_contrastive_compression_loss_is_info_nce_plus_the_weighted_decoder_loss_of_each_query(tmp_path, data, registry):
+    from arretrieve.training.steps import contrastive_step
+
+    entry = registry.get("tiny")
+    cfg = config(tmp_path, data, lora=False, objective="contrastive+compression", compression_weight=0.3,
+                 reconstruction_weight=0.2, temperature=0.1)
+    model = build_trainable(entry, cfg, torch.float32).eval()
+    triplets, _ = load_triplets(str(data[1]), cfg.fields, 2)
+    dataset = TripletSet(model, triplets[:4], entry.prompts["query"], entry.prompts["document"], 64)
+    batch = TripletCollator(model.pad_id)([dataset[i] for i in range(4)])
+    with torch.no_grad():
+        combined = contrastive_step(model, batch, cfg).item()
+        contrastive = contrastive_step(model, batch, replace(cfg, objective="contrastive", reconstruction_weight=0.0)).item()
+
+        def decoder_loss(texts):
+            """By hand: the frozen decoder (the base) reads each positive's k states, then the text's tokens and EOS."""
+            nats, tokens = 0.0, 0
+            with model.frozen_decoder() as decoder:
+                for triplet, text in zip(triplets[:4], texts):
+                    states = model.compress(*model.pad(model.encode_texts([triplet.pos], entry.prompts["document"]).input_ids))
+                    target = model.encode_targets([text], 64).input_ids[0]
+                    inputs = torch.cat([states, decoder.get_input_embeddings()(torch.tensor([target]))], dim=1)
+                    logits = decoder(inputs_embeds=inputs).logits[0, model.num_compress_tokens - 1 : -1]
+                    nats -= torch.log_softmax(logits, -1)[torch.arange(len(target)), target].sum().item()
+                    tokens += len(target)
+            return nats / tokens
+
+        queries, documents = decoder_loss([t.query for t in triplets[:4]]), decoder_loss([t.pos for t in triplets[:4]])
+    assert combined == pytest.approx(contrastive + 0.3 * queries + 0.2 * documents, rel=1e-5)
+
+
+def test_contrastive_compression_trains_from_a_base_and_refuses_other_pooling(tmp_path, data, registry):
+    result = train(config(tmp_path, data, name="compressing", objective="contrastive+compression"), registry=registry)
+    assert result.entry.provenance["objective"] == "contrastive+compression" and result.entry.pooling == "compress-mean"
+    assert math.isfinite(result.final_losses["align"]) and "compress" not in result.final_losses
+    with pytest.raises(ArrError, match="pooling must be compress-mean"):
+        config(tmp_path, data, objective="contrastive+compression", pooling="mean")
+    with pytest.raises(ArrError, match="reconstruction_weight belongs to the contrastive"):
+        config(tmp_path, data, objective="contrastive", reconstruction_weight=0.5)
 
 
 @pytest.mark.parametrize("settings", [dict(in_batch_alignment=True), dict(objective="autoregembed+contrastive"),

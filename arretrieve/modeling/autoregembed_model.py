@@ -268,6 +268,18 @@ class AutoRegEmbedModel(PromptedInputs, nn.Module):
         else:
             self.causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
+    def compile_layers(self) -> None:
+        """torch.compile every transformer layer of the backbone (and of a separate frozen decoder) in
+        place. The layers share one code object, so one compiled graph per mode (encoder, decoder
+        with adapters off, no-grad evaluation) serves them all; shapes are dynamic from the start,
+        since batches vary in length. Names and weights are unchanged (save, load and resume as before)."""
+        for lm in filter(None, (self._base_lm, self.frozen_decoder_lm)):
+            stacks = [m for m in lm.get_decoder().children() if isinstance(m, nn.ModuleList)]
+            if not stacks:
+                raise ArrError(f"cannot find the layer stack of {type(lm).__name__} to compile; train without compile_layers")
+            for layer in stacks[0]:
+                layer.compile(dynamic=True)
+
     def encode_targets(self, targets: Sequence[str], max_target_length: int | None = None) -> EncodedTexts:
         """Decoder targets, cut to `max_target_length` tokens with the EOS kept; which were cut."""
         limit = (max_target_length or self.max_length) - 1

@@ -13,7 +13,9 @@ from typing import Any
 from ..errors import ArrError
 
 STAGES = ("compress", "align", "all")
-OBJECTIVES = ("autoregembed", "contrastive", "autoregembed+contrastive")
+OBJECTIVES = ("autoregembed", "contrastive", "autoregembed+contrastive", "contrastive+compression")
+# Objectives trained on triplets alone (no stage 1, no reference scores): InfoNCE, with or without the compression term.
+CONTRASTIVE_OBJECTIVES = ("contrastive", "contrastive+compression")
 REFERENCE_FORMS = ("code", "paper")
 PASSES = ("batched", "sequential")
 KEEP_BEST_METRICS = ("ndcg@10", "recall@10", "probe_specific_share", "probe_identification", "probe_self_identification")
@@ -79,7 +81,8 @@ class TrainConfig:
     compression_data: str | None = setting(None, "Stage-1 rows {context, instruction, output}: file or HF dataset id.")
     alignment_data: str | None = setting(None, "Stage-2 rows {query, pos, neg (string or list)}: file or HF dataset id.")
     stage: str = setting("all", "compress, align or all.")
-    objective: str = setting("autoregembed", "autoregembed, contrastive (InfoNCE baseline) or autoregembed+contrastive.")
+    objective: str = setting("autoregembed", "autoregembed, contrastive (InfoNCE baseline), autoregembed+contrastive or "
+                                             "contrastive+compression.")
     reference_form: str = setting("code", "Stage-2 reference term: code (adds the margin) or paper (DPO form).")
     lora: bool = setting(True, "LoRA with trainable compress rows, or full fine-tuning.", flag="--lora/--full")
     lora_r: int = setting(32, "LoRA rank.")
@@ -107,6 +110,11 @@ class TrainConfig:
                                               "denominator), with the stage-1 model's scores of those pairs computed on "
                                               "the fly as the reference term.")
     contrastive_weight: float = setting(1.0, "autoregembed+contrastive: loss = alignment + this weight x InfoNCE on the pooled vectors.")
+    compression_weight: float = setting(1.0, "contrastive+compression: loss = InfoNCE + this weight x stage 1's loss of the "
+                                             "frozen decoder generating each query from its positive document's states.")
+    reconstruction_weight: float = setting(0.0, "contrastive+compression: plus this weight x the frozen decoder's loss "
+                                                "rebuilding each positive document (cut to max_target_length) from its "
+                                                "own states, ICAE's autoencoding task, which made stage 1 compress.")
     temperature: float = setting(0.05, "InfoNCE temperature.")
     in_batch_negatives: bool = setting(True, "InfoNCE: the other rows' positives are negatives too.")
     pooling: str = setting("compress-mean", "Contrastive objective's pooling: compress-mean, last-token or mean.")
@@ -115,6 +123,9 @@ class TrainConfig:
     max_length: int = setting(512, "Encoder input tokens (the text is cut, never the prompt or compress tokens).")
     max_target_length: int = setting(256, "Decoder target tokens.")
     gradient_checkpointing: bool = setting(False, "Recompute activations in backward (less memory, slower).")
+    compile_layers: bool = setting(False, "torch.compile each transformer layer (regional compilation): fuses the norm, "
+                                          "rotary, activation and LoRA element-wise work, about half of a CPU step; the "
+                                          "first steps of each new shape pay the compilation (needs a C++ compiler on CPU).")
     dtype: str = setting("auto", "auto (bf16 where native), float32 or bfloat16.")
     device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps.")
     seed: int = setting(42, "Random seed (initialisation, data order).")
@@ -155,7 +166,8 @@ class TrainConfig:
             (self.reference_form in REFERENCE_FORMS, f"reference form must be one of {', '.join(REFERENCE_FORMS)}"),
             (self.passes in PASSES, f"passes must be one of {', '.join(PASSES)}"),
             (self.num_negatives >= 1, "num_negatives must be at least 1"),
-            (self.contrastive_weight >= 0, "contrastive_weight must not be negative"),
+            (min(self.contrastive_weight, self.compression_weight, self.reconstruction_weight) >= 0,
+             "contrastive_weight, compression_weight and reconstruction_weight must not be negative"),
             (self.beta > 0 and self.tau > 0 and self.temperature > 0, "beta, tau and temperature must be positive"),
             (min(self.compress.batch_size, self.align.batch_size) >= 1, "batch sizes must be at least 1"),
             (self.eval_steps >= 1, "eval_steps must be at least 1"),
@@ -171,14 +183,18 @@ class TrainConfig:
                 problems.append(f"keep_best {self.keep_best} needs probe_data")
             elif not self.keep_best.startswith("probe_") and not self.eval_data:
                 problems.append(f"keep_best {self.keep_best} needs eval_data")
-        if self.objective == "contrastive" and self.stage == "compress":
-            problems.append("the contrastive objective has no compression stage; use --stage align or all")
+        if self.objective in CONTRASTIVE_OBJECTIVES and self.stage == "compress":
+            problems.append(f"the {self.objective} objective has no compression stage; use --stage align or all")
+        if self.objective == "contrastive+compression" and self.pooling != "compress-mean":
+            problems.append("contrastive+compression trains the compress states the decoder reads: pooling must be compress-mean")
+        if self.reconstruction_weight and self.objective != "contrastive+compression":
+            problems.append("reconstruction_weight belongs to the contrastive+compression objective")
         if problems:
             raise ArrError("; ".join(problems))
 
     def needs(self) -> tuple[bool, bool]:
         """(run stage 1, run stage 2)."""
-        if self.objective == "contrastive":
+        if self.objective in CONTRASTIVE_OBJECTIVES:
             return False, True
         return self.stage in ("compress", "all"), self.stage in ("align", "all")
 

@@ -58,6 +58,8 @@ def build_trainable(entry: ModelEntry, config: TrainConfig, dtype: torch.dtype, 
         model.state_scale = torch.nn.Parameter(torch.tensor(model.initial_state_scale(), device=model.device))
     if config.gradient_checkpointing:
         model.enable_gradient_checkpointing()
+    if config.compile_layers:
+        model.compile_layers()
     # Trainable parameters are kept in fp32 (AdamW's eps underflows in half precision); bf16
     # compute comes from autocast.
     for parameter in model.parameters():

@@ -34,7 +34,7 @@ from ..registry.model_folder import trained_entry, weights_folder
 from ..registry import ModelEntry, Registry
 from ..registry.new_entry import new_entry
 from .batches import CompressionCollator, CompressionSet, TripletCollator, TripletSet, prompt_template
-from .config import STAGE_NAMES, TrainConfig
+from .config import CONTRASTIVE_OBJECTIVES, STAGE_NAMES, TrainConfig
 from .data import load_compression_data, load_triplets
 from .evaluation import RetrievalCheck, TrainingEval
 from .losses import beta_saturation
@@ -261,7 +261,7 @@ def _prepare(config: TrainConfig, registry: Registry, show_progress: bool) -> Tr
     torch.set_flush_denormal(True)  # saturated sigmoid terms otherwise make fp32 steps several times slower
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
-    pooling = config.pooling if config.objective == "contrastive" else "compress-mean"
+    pooling = config.pooling if config.objective in CONTRASTIVE_OBJECTIVES else "compress-mean"
     # In-training evaluation encodes as the trained model will: its prompts and pooling.
     monitors = (RetrievalCheck(replace(base, pooling=pooling), eval_set, dtype) if eval_set else None, probe)
     return TrainingRun(config, base, run_dir, device, dtype, monitors, pooling, compression, triplets, show_progress)
@@ -305,7 +305,7 @@ def _starting_weights(run: TrainingRun, do_compress: bool) -> Path | None:
     objective), or None to start from an untrained base."""
     base, config = run.base, run.config
     if base.weights == "base":
-        if not do_compress and config.objective != "contrastive":
+        if not do_compress and config.objective not in CONTRASTIVE_OBJECTIVES:
             raise ArrError(f"--stage align starts from a stage-1 model; {base.name!r} is an untrained base")
         return None
     # An adapter continues as LoRA, or merged into the base under full fine-tuning; fully
@@ -347,7 +347,7 @@ def _align(run: TrainingRun, result: TrainResult, init_from: Path | None) -> Pat
     run.provenance_data["alignment"] = {"source": config.alignment_data, "fingerprint": fingerprint, "examples": len(examples)}
     stage_started = time.perf_counter()
     model = build_trainable(base, config, run.dtype, init_from=init_from)
-    contrastive = config.objective == "contrastive"
+    contrastive = config.objective in CONTRASTIVE_OBJECTIVES
     roles = ("query", "document") if contrastive else ("i_next", "i_self")
     dataset = TripletSet(model, examples, prompt_template(base.prompts, roles[0]), prompt_template(base.prompts, roles[1]),
                          config.max_target_length)

@@ -121,15 +121,33 @@ def pooled_info_nce(model: AutoRegEmbedModel, batch: dict, e_q: torch.Tensor, e_
 
 
 def contrastive_step(model: AutoRegEmbedModel, batch: dict, config: TrainConfig) -> torch.Tensor:
-    """InfoNCE with one encoder pass per kind of text (queries are never padded to document length)."""
-    batch_size = batch["encoder_ids"].shape[0] // 2
-    ids, lengths = batch["encoder_ids"], batch["encoder_lengths"]
-    queries = model.embed(_trim(ids[:batch_size], lengths[:batch_size]), lengths[:batch_size], config.pooling)
-    positives = model.embed(_trim(ids[batch_size:], lengths[batch_size:]), lengths[batch_size:], config.pooling)
+    """InfoNCE with one encoder pass per kind of text (queries are never padded to document length).
+    contrastive+compression adds stage 1's loss on the same positives' compress states: the frozen
+    decoder generates each query from its positive document's states (and, with a reconstruction
+    weight, rebuilds the document itself), so the vectors that retrieve stay readable by the
+    decoder (InfoNCE alone lets them drift from what it can read)."""
+    (q_ids, q_lengths), (p_ids, p_lengths) = _encoder_inputs(batch)
+    queries = model.embed(q_ids, q_lengths, config.pooling)
+    compressing = config.objective == "contrastive+compression"
+    if compressing:
+        states = model.compress(p_ids, p_lengths)
+        positives = model.pool(states)
+    else:
+        positives = model.embed(p_ids, p_lengths, config.pooling)
     negatives = model.embed(_trim(batch["negative_ids"], batch["negative_lengths"]), batch["negative_lengths"], config.pooling)
-    n = negatives.shape[0] // batch_size
-    negatives = negatives.view(n, batch_size, -1).transpose(0, 1)
-    return info_nce_loss(queries, positives, negatives, config.temperature, config.in_batch_negatives)
+    n = negatives.shape[0] // q_ids.shape[0]
+    negatives = negatives.view(n, q_ids.shape[0], -1).transpose(0, 1)
+    loss = info_nce_loss(queries, positives, negatives, config.temperature, config.in_batch_negatives)
+    if compressing:
+        lengths = batch["query_target_lengths"]
+        summed = model.score_padded(states, _trim(batch["query_targets"], lengths), lengths)
+        loss = loss + config.compression_weight * compression_loss(summed, lengths)
+    if compressing and config.reconstruction_weight:
+        batch_size = q_ids.shape[0]
+        lengths = batch["target_lengths"][:batch_size]  # the collator's targets start with the positives
+        summed = model.score_padded(states, _trim(batch["targets"][:batch_size], lengths), lengths)
+        loss = loss + config.reconstruction_weight * compression_loss(summed, lengths)
+    return loss
 
 
 @torch.no_grad()
