@@ -1,14 +1,16 @@
 """Trained tokens per second of both AutoRegEmbed stages: the batching main had before issue 13
-(random order) vs length-grouped batches, optionally larger, side by side in one run, against the
-machine's measured matrix-multiply peak.
+(random order) vs length-grouped batches, optionally larger, and the same with compiled layers,
+side by side in one run, against the machine's measured matrix-multiply peak.
 
     python benchmarks/train_throughput.py --compression ../shared/data/debian-desc/train/compression.jsonl.gz \
-        --triplets runs/data/synopsis-triplets.jsonl --steps 4 --batch-size 8 --grouped-batch-size 16
+        --triplets runs/data/synopsis-triplets.jsonl --steps 4 --batch-size 8 --grouped-batch-size 16 --compiled
 
 A step is forward, backward and the AdamW update of LoRA (r 16) + compress rows. Before: random
 batches of `--batch-size` with LoRA dropout `--lora-dropout`, as main trained until issue 13.
 After: HF Trainer's `group_by_length` batches of `--grouped-batch-size` with
-`--grouped-lora-dropout`. Both from the same rows and seed, each variant with its own model.
+`--grouped-lora-dropout`; with `--compiled`, also those batches with every transformer layer
+compiled (`compile_layers`), whose warm-up steps (`--warmup`) pay the compilation and are timed
+apart. All from the same rows and seed, each variant with its own model.
 Larger batches give the matrix units larger matrices; LoRA dropout draws a random mask over every
 adapted layer's input (210 `bernoulli_` calls, about a quarter of a stage-1 step on AMX).
 Trained tokens are real tokens (encoder inputs + decoder targets, no padding). The model
@@ -48,7 +50,9 @@ def main() -> None:
                         help="rows per step after: group_by_length batches (default: --batch-size)")
     parser.add_argument("--lora-dropout", type=float, default=0.1, help="LoRA dropout before (the default until 2026-12-03)")
     parser.add_argument("--grouped-lora-dropout", type=float, default=0.0, help="LoRA dropout after")
-    parser.add_argument("--steps", type=int, default=6, help="measured steps per variant and stage (after one warm-up)")
+    parser.add_argument("--steps", type=int, default=6, help="measured steps per variant and stage (after the warm-up)")
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured first steps per variant and stage")
+    parser.add_argument("--compiled", action="store_true", help="add the grouped variant with compiled layers")
     parser.add_argument("--rows", type=int, default=800, help="rows the sampler draws batches from")
     parser.add_argument("--dtype", default="auto")
     args = parser.parse_args()
@@ -68,13 +72,17 @@ def main() -> None:
     dtype = resolve_dtype(args.dtype, device)
     entry = Registry().get(args.model)
     recipe_prompts = {"i_next": "{text}\nSummarize this text in one line.\n", "i_self": "{text}\nThis sentence means in one word: \u201c\n"}
-    variants = {"random (main)": {"batch_size": args.batch_size, "lora_dropout": args.lora_dropout},
-                "group_by_length": {"batch_size": args.grouped_batch_size or args.batch_size,
-                                    "lora_dropout": args.grouped_lora_dropout}}
+    grouped = {"batch_size": args.grouped_batch_size or args.batch_size, "lora_dropout": args.grouped_lora_dropout,
+               "compile_layers": False}
+    variants = {"random (main)": {"batch_size": args.batch_size, "lora_dropout": args.lora_dropout, "compile_layers": False},
+                "group_by_length": grouped}
+    if args.compiled:
+        variants["group_by_length + compiled layers"] = {**grouped, "compile_layers": True}
     config = TrainConfig(name="bench", lora_r=16, lora_alpha=32)
     models, optimizers = {}, {}
     for variant, settings in variants.items():
-        models[variant] = build_trainable(entry, replace(config, lora_dropout=settings["lora_dropout"]), dtype).to(device).train()
+        models[variant] = build_trainable(entry, replace(config, lora_dropout=settings["lora_dropout"],
+                                                         compile_layers=settings["compile_layers"]), dtype).to(device).train()
         optimizers[variant] = torch.optim.AdamW([p for p in models[variant].parameters() if p.requires_grad], lr=1e-5)
     model = models["random (main)"]  # tokenisation and sizes are the same for both
     body = model._base_lm.get_decoder()
@@ -109,19 +117,20 @@ def main() -> None:
         for variant, settings in variants.items():
             size = settings["batch_size"]
             torch.manual_seed(42)
-            if variant == "group_by_length":
+            if variant != "random (main)":
                 order = list(LengthGroupedSampler(size, dataset=dataset, lengths=dataset.lengths))
             else:
                 order = torch.randperm(len(dataset)).tolist()
             batches = [order[start : start + size] for start in range(0, len(order) - size + 1, size)]
-            if len(batches) < args.steps + 1:
-                parser.error(f"--rows {args.rows} gives {len(batches)} batches of {size}; need {args.steps + 1}")
-            stride = len(batches) / (args.steps + 1)
-            measured[variant] = [batches[int(i * stride)] for i in range(args.steps + 1)]
+            if len(batches) < args.steps + args.warmup:
+                parser.error(f"--rows {args.rows} gives {len(batches)} batches of {size}; need {args.steps + args.warmup}")
+            stride = len(batches) / (args.steps + args.warmup)
+            measured[variant] = [batches[int(i * stride)] for i in range(args.steps + args.warmup)]
         timings = {variant: [] for variant in variants}
+        warmup_seconds = {variant: 0.0 for variant in variants}
         counted = {variant: [0, 0] for variant in variants}
         # Alternate the variants step by step so drift on a shared machine hits both alike.
-        for index in range(args.steps + 1):
+        for index in range(args.steps + args.warmup):
             for variant in variants:
                 batch = {k: v.to(device) for k, v in collate([dataset[i] for i in measured[variant][index]]).items()}
                 started = time.perf_counter()
@@ -130,7 +139,9 @@ def main() -> None:
                 loss.backward()
                 optimizers[variant].step()
                 optimizers[variant].zero_grad(set_to_none=True)
-                if index:  # the first step of each variant warms up
+                if index < args.warmup:  # the first steps warm up (and compile)
+                    warmup_seconds[variant] += time.perf_counter() - started
+                else:
                     timings[variant].append(time.perf_counter() - started)
                     all_tokens, scored = tokens(batch, stage)
                     counted[variant][0] += all_tokens
@@ -139,12 +150,14 @@ def main() -> None:
             seconds = sum(timings[variant])
             flops = 6 * body_params * counted[variant][0] + 6 * head_params * counted[variant][1]
             results.append({"stage": stage, "variant": variant, "steps": args.steps, **settings,
+                            "warmup_s": round(warmup_seconds[variant], 1),
                             "median_step_s": round(statistics.median(timings[variant]), 2),
                             "trained_tokens_per_s": round(counted[variant][0] / seconds, 1),
                             "model_gflops_per_s": round(flops / seconds / 1e9, 1),
                             "fraction_of_peak": round(flops / seconds / peak[dtype_name(dtype)], 3)})
-        base, grouped = (r["trained_tokens_per_s"] for r in results[-2:])
-        results[-1]["speedup_vs_main"] = round(grouped / base, 2)
+        stage_results = results[-len(variants):]
+        for result in stage_results[1:]:
+            result["speedup_vs_main"] = round(result["trained_tokens_per_s"] / stage_results[0]["trained_tokens_per_s"], 2)
     print(json.dumps({"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                       "dtype": dtype_name(dtype), "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peak.items()},
                       "results": results}, indent=1))
