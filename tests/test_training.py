@@ -511,7 +511,7 @@ def test_contrastive_compression_loss_is_info_nce_plus_the_weighted_decoder_loss
                  reconstruction_weight=0.2, temperature=0.1)
     model = build_trainable(entry, cfg, torch.float32).eval()
     triplets, _ = load_triplets(str(data[1]), cfg.fields, 2)
-    dataset = TripletSet(model, triplets[:4], entry.prompts["query"], entry.prompts["document"], 64)
+    dataset = TripletSet(model, triplets[:4], entry.prompts["query"], entry.prompts["document"], 64, query_targets=True)
     batch = TripletCollator(model.pad_id)([dataset[i] for i in range(4)])
     with torch.no_grad():
         combined = contrastive_step(model, batch, cfg).item()

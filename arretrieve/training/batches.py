@@ -45,18 +45,19 @@ class TripletSet(Dataset):
     """Stage 2 and the contrastive baseline: query, positive and negatives, tokenised for both sides."""
 
     def __init__(self, model: AutoRegEmbedModel, triplets: list[Triplet], query_template: str, doc_template: str,
-                 max_target_length: int):
+                 max_target_length: int, query_targets: bool = False):
         count, n = len(triplets), len(triplets[0].negs)
         queries = model.encode_texts([t.query for t in triplets], query_template)
         positives = model.encode_texts([t.pos for t in triplets], doc_template)
         negatives = model.encode_texts([neg for t in triplets for neg in t.negs], doc_template)
         pos_targets = model.encode_targets([t.pos for t in triplets], max_target_length)
-        # Each query as a decoder target after its positive's states (contrastive+compression).
-        query_targets = model.encode_targets([t.query for t in triplets], max_target_length)
+        # Each query as a decoder target after its positive's states, for contrastive+compression only
+        # (tokenised and counted as cut only where it is scored).
+        query_targets = model.encode_targets([t.query for t in triplets] if query_targets else [], max_target_length)
         neg_targets = model.encode_targets([neg for t in triplets for neg in t.negs], max_target_length)
         self.queries, self.positives = queries.input_ids, positives.input_ids
         self.negatives = [negatives.input_ids[i * n : (i + 1) * n] for i in range(count)]
-        self.pos_targets, self.query_targets = pos_targets.input_ids, query_targets.input_ids
+        self.pos_targets, self.query_targets = pos_targets.input_ids, query_targets.input_ids or None
         self.neg_targets = [neg_targets.input_ids[i * n : (i + 1) * n] for i in range(count)]
         self.truncation = Truncation(
             sum(queries.truncated) + sum(positives.truncated) + sum(negatives.truncated),
@@ -72,8 +73,9 @@ class TripletSet(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = {"query": self.queries[index], "pos": self.positives[index], "negs": self.negatives[index],
-                "pos_target": self.pos_targets[index], "neg_targets": self.neg_targets[index],
-                "query_target": self.query_targets[index]}
+                "pos_target": self.pos_targets[index], "neg_targets": self.neg_targets[index]}
+        if self.query_targets is not None:
+            item["query_target"] = self.query_targets[index]
         if self.reference is not None:
             item["reference"] = self.reference[index]
         return item
@@ -97,7 +99,7 @@ class CompressionCollator:
 
 class TripletCollator:
     """Queries then positives for the encoder; decoder targets ordered [pos | pos | neg_1 | … | neg_n], and
-    the queries as targets apart."""
+    the queries as targets apart where the set has them."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
@@ -109,10 +111,10 @@ class TripletCollator:
         negative_ids, negative_lengths = right_pad(negatives, self.pad_id)
         targets = [i["pos_target"] for i in items] * 2 + [i["neg_targets"][j] for j in range(n) for i in items]
         target_ids, target_lengths = right_pad(targets, self.pad_id)
-        query_target_ids, query_target_lengths = right_pad([i["query_target"] for i in items], self.pad_id)
         batch = {"encoder_ids": encoder_ids, "encoder_lengths": encoder_lengths, "negative_ids": negative_ids,
-                 "negative_lengths": negative_lengths, "targets": target_ids, "target_lengths": target_lengths,
-                 "query_targets": query_target_ids, "query_target_lengths": query_target_lengths}
+                 "negative_lengths": negative_lengths, "targets": target_ids, "target_lengths": target_lengths}
+        if "query_target" in items[0]:
+            batch["query_targets"], batch["query_target_lengths"] = right_pad([i["query_target"] for i in items], self.pad_id)
         if "reference" in items[0]:
             batch["reference"] = torch.stack([torch.as_tensor(i["reference"]) for i in items])
         return batch

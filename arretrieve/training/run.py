@@ -350,7 +350,7 @@ def _align(run: TrainingRun, result: TrainResult, init_from: Path | None) -> Pat
     contrastive = config.objective in CONTRASTIVE_OBJECTIVES
     roles = ("query", "document") if contrastive else ("i_next", "i_self")
     dataset = TripletSet(model, examples, prompt_template(base.prompts, roles[0]), prompt_template(base.prompts, roles[1]),
-                         config.max_target_length)
+                         config.max_target_length, query_targets=config.objective == "contrastive+compression")
     _report_truncation("alignment", dataset.truncation, config)
     step = contrastive_step if contrastive else alignment_step
     if config.in_batch_alignment and not contrastive:

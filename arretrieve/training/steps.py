@@ -13,10 +13,13 @@ def _trim(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return ids[:, : int(lengths.max())]
 
 
+def decoder_loss(model: AutoRegEmbedModel, states: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Stage 1's loss: the frozen decoder's token-level cross-entropy on right-padded targets after the states."""
+    return compression_loss(model.score_padded(states, _trim(targets, lengths), lengths), lengths)
+
+
 def compression_step(model: AutoRegEmbedModel, batch: dict, config: TrainConfig) -> torch.Tensor:
-    compressed = model.compress(batch["input_ids"], batch["lengths"])
-    summed = model.score_padded(compressed, batch["targets"], batch["target_lengths"])
-    return compression_loss(summed, batch["target_lengths"])
+    return decoder_loss(model, model.compress(batch["input_ids"], batch["lengths"]), batch["targets"], batch["target_lengths"])
 
 
 def alignment_log_probs(model: AutoRegEmbedModel, batch: dict, passes: str = "batched"):
@@ -139,14 +142,11 @@ def contrastive_step(model: AutoRegEmbedModel, batch: dict, config: TrainConfig)
     negatives = negatives.view(n, q_ids.shape[0], -1).transpose(0, 1)
     loss = info_nce_loss(queries, positives, negatives, config.temperature, config.in_batch_negatives)
     if compressing:
-        lengths = batch["query_target_lengths"]
-        summed = model.score_padded(states, _trim(batch["query_targets"], lengths), lengths)
-        loss = loss + config.compression_weight * compression_loss(summed, lengths)
-    if compressing and config.reconstruction_weight:
-        batch_size = q_ids.shape[0]
-        lengths = batch["target_lengths"][:batch_size]  # the collator's targets start with the positives
-        summed = model.score_padded(states, _trim(batch["targets"][:batch_size], lengths), lengths)
-        loss = loss + config.reconstruction_weight * compression_loss(summed, lengths)
+        loss = loss + config.compression_weight * decoder_loss(model, states, batch["query_targets"], batch["query_target_lengths"])
+        if config.reconstruction_weight:
+            batch_size = q_ids.shape[0]  # the collator's targets start with the positives
+            loss = loss + config.reconstruction_weight * decoder_loss(model, states, batch["targets"][:batch_size],
+                                                                      batch["target_lengths"][:batch_size])
     return loss
 
 
