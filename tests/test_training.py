@@ -508,21 +508,22 @@ def test_contrastive_compression_loss_is_info_nce_plus_the_weighted_decoder_loss
 
     entry = registry.get("tiny")
     cfg = config(tmp_path, data, lora=False, objective="contrastive+compression", compression_weight=0.3,
-                 reconstruction_weight=0.2, temperature=0.1)
+                 reconstruction_weight=0.2, query_reconstruction_weight=0.1, temperature=0.1)
     model = build_trainable(entry, cfg, torch.float32).eval()
     triplets, _ = load_triplets(str(data[1]), cfg.fields, 2)
     dataset = TripletSet(model, triplets[:4], entry.prompts["query"], entry.prompts["document"], 64, query_targets=True)
     batch = TripletCollator(model.pad_id)([dataset[i] for i in range(4)])
     with torch.no_grad():
         combined = contrastive_step(model, batch, cfg).item()
-        contrastive = contrastive_step(model, batch, replace(cfg, objective="contrastive", reconstruction_weight=0.0)).item()
+        contrastive = contrastive_step(model, batch, replace(cfg, objective="contrastive", reconstruction_weight=0.0,
+                                                            query_reconstruction_weight=0.0)).item()
 
-        def decoder_loss(texts):
-            """By hand: the frozen decoder (the base) reads each positive's k states, then the text's tokens and EOS."""
+        def decoder_loss(sources, prompt, texts):
+            """By hand: the frozen decoder (the base) reads each source's k states, then the text's tokens and EOS."""
             nats, tokens = 0.0, 0
             with model.frozen_decoder() as decoder:
-                for triplet, text in zip(triplets[:4], texts):
-                    states = model.compress(*model.pad(model.encode_texts([triplet.pos], entry.prompts["document"]).input_ids))
+                for source, text in zip(sources, texts):
+                    states = model.compress(*model.pad(model.encode_texts([source], prompt).input_ids))
                     target = model.encode_targets([text], 64).input_ids[0]
                     inputs = torch.cat([states, decoder.get_input_embeddings()(torch.tensor([target]))], dim=1)
                     logits = decoder(inputs_embeds=inputs).logits[0, model.num_compress_tokens - 1 : -1]
@@ -530,8 +531,12 @@ def test_contrastive_compression_loss_is_info_nce_plus_the_weighted_decoder_loss
                     tokens += len(target)
             return nats / tokens
 
-        queries, documents = decoder_loss([t.query for t in triplets[:4]]), decoder_loss([t.pos for t in triplets[:4]])
-    assert combined == pytest.approx(contrastive + 0.3 * queries + 0.2 * documents, rel=1e-5)
+        queries, documents = [t.query for t in triplets[:4]], [t.pos for t in triplets[:4]]
+        query_from_document = decoder_loss(documents, entry.prompts["document"], queries)
+        document_from_itself = decoder_loss(documents, entry.prompts["document"], documents)
+        query_from_itself = decoder_loss(queries, entry.prompts["query"], queries)
+    assert combined == pytest.approx(contrastive + 0.3 * query_from_document + 0.2 * document_from_itself
+                                     + 0.1 * query_from_itself, rel=1e-5)
 
 
 def test_contrastive_compression_trains_from_a_base_and_refuses_other_pooling(tmp_path, data, registry):
@@ -542,6 +547,8 @@ def test_contrastive_compression_trains_from_a_base_and_refuses_other_pooling(tm
         config(tmp_path, data, objective="contrastive+compression", pooling="mean")
     with pytest.raises(ArrError, match="reconstruction_weight belongs to the contrastive"):
         config(tmp_path, data, objective="contrastive", reconstruction_weight=0.5)
+    with pytest.raises(ArrError, match="query_reconstruction_weight belongs to the contrastive"):
+        config(tmp_path, data, objective="contrastive", query_reconstruction_weight=0.5)
 
 
 @pytest.mark.parametrize("settings", [dict(in_batch_alignment=True), dict(objective="autoregembed+contrastive"),

@@ -115,6 +115,9 @@ class TrainConfig:
     reconstruction_weight: float = setting(0.0, "contrastive+compression: plus this weight x the frozen decoder's loss "
                                                 "rebuilding each positive document (cut to max_target_length) from its "
                                                 "own states, ICAE's autoencoding task, which made stage 1 compress.")
+    query_reconstruction_weight: float = setting(0.0, "contrastive+compression: plus this weight x the frozen decoder's loss "
+                                                      "rebuilding each query from its own states (the query prompt's, which "
+                                                      "the index searches with), as stage 1's i_self rows do.")
     temperature: float = setting(0.05, "InfoNCE temperature.")
     in_batch_negatives: bool = setting(True, "InfoNCE: the other rows' positives are negatives too.")
     pooling: str = setting("compress-mean", "Contrastive objective's pooling: compress-mean, last-token or mean.")
@@ -166,8 +169,8 @@ class TrainConfig:
             (self.reference_form in REFERENCE_FORMS, f"reference form must be one of {', '.join(REFERENCE_FORMS)}"),
             (self.passes in PASSES, f"passes must be one of {', '.join(PASSES)}"),
             (self.num_negatives >= 1, "num_negatives must be at least 1"),
-            (min(self.contrastive_weight, self.compression_weight, self.reconstruction_weight) >= 0,
-             "contrastive_weight, compression_weight and reconstruction_weight must not be negative"),
+            (min(self.contrastive_weight, self.compression_weight, self.reconstruction_weight, self.query_reconstruction_weight) >= 0,
+             "contrastive_weight, compression_weight and the reconstruction weights must not be negative"),
             (self.beta > 0 and self.tau > 0 and self.temperature > 0, "beta, tau and temperature must be positive"),
             (min(self.compress.batch_size, self.align.batch_size) >= 1, "batch sizes must be at least 1"),
             (self.eval_steps >= 1, "eval_steps must be at least 1"),
@@ -187,8 +190,9 @@ class TrainConfig:
             problems.append(f"the {self.objective} objective has no compression stage; use --stage align or all")
         if self.objective == "contrastive+compression" and self.pooling != "compress-mean":
             problems.append("contrastive+compression trains the compress states the decoder reads: pooling must be compress-mean")
-        if self.reconstruction_weight and self.objective != "contrastive+compression":
-            problems.append("reconstruction_weight belongs to the contrastive+compression objective")
+        for weight in ("reconstruction_weight", "query_reconstruction_weight"):
+            if getattr(self, weight) and self.objective != "contrastive+compression":
+                problems.append(f"{weight} belongs to the contrastive+compression objective")
         if problems:
             raise ArrError("; ".join(problems))
 

@@ -126,17 +126,16 @@ def pooled_info_nce(model: AutoRegEmbedModel, batch: dict, e_q: torch.Tensor, e_
 def contrastive_step(model: AutoRegEmbedModel, batch: dict, config: TrainConfig) -> torch.Tensor:
     """InfoNCE with one encoder pass per kind of text (queries are never padded to document length).
     contrastive+compression adds stage 1's loss on the same positives' compress states: the frozen
-    decoder generates each query from its positive document's states (and, with a reconstruction
-    weight, rebuilds the document itself), so the vectors that retrieve stay readable by the
+    decoder generates each query from its positive document's states (and, with the reconstruction
+    weights, rebuilds the document from its states and the query from its own), so the vectors that retrieve stay readable by the
     decoder (InfoNCE alone lets them drift from what it can read)."""
     (q_ids, q_lengths), (p_ids, p_lengths) = _encoder_inputs(batch)
-    queries = model.embed(q_ids, q_lengths, config.pooling)
     compressing = config.objective == "contrastive+compression"
     if compressing:
-        states = model.compress(p_ids, p_lengths)
-        positives = model.pool(states)
+        query_states, states = model.compress(q_ids, q_lengths), model.compress(p_ids, p_lengths)
+        queries, positives = model.pool(query_states), model.pool(states)
     else:
-        positives = model.embed(p_ids, p_lengths, config.pooling)
+        queries, positives = model.embed(q_ids, q_lengths, config.pooling), model.embed(p_ids, p_lengths, config.pooling)
     negatives = model.embed(_trim(batch["negative_ids"], batch["negative_lengths"]), batch["negative_lengths"], config.pooling)
     n = negatives.shape[0] // q_ids.shape[0]
     negatives = negatives.view(n, q_ids.shape[0], -1).transpose(0, 1)
@@ -147,6 +146,9 @@ def contrastive_step(model: AutoRegEmbedModel, batch: dict, config: TrainConfig)
             batch_size = q_ids.shape[0]  # the collator's targets start with the positives
             loss = loss + config.reconstruction_weight * decoder_loss(model, states, batch["targets"][:batch_size],
                                                                       batch["target_lengths"][:batch_size])
+        if config.query_reconstruction_weight:
+            loss = loss + config.query_reconstruction_weight * decoder_loss(model, query_states, batch["query_targets"],
+                                                                            batch["query_target_lengths"])
     return loss
 
 
