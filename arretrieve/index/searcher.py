@@ -17,7 +17,7 @@ from .manifest import IndexManifest, model_for_index
 
 # Hybrid search: weighted score fusion with this weight on the dense side, chosen on Debian dev
 # (BENCHMARKS.md, hybrid search); the default mode of an index that has a BM25 side.
-HYBRID = {"fusion": "weighted", "weight": 0.6}
+HYBRID = {"fusion": "weighted", "weight": 0.7}
 DEFAULT_MODE = "hybrid"
 
 
