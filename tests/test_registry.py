@@ -31,15 +31,19 @@ def test_shipped_models_are_trained_small_and_intact(name):
 
 
 def test_the_default_says_how_it_was_trained():
-    """InfoNCE on a fully fine-tuned AutoRegEmbed stage 1, continued twice, the last time on mined
-    hard negatives (every earlier step kept in its lineage, nearest first), shipped as a low-rank
-    extraction that records what share of the weight difference it keeps."""
+    """InfoNCE on a fully fine-tuned AutoRegEmbed stage 1, continued twice (the last time on mined
+    hard negatives), then twice with the compression terms (every earlier step kept in its lineage,
+    nearest first), shipped as a low-rank extraction that records what share of the weight
+    difference it keeps."""
     default, pure = Registry().get(DEFAULT_MODEL), Registry().get(PURE_AUTOREGEMBED_MODEL)
-    assert default.provenance["objective"] == "contrastive" and default.provenance["stages"] == ["align"]
-    assert "InfoNCE" in default.description and "low-rank" in default.description
+    assert default.provenance["objective"] == "contrastive+compression" and default.provenance["stages"] == ["align"]
+    assert "InfoNCE" in default.description and "compression" in default.description and "low-rank" in default.description
     assert "bm25neg" in default.provenance["data"]["alignment"]["source"]
-    continued, first_infonce, stage1 = default.provenance["lineage"]
-    assert continued["steps"] == {"align": 600} and continued["exported"]["low_rank"]["rank"] == 64
+    hyperparameters = default.provenance["hyperparameters"]
+    assert hyperparameters["reconstruction_weight"] == hyperparameters["query_reconstruction_weight"] == 1.0
+    compressing, hardneg, continued, first_infonce, stage1 = default.provenance["lineage"]
+    assert compressing["objective"] == "contrastive+compression" and compressing["exported"]["low_rank"]["rank"] == 64
+    assert hardneg["steps"] == continued["steps"] == {"align": 600} and "bm25neg" in hardneg["data"]["alignment"]["source"]
     assert first_infonce["objective"] == "contrastive" and first_infonce["exported"]["low_rank"]["rank"] == 64
     assert stage1["stages"] == ["compress"] and stage1["hyperparameters"]["lora"] is False
     assert default.provenance["exported"]["low_rank"]["rank"] == 64
