@@ -127,8 +127,8 @@ def contrastive_step(model: AutoRegEmbedModel, batch: dict, config: TrainConfig)
     """InfoNCE with one encoder pass per kind of text (queries are never padded to document length).
     contrastive+compression adds stage 1's loss on the same positives' compress states: the frozen
     decoder generates each query from its positive document's states (and, with the reconstruction
-    weights, rebuilds the document from its states and the query from its own), so the vectors that retrieve stay readable by the
-    decoder (InfoNCE alone lets them drift from what it can read)."""
+    weights, rebuilds the document from its states and the query from its own), so the vectors that
+    retrieve stay readable by the decoder (InfoNCE alone lets them drift from what it can read)."""
     (q_ids, q_lengths), (p_ids, p_lengths) = _encoder_inputs(batch)
     compressing = config.objective == "contrastive+compression"
     if compressing:
