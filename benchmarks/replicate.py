@@ -6,10 +6,13 @@ and step budget) trained four ways,
   (b) stage 1 only (information compression)                   → PREFIX-stage1
   (c) InfoNCE contrastive baseline (the paper's fair baseline) → PREFIX-infonce
   (d) AutoRegEmbed with the `paper` reference form             → PREFIX-are-paper
+  (e) stage 1, then alignment + λ·InfoNCE (autoregembed+contrastive) → PREFIX-hybrid
+  (f) stage 1, then InfoNCE + the compression term (contrastive+compression, on the
+      retrieval triplets, with the recipe's reconstruction weights)  → PREFIX-compression
 
 then evaluated with `arr beir-eval` next to the untrained base, the MiniLM baseline and BM25.
 
-(a), (b) and (d) share one stage-1 run, as their stage 1 is identical. (c) trains on the
+(a), (b), (d), (e) and (f) share one stage-1 run, as their stage 1 is identical. (c) trains on the
 retrieval-oriented triplets (synopsis query, description positive and hard negative, plus
 in-batch negatives) for as many steps as (a) takes in both stages, with the recipe's batch size,
 stage-2 learning rate and prompts. Models already registered under these names are reused, so an
@@ -19,6 +22,15 @@ interrupted study resumes.
     python benchmarks/replicate.py --data ../shared/data/debian-desc --split dev
 
 Use `--split dev` while choosing settings and `--split test` once for the reported table.
+
+At the default model's budget (full fine-tuning, stage 1 on synopsis rows interleaved with
+reconstruction rows, 200 stage-2 steps; `benchmarks/replicate-full.toml`):
+
+    python benchmarks/reconstruction_rows.py ../shared/data/debian-desc/train/compression.jsonl.gz \
+        runs/data/compression-reconstruction.jsonl --every 2
+    python benchmarks/replicate.py --data ../shared/data/debian-desc --split dev \
+        --recipe benchmarks/replicate-full.toml --prefix study-full \
+        --variants stage1,are,hybrid,compression,infonce
 """
 
 from __future__ import annotations
@@ -29,18 +41,29 @@ import time
 from pathlib import Path
 
 RECIPE = Path(__file__).resolve().parent.parent / "arretrieve" / "pretrained" / "autoregembed-smollm2-135m" / "recipe.toml"
-VARIANTS = ("stage1", "are", "are-paper", "infonce")
+VARIANTS = ("stage1", "are", "are-paper", "infonce", "hybrid", "compression")
+FROM_STAGE1 = ("are", "are-paper", "hybrid", "compression")
 
 
 def plans(recipe: dict, data: Path, names: dict[str, str]) -> dict[str, dict]:
     """The training settings of each variant, all derived from the one recipe."""
     total_steps = recipe["compress"]["max_steps"] + recipe["align"]["max_steps"]
+    retrieval_triplets = str(data / "train" / "triplets.jsonl.gz")
+    # The state scale is stage 1's (stage 2 loads it with the weights); with an eval set, stage 2
+    # keeps its best retrieval, as the default's recipes do.
+    stage2 = {**recipe, "state_scale": False, **({"keep_best": "ndcg@10"} if recipe.get("eval_data") else {})}
     return {
         "stage1": {**recipe, "stage": "compress"},
-        "are": {**recipe, "base": names["stage1"], "stage": "align", "reference_form": "code"},
-        "are-paper": {**recipe, "base": names["stage1"], "stage": "align", "reference_form": "paper"},
-        "infonce": {**recipe, "objective": "contrastive", "stage": "all",
-                    "alignment_data": str(data / "train" / "triplets.jsonl.gz"),
+        "are": {**stage2, "base": names["stage1"], "stage": "align", "reference_form": "code"},
+        "are-paper": {**stage2, "base": names["stage1"], "stage": "align", "reference_form": "paper"},
+        "hybrid": {**stage2, "base": names["stage1"], "stage": "align", "objective": "autoregembed+contrastive"},
+        # The default's last step: InfoNCE, the query generated from the document's states, and
+        # both texts rebuilt from their own states.
+        "compression": {**stage2, "base": names["stage1"], "stage": "align", "objective": "contrastive+compression",
+                        "alignment_data": retrieval_triplets, "reconstruction_weight": 1.0,
+                        "query_reconstruction_weight": 1.0, "max_target_length": 96},
+        "infonce": {**stage2, "objective": "contrastive", "stage": "all",
+                    "alignment_data": retrieval_triplets,
                     "align": {**recipe["align"], "max_steps": total_steps, "examples": total_steps * recipe["align"]["batch_size"]}},
     }
 
@@ -70,7 +93,7 @@ def main() -> None:
     unknown = set(wanted) - set(VARIANTS)
     if unknown:
         raise SystemExit(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
-    if {"are", "are-paper"} & set(wanted):
+    if set(FROM_STAGE1) & set(wanted):
         wanted = ["stage1", *[v for v in wanted if v != "stage1"]]  # their stage 1
     recipe = nest_stage_settings(tomllib.loads(args.recipe.read_text(encoding="utf-8")))
     names = {key: f"{args.prefix}-{key}" for key in VARIANTS}
@@ -87,7 +110,7 @@ def main() -> None:
                           "losses": result.final_losses, "steps": result.steps}), flush=True)
     if args.train_only:
         return
-    order = [names[v] for v in ("are", "stage1", "infonce", "are-paper") if v in wanted]
+    order = [names[v] for v in ("are", "stage1", "infonce", "are-paper", "hybrid", "compression") if v in wanted]
     models = order + [m for m in args.baselines.split(",") if m]
     records = run_beir_eval([str(args.data / args.split)], models, split=args.split, output=args.results)
     print(markdown_table(records))
