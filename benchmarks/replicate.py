@@ -1,6 +1,6 @@
-"""The paper's central comparison on our data, reproducibly: one recipe (the built-in default
-model's, `arretrieve/pretrained/autoregembed-smollm2-135m/recipe.toml`: same base, data, prompts, LoRA
-and step budget) trained four ways,
+"""The paper's central comparison on our data, reproducibly: one recipe (by default the built-in pure
+AutoRegEmbed model's, `arretrieve/pretrained/autoregembed-smollm2-135m/recipe.toml`: same base, data,
+prompts, LoRA and step budget) trained up to six ways,
 
   (a) AutoRegEmbed, both stages, reference form `code`         → PREFIX-are
   (b) stage 1 only (information compression)                   → PREFIX-stage1
@@ -8,7 +8,7 @@ and step budget) trained four ways,
   (d) AutoRegEmbed with the `paper` reference form             → PREFIX-are-paper
   (e) stage 1, then alignment + λ·InfoNCE (autoregembed+contrastive) → PREFIX-hybrid
   (f) stage 1, then InfoNCE + the compression term (contrastive+compression, on the
-      retrieval triplets, with the recipe's reconstruction weights)  → PREFIX-compression
+      retrieval triplets, both reconstruction terms at weight 1.0) → PREFIX-compression
 
 then evaluated with `arr beir-eval` next to the untrained base, the MiniLM baseline and BM25.
 
@@ -41,8 +41,7 @@ import time
 from pathlib import Path
 
 RECIPE = Path(__file__).resolve().parent.parent / "arretrieve" / "pretrained" / "autoregembed-smollm2-135m" / "recipe.toml"
-VARIANTS = ("stage1", "are", "are-paper", "infonce", "hybrid", "compression")
-FROM_STAGE1 = ("are", "are-paper", "hybrid", "compression")
+VARIANTS = ("are", "stage1", "infonce", "are-paper", "hybrid", "compression")  # the table's order
 
 
 def plans(recipe: dict, data: Path, names: dict[str, str]) -> dict[str, dict]:
@@ -74,7 +73,7 @@ def main() -> None:
     parser.add_argument("--split", choices=("dev", "test"), default="dev")
     parser.add_argument("--recipe", type=Path, default=RECIPE)
     parser.add_argument("--prefix", default="study")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="which of the four to train and evaluate")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="which variants to train and evaluate (comma-separated)")
     parser.add_argument("--runs", type=Path, default=Path("runs"))
     parser.add_argument("--results", type=Path, default=Path("results/replicate"))
     parser.add_argument("--train-only", action="store_true", help="train (or reuse) the models, evaluate nothing")
@@ -93,11 +92,12 @@ def main() -> None:
     unknown = set(wanted) - set(VARIANTS)
     if unknown:
         raise SystemExit(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
-    if set(FROM_STAGE1) & set(wanted):
-        wanted = ["stage1", *[v for v in wanted if v != "stage1"]]  # their stage 1
     recipe = nest_stage_settings(tomllib.loads(args.recipe.read_text(encoding="utf-8")))
     names = {key: f"{args.prefix}-{key}" for key in VARIANTS}
-    for key, settings in plans(recipe, args.data, names).items():
+    variant_plans = plans(recipe, args.data, names)
+    if any(variant_plans[v].get("base") == names["stage1"] for v in wanted):
+        wanted.append("stage1")  # their stage 1 (plans puts it first)
+    for key, settings in variant_plans.items():
         if key not in wanted:
             continue
         if names[key] in registry.names() and registry.get(names[key]).provenance.get("trained_by"):
@@ -110,7 +110,7 @@ def main() -> None:
                           "losses": result.final_losses, "steps": result.steps}), flush=True)
     if args.train_only:
         return
-    order = [names[v] for v in ("are", "stage1", "infonce", "are-paper", "hybrid", "compression") if v in wanted]
+    order = [names[v] for v in VARIANTS if v in wanted]
     models = order + [m for m in args.baselines.split(",") if m]
     records = run_beir_eval([str(args.data / args.split)], models, split=args.split, output=args.results)
     print(markdown_table(records))
