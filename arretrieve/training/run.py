@@ -40,7 +40,7 @@ from .evaluation import RetrievalCheck, TrainingEval
 from .losses import beta_saturation
 from .model_setup import build_trainable
 from .steps import alignment_step, compression_step, contrastive_step, reference_log_probs
-from .trainer import AutoRegEmbedTrainer, MetricsLog, StepModule, resume_metrics, training_arguments
+from .trainer import AutoRegEmbedTrainer, MetricsLog, StepModule, finished_stage_seconds, resume_metrics, training_arguments
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class TrainResult:
     final_losses: dict[str, float] = field(default_factory=dict)
     steps: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    earlier_seconds: float = 0.0  # trained by earlier processes of a resumed run (counted in the total)
     registered: bool = False  # only the main process registers (and reports) under torchrun
 
 
@@ -222,7 +223,7 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
         return result
     if (run.run_dir / "metrics.jsonl").is_file():
         _plot_losses(run.run_dir)
-    result.seconds["total"] = round(time.perf_counter() - started, 1)
+    result.seconds["total"] = round(result.earlier_seconds + time.perf_counter() - started, 1)
     result.entry = _register(run, registry, init_from.resolve(), result)
     result.registered = True
     return result
@@ -325,6 +326,8 @@ def _compress(run: TrainingRun, result: TrainResult, init_from: Path | None) -> 
     final = run.run_dir / "compress" / "final"
     if config.resume and (final / "compress_embeddings.safetensors").is_file():
         log.info("stage 1 already finished in %s", final)
+        result.seconds["compress"] = finished_stage_seconds(run.run_dir / "metrics.jsonl", "compress")
+        result.earlier_seconds += result.seconds["compress"]
         return final
     stage_started = time.perf_counter()
     model = build_trainable(run.base, config, run.dtype, init_from=init_from)
@@ -334,6 +337,7 @@ def _compress(run: TrainingRun, result: TrainResult, init_from: Path | None) -> 
                                       config, run.run_dir, run.dtype, run.device, run.show_progress, run.monitors)
     result.final_losses["compress"], result.steps["compress"] = loss, steps
     result.seconds["compress"] = round(earlier + time.perf_counter() - stage_started, 1)
+    result.earlier_seconds += earlier
     del model
     gc.collect()  # Trainer/accelerate keep reference cycles: free stage 1 before stage 2 allocates
     return final
@@ -367,6 +371,7 @@ def _align(run: TrainingRun, result: TrainResult, init_from: Path | None) -> Pat
                                       run.dtype, run.device, run.show_progress, run.monitors)
     result.final_losses["align"], result.steps["align"] = loss, steps
     result.seconds["align"] = round(earlier + time.perf_counter() - stage_started, 1)
+    result.earlier_seconds += earlier
     del model, step
     gc.collect()
     return run.run_dir / "align" / "final"
