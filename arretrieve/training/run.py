@@ -40,7 +40,8 @@ from .evaluation import RetrievalCheck, TrainingEval
 from .losses import beta_saturation
 from .model_setup import build_trainable
 from .steps import alignment_step, compression_step, contrastive_step, reference_log_probs
-from .trainer import AutoRegEmbedTrainer, MetricsLog, StepModule, finished_stage_seconds, resume_metrics, training_arguments
+from .trainer import (AutoRegEmbedTrainer, MetricsLog, StepModule, finished_stage_seconds, read_metrics, resume_metrics,
+                      training_arguments)
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def _plot_losses(run_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = read_metrics(run_dir / "metrics.jsonl")
     written = []
     for stage in dict.fromkeys(r["stage"] for r in records):
         points = [(r["step"], r["loss"]) for r in records if r["stage"] == stage and "loss" in r]

@@ -51,7 +51,7 @@ def resume_metrics(path: Path, stage: str, step: int) -> float:
     """Before a stage resumes from its checkpoint at `step`: drop the stage's records of later steps
     (they are measured again, so they would appear twice) and return the training seconds the
     stage had logged by then, which the resumed run's clock continues from."""
-    records = _records(path)
+    records = read_metrics(path)
     kept = [r for r in records if r.get("stage") != stage or r.get("step", 0) <= step]
     if len(kept) < len(records):
         write_atomic(path, lambda handle: handle.writelines(json.dumps(r) + "\n" for r in kept))
@@ -60,10 +60,11 @@ def resume_metrics(path: Path, stage: str, step: int) -> float:
 
 def finished_stage_seconds(path: Path, stage: str) -> float:
     """The training seconds a stage that finished in an earlier process had logged."""
-    return _logged_seconds(_records(path), stage)
+    return _logged_seconds(read_metrics(path), stage)
 
 
-def _records(path: Path) -> list[dict]:
+def read_metrics(path: Path) -> list[dict]:
+    """A run's metrics.jsonl records (none before its first log)."""
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
