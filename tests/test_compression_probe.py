@@ -62,7 +62,7 @@ def test_the_probe_gives_the_known_answer():
     assert result.pairs == 40  # whole groups only
     assert (result.right, result.random, result.bos) == (-1.0, -2.0, -4.0)
     assert (result.plain_right, result.plain_random) == (-1.0, -3.0)
-    assert result.specific_share == pytest.approx(0.5)
+    assert result.specific_share == pytest.approx(0.5) and result.specific_share_stderr == 0.0  # every target alike
     assert result.identification == 1.0 and result.self_identification == 1.0
     assert result.generic_gain == pytest.approx(2.0)
     assert result.token_norm == pytest.approx(1.0) and result.state_norm == pytest.approx(sum(range(40)) / 40)
@@ -80,6 +80,19 @@ def test_states_that_ignore_their_source_score_zero_share_and_chance():
     result = CompressionProbe(pairs, "{text}", "{text}").measure(Blind())
     assert result.specific_share == 0.0 and result.generic_gain == pytest.approx(2.0)
     assert result.identification == pytest.approx(1 / 20)  # ties go to the first: one right in 20
+
+
+def test_the_shares_standard_error_is_over_targets():
+    class HalfRight(ScriptedModel):
+        def score_padded(self, states, targets, lengths):  # even targets read their states, odd ones do not
+            right = (states[:, 0, 0].long() == targets[:, 0]) & (targets[:, 0] % 2 == 0)
+            return torch.where(right, -1.0, -2.0) * lengths
+
+    pairs = ProbePairs([f"s{i}" for i in range(20)], [f"t{i}" for i in range(20)], "half")
+    result = CompressionProbe(pairs, "{text}", "{text}").measure(HalfRight())
+    # Right minus random per target: 1 for the 10 even ones, 0 for the odd; the plain-text gap is 2.
+    assert result.specific_share == pytest.approx(0.25)
+    assert result.specific_share_stderr == pytest.approx((20 / 19 * 0.25) ** 0.5 / 20 ** 0.5 / 2)
 
 
 def test_too_few_pairs_are_refused():

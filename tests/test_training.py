@@ -1,4 +1,5 @@
 import json
+import logging
 import math
 import time
 from dataclasses import replace
@@ -235,8 +236,6 @@ def test_end_to_end_train_registers_a_model_that_encodes(tmp_path, data, registr
 
 
 def test_reference_scores_are_cached_and_reused(tmp_path, data, registry, isolated_home, caplog):
-    import logging
-
     train(config(tmp_path / "a", data, name="first"), registry=registry)
     cached = list((isolated_home / "cache" / "reference").glob("*.npy"))
     assert len(cached) == 1
@@ -623,12 +622,18 @@ def test_keep_best_needs_its_measurement(tmp_path, data):
         config(tmp_path, data, keep_best="loss")
 
 
-def test_probe_is_measured_during_training(tmp_path, data, registry):
+def probe_folder(root):
+    """20 held-out (document, query) pairs: one probe group."""
     rows = [{"_id": f"d{i}", "title": "", "text": SENTENCES[i % 6] + f" item {i}"} for i in range(20)]
-    folder = write_beir_corpus(tmp_path / "probe", rows)
+    folder = write_beir_corpus(root / "probe", rows)
     (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i:02d}", "text": r["text"][:15]}) + "\n" for i, r in enumerate(rows)))
     (folder / "qrels").mkdir()
     (folder / "qrels" / "test.tsv").write_text("".join(f"q{i:02d}\td{i}\t1\n" for i in range(20)))
+    return folder
+
+
+def test_probe_is_measured_during_training(tmp_path, data, registry):
+    folder = probe_folder(tmp_path)
     result = train(config(tmp_path, data, name="probed", stage="compress", compress_max_steps=2, eval_steps=1,
                           probe_data=str(folder), probe_pairs=20, keep_best="probe_identification"), registry=registry)
     records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -637,16 +642,29 @@ def test_probe_is_measured_during_training(tmp_path, data, registry):
     assert all(0 <= r["probe_identification"] <= 1 for r in probed)
 
 
+@pytest.mark.parametrize(("shares", "warned"), [((0.01, 0.03, 0.02), True), ((0.01, 0.30, 0.02), False)])
+def test_a_best_share_within_the_noise_is_reported(tmp_path, data, registry, monkeypatch, caplog, shares, warned):
+    from arretrieve.evaluation.compression_probe import CompressionProbe
+
+    measure = CompressionProbe.measure
+    scripted = iter(shares)  # steps 0, 1, 2, each with a standard error of 0.02: noise below 0.04
+    monkeypatch.setattr(CompressionProbe, "measure", lambda self, model: replace(
+        measure(self, model), specific_share=next(scripted), specific_share_stderr=0.02))
+    with caplog.at_level(logging.WARNING, logger="arretrieve"):
+        result = train(config(tmp_path, data, name="noisy", stage="compress", compress_max_steps=2, eval_steps=1,
+                              probe_data=str(probe_folder(tmp_path)), probe_pairs=20, keep_best="probe_specific_share"),
+                       registry=registry)
+    best = json.loads((result.run_dir / "compress" / "best" / "best.json").read_text())
+    assert (best["value"], best["step"], best["noise"]) == (shares[1], 1, pytest.approx(0.04))
+    assert ("the best document-specific share, 0.0" + "30 at step 1, is within the noise" in caplog.text) == warned
+
+
 def test_a_trained_model_loads_with_the_decoder_it_was_probed_against(tmp_path, data, registry):
     from arretrieve.evaluation.beir_data import load_dataset
     from arretrieve.evaluation.compression_probe import CompressionProbe, pairs_from_beir
     from arretrieve.modeling.loading import load_autoregembed
 
-    rows = [{"_id": f"d{i}", "title": "", "text": SENTENCES[i % 6] + f" item {i}"} for i in range(20)]
-    folder = write_beir_corpus(tmp_path / "probe", rows)
-    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i:02d}", "text": r["text"][:15]}) + "\n" for i, r in enumerate(rows)))
-    (folder / "qrels").mkdir()
-    (folder / "qrels" / "test.tsv").write_text("".join(f"q{i:02d}\td{i}\t1\n" for i in range(20)))
+    folder = probe_folder(tmp_path)
     result = train(config(tmp_path, data, name="probed", stage="compress", compress_max_steps=2, eval_steps=2,
                           compress_lr=1e-2, probe_data=str(folder), probe_pairs=20), registry=registry)
     last = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines() if "probe_generic_gain" in line][-1]

@@ -13,6 +13,8 @@ decoder, as mean log-probability per target token, after:
 and reports
     specific_share      (right − random) ÷ (plain_right − plain_random): the share of the
                         document-specific information the plain text gives that the states carry
+    specific_share_stderr its standard error over the targets: a share within about two of them
+                        is noise (the states may carry nothing about their source)
     identification      how often the right source's states give the target its highest score
                         among the group (chance: 1 / group_size)
     self_identification how often a target is scored highest after its OWN states (the target
@@ -73,6 +75,7 @@ class ProbeResult:
     plain_right: float
     plain_random: float
     specific_share: float
+    specific_share_stderr: float
     identification: float
     self_identification: float
     generic_gain: float
@@ -186,11 +189,15 @@ class CompressionProbe:
         random = by_source[~diagonal].mean()
         truth = torch.arange(group).expand(count // group, group)
         plain_gap = plain_right - plain_random
+        # Per target: its right score minus its group's other sources' mean; their mean is right − random.
+        per_target = by_source[diagonal] - by_source.masked_fill(diagonal, 0).sum(-1).flatten() / (group - 1)
+        stderr = float(per_target.std() / count ** 0.5)
         return ProbeResult(
             pairs=count, group_size=group,
             right=float(right), random=float(random), bos=float(bos.mean()),
             plain_right=plain_right, plain_random=plain_random,
             specific_share=float(right - random) / plain_gap if plain_gap > 0 else float("nan"),
+            specific_share_stderr=stderr / plain_gap if plain_gap > 0 else float("nan"),
             identification=float((by_source.argmax(-1) == truth).float().mean()),
             self_identification=float((by_self.argmax(-1) == truth).float().mean()),
             generic_gain=float(random - bos.mean()),

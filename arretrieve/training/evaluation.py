@@ -8,12 +8,15 @@ step, every `eval_steps` steps and after the last:
   - the compression probe on held-out pairs (`probe_data`; see evaluation/compression_probe.py);
 and appends them to metrics.jsonl next to the losses. With `keep_best`, the weights of the best
 evaluation by that metric are saved, and restored at the end of the stage, so a stage never ends
-worse than its best measurement.
+worse than its best measurement. Kept by the probe's share, a best that never left the noise (two
+standard errors) is reported with a warning: the states did not learn to compress, and which
+evaluation was kept is chance (on one such run the kept last step had the most collapsed vectors).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -31,7 +34,12 @@ from .model_setup import load_trained_state, save_trained
 
 TOP_K = 10
 RETRIEVAL_METRICS = ("ndcg@10", "recall@10")
-PROBE_METRICS = ("specific_share", "identification", "self_identification", "generic_gain", "state_norm", "token_norm")
+PROBE_METRICS = ("specific_share", "specific_share_stderr", "identification", "self_identification", "generic_gain",
+                 "state_norm", "token_norm")
+SHARE = "probe_specific_share"
+NOISE_STDERRS = 2  # a share below this many standard errors is indistinguishable from none
+
+log = logging.getLogger(__name__)
 
 
 class RetrievalCheck:
@@ -108,6 +116,8 @@ class TrainingEval(TrainerCallback):
             if self.best is None or value > self.best["value"]:
                 save_trained(self.model, self.best_dir)
                 self.best = {"metric": self.keep_best, "value": value, "step": state.global_step}
+                if self.keep_best == SHARE:
+                    self.best["noise"] = NOISE_STDERRS * metrics[f"{SHARE}_stderr"]
                 write_json_atomic(self.best_dir / "best.json", self.best)
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -121,3 +131,8 @@ class TrainingEval(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.best and self.best["step"] != state.global_step:
             load_trained_state(self.model, self.best_dir)
+        if self.best and "noise" in self.best and not self.best["value"] > self.best["noise"]:
+            log.warning("%s: the best document-specific share, %.3f at step %d, is within the noise (%.3f, %d standard "
+                        "errors): the states did not learn to compress, so the checkpoint kept is as good as any other; "
+                        "check the probe and the retrieval in metrics.jsonl before building on it",
+                        self.stage, self.best["value"], self.best["step"], self.best["noise"], NOISE_STDERRS)
