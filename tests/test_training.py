@@ -656,7 +656,7 @@ def test_a_best_share_within_the_noise_is_reported(tmp_path, data, registry, mon
                        registry=registry)
     best = json.loads((result.run_dir / "compress" / "best" / "best.json").read_text())
     assert (best["value"], best["step"], best["noise"]) == (shares[1], 1, pytest.approx(0.04))
-    assert ("the best document-specific share, 0.0" + "30 at step 1, is within the noise" in caplog.text) == warned
+    assert ("the best document-specific share, 0.030 at step 1, is within the noise" in caplog.text) == warned
 
 
 def test_a_trained_model_loads_with_the_decoder_it_was_probed_against(tmp_path, data, registry):
