@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
 
+from .errors import ArrError
+
 
 def arr_home() -> Path:
     explicit = os.environ.get("ARR_HOME")
@@ -78,19 +80,29 @@ def write_json_atomic(path: Path, payload: Any, replace: bool = True) -> None:
     write_atomic(path, write, replace=replace)
 
 
-def write_folder_atomic(target: Path, write: Callable[[Path], None], marker: str, record: dict) -> None:
+def write_folder_atomic(target: Path, write: Callable[[Path], None], marker: str, record: dict | Callable[[], dict],
+                        new: bool = False) -> None:
     """Write a folder at `target` whole or not at all: `write` fills a staging folder beside it,
-    `marker` (JSON) is written last, then the folder is renamed into place. A concurrent writer
-    that got there first wins."""
+    `marker` (JSON: `record`, or what it returns once `write` is done) is written last, then the
+    folder is renamed into place. A cache (`new=False`): a concurrent writer that got there first
+    wins. A folder the user names (`new=True`): `target` must not exist or be an empty folder."""
+    if new and _occupied(target):
+        raise ArrError(f"{target} already exists and is not an empty folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         write(staging)
-        write_json_atomic(staging / marker, record)
+        write_json_atomic(staging / marker, record() if callable(record) else record)
         try:
-            os.replace(staging, target)
+            os.replace(staging, target)  # onto nothing, or onto an empty folder
         except OSError:
+            if new:
+                raise ArrError(f"{target} appeared while it was being written; nothing was changed") from None
             if not (target / marker).is_file():  # not a concurrent writer that won
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _occupied(path: Path) -> bool:
+    return path.exists() and (not path.is_dir() or any(path.iterdir()))

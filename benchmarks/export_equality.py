@@ -33,7 +33,7 @@ def main() -> None:
     from arretrieve.encoding import load_embedder
     from arretrieve.evaluation.beir_data import load_dataset
     from arretrieve.evaluation.compression_probe import pairs_from_beir
-    from arretrieve.integrations.sentence_transformers_folder import export_sentence_transformers
+    from arretrieve.export.sentence_transformers import export_sentence_transformers
     from arretrieve.registry import Registry
 
     entry = Registry().get(args.model)

@@ -38,7 +38,8 @@ def main() -> None:
     from arretrieve.training.config import TrainConfig
     from arretrieve.training.data import load_triplets
     from arretrieve.training.model_setup import build_trainable
-    from arretrieve.training.steps import alignment_step
+    from arretrieve.training.objectives import batch_needs, objective
+    from arretrieve.training.steps import stage_loss
 
     torch.set_flush_denormal(True)
     entry = Registry().get(args.model)
@@ -48,7 +49,9 @@ def main() -> None:
     model = build_trainable(entry, config, dtype).to(device).train()
     count = args.batch_size * (args.steps + 1)
     triplets, _ = load_triplets(args.triplets, config.fields, args.num_negatives, limit=count)
-    dataset = TripletSet(model, triplets, entry.prompts["i_next"], entry.prompts["i_self"], config.max_target_length)
+    stage = objective(config.objective).stage("align")
+    dataset = TripletSet(model, triplets, entry.prompts["i_next"], entry.prompts["i_self"], config.max_target_length,
+                         batch_needs(stage, config))
     dataset.reference = torch.full((len(dataset), 1 + args.num_negatives), -50.0)
     collate = TripletCollator(model.pad_id)
     batches = [collate([dataset[i] for i in range(s, s + args.batch_size)]) for s in range(0, count, args.batch_size)]
@@ -60,7 +63,7 @@ def main() -> None:
         batch = {k: v.to(device) for k, v in batch.items()}
         started = time.perf_counter()
         with autocast:
-            loss = alignment_step(model, batch, config)
+            loss = stage_loss(stage, model, batch, config)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -5,6 +5,12 @@ side by side in one run, against the machine's measured matrix-multiply peak.
     python benchmarks/train_throughput.py --compression ../shared/data/debian-desc/train/compression.jsonl.gz \
         --triplets runs/data/synopsis-triplets.jsonl --steps 4 --batch-size 8 --grouped-batch-size 16 --compiled
 
+`--infonce TRIPLETS` measures the InfoNCE objective instead: batches carrying every decoder target
+(as every objective's batches did before the objectives had records, issue 36) against batches
+carrying only what InfoNCE reads, collation and tokenisation included, in one run:
+
+    python benchmarks/train_throughput.py --infonce ../shared/data/debian-desc/train/triplets.jsonl.gz --steps 6
+
 A step is forward, backward and the AdamW update of LoRA (r 16) + compress rows. Before: random
 batches of `--batch-size` with LoRA dropout `--lora-dropout`, as main trained until issue 13.
 After: HF Trainer's `group_by_length` batches of `--grouped-batch-size` with
@@ -27,6 +33,7 @@ import platform
 import statistics
 import time
 from dataclasses import replace
+from functools import partial
 
 import torch
 
@@ -42,8 +49,9 @@ def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--compression", required=True)
-    parser.add_argument("--triplets", required=True, help="stage-2 rows in the paper's orientation (synopsis_triplets.py)")
+    parser.add_argument("--compression")
+    parser.add_argument("--triplets", help="stage-2 rows in the paper's orientation (synopsis_triplets.py)")
+    parser.add_argument("--infonce", metavar="TRIPLETS", help="measure InfoNCE batches with and without decoder targets")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--batch-size", type=int, default=8, help="rows per step before: random order, as main trained")
     parser.add_argument("--grouped-batch-size", type=int, default=None,
@@ -56,6 +64,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=800, help="rows the sampler draws batches from")
     parser.add_argument("--dtype", default="auto")
     args = parser.parse_args()
+    if args.infonce:
+        return infonce_batches(args)
+    if not (args.compression and args.triplets):
+        parser.error("--compression and --triplets are required (or --infonce)")
 
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
@@ -65,7 +77,8 @@ def main() -> None:
     from arretrieve.training.config import TrainConfig
     from arretrieve.training.data import load_compression_data, load_triplets
     from arretrieve.training.model_setup import build_trainable
-    from arretrieve.training.steps import alignment_step, compression_step
+    from arretrieve.training.objectives import COMPRESSION, batch_needs, objective
+    from arretrieve.training.steps import stage_loss
 
     torch.set_flush_denormal(True)
     device = resolve_device("auto")
@@ -93,7 +106,9 @@ def main() -> None:
     compression, _ = load_compression_data(args.compression, config.fields, args.rows)
     stage1 = CompressionSet(model, compression, config.max_target_length)
     triplets, _ = load_triplets(args.triplets, config.fields, 1, args.rows)
-    stage2 = TripletSet(model, triplets, recipe_prompts["i_next"], recipe_prompts["i_self"], config.max_target_length)
+    alignment = objective("autoregembed").stage("align")
+    stage2 = TripletSet(model, triplets, recipe_prompts["i_next"], recipe_prompts["i_self"], config.max_target_length,
+                        batch_needs(alignment, config))
     stage2.reference = torch.full((len(stage2), 2), -30.0)  # inputs to the loss; they do not change its cost
 
     def tokens(batch: dict, stage: str) -> tuple[int, int]:
@@ -101,7 +116,8 @@ def main() -> None:
         if stage == "compress":
             return int(batch["lengths"].sum() + batch["target_lengths"].sum()), int(batch["target_lengths"].sum())
         size = batch["encoder_ids"].shape[0] // 2
-        targets = int(batch["target_lengths"].sum())  # pos twice (e_q and e_pos) + negatives
+        positives = int(batch["target_lengths"][:size].sum())
+        targets = int(batch["target_lengths"].sum()) + positives  # pos twice (e_q and e_pos) + negatives
         return int(batch["encoder_lengths"].sum()) + targets + 5 * (2 + 1) * size, targets
 
     # bf16 only where the run trains in it: emulated on CPUs without native bf16, it runs for minutes.
@@ -109,8 +125,8 @@ def main() -> None:
     if dtype == torch.bfloat16:
         peak["bfloat16"] = matmul_peak(torch.bfloat16)
     results = []
-    for stage, dataset, collate, step in (("compress", stage1, CompressionCollator(model.pad_id), compression_step),
-                                           ("align", stage2, TripletCollator(model.pad_id), alignment_step)):
+    for stage, dataset, collate, step in (("compress", stage1, CompressionCollator(model.pad_id), partial(stage_loss, COMPRESSION)),
+                                           ("align", stage2, TripletCollator(model.pad_id), partial(stage_loss, alignment))):
         # The sampler sorts each group of 50 batches longest first, so the first batches of a
         # grouped order are the longest; measure batches spread evenly over each whole order instead.
         measured = {}
@@ -161,6 +177,63 @@ def main() -> None:
     print(json.dumps({"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                       "dtype": dtype_name(dtype), "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peak.items()},
                       "results": results}, indent=1))
+
+
+def infonce_batches(args) -> None:
+    """InfoNCE steps (collate, forward, backward, AdamW) from batches that carry every decoder target
+    against batches that carry what InfoNCE reads, alternated step by step on the same rows."""
+    from arretrieve.registry import Registry
+    from arretrieve.runtime import dtype_name, resolve_device, resolve_dtype
+    from arretrieve.training.batches import TripletCollator, TripletSet
+    from arretrieve.training.config import TrainConfig
+    from arretrieve.training.data import load_triplets
+    from arretrieve.training.model_setup import build_trainable
+    from arretrieve.training.objectives import OBJECTIVES, batch_needs, objective
+    from arretrieve.training.steps import stage_loss
+
+    torch.set_flush_denormal(True)
+    device = resolve_device("auto")
+    dtype = resolve_dtype(args.dtype, device)
+    entry = Registry().get(args.model)
+    config = TrainConfig(name="bench", objective="contrastive", lora=False, max_length=384)
+    stage = objective("contrastive").stage("align")
+    every = frozenset(need for o in OBJECTIVES for s in o.stages for term in s.terms for need in term.needs)
+    variants = {"every decoder target (before)": every, "what InfoNCE reads (after)": batch_needs(stage, config)}
+    model = build_trainable(entry, config, dtype).to(device).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+    size = args.batch_size
+    triplets, _ = load_triplets(args.infonce, config.fields, 1, size * (args.steps + args.warmup))
+    datasets, tokenise_s = {}, {}
+    for variant, needs in variants.items():
+        started = time.perf_counter()
+        datasets[variant] = TripletSet(model, triplets, entry.prompts["query"], entry.prompts["document"],
+                                       config.max_target_length, needs)
+        tokenise_s[variant] = time.perf_counter() - started
+    collate = TripletCollator(model.pad_id)
+    timings = {variant: [] for variant in variants}
+    padded = {variant: 0 for variant in variants}
+    for index in range(args.steps + args.warmup):
+        rows = range(index * size, (index + 1) * size)
+        for variant in variants:
+            started = time.perf_counter()
+            batch = {k: v.to(device) for k, v in collate([datasets[variant][i] for i in rows]).items()}
+            with autocast:
+                loss = stage_loss(stage, model, batch, config)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if index >= args.warmup:
+                timings[variant].append(time.perf_counter() - started)
+                padded[variant] += sum(int(v.numel()) for k, v in batch.items() if k.endswith("_ids") or k.endswith("targets"))
+    results = [{"variant": variant, "batch_keys": sorted(collate([datasets[variant][0]])),
+                "tokenise_s": round(tokenise_s[variant], 2), "median_step_s": round(statistics.median(timings[variant]), 3),
+                "padded_tokens_per_step": padded[variant] // args.steps} for variant in variants]
+    before, after = results
+    after["step_speedup"] = round(before["median_step_s"] / after["median_step_s"], 3)
+    after["tokenise_speedup"] = round(before["tokenise_s"] / after["tokenise_s"], 2)
+    print(json.dumps({"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                      "dtype": dtype_name(dtype), "batch_size": size, "steps": args.steps, "results": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -124,36 +124,20 @@ def export(
                                            "format): another, approximate model, a fraction of the size."),
 ) -> None:
     """Write a model as one self-describing folder to share: for `arr models import`, or for sentence-transformers."""
-    from arretrieve.errors import ArrError
+    from arretrieve.export import export_model
     from arretrieve.registry import Registry
 
     registry = Registry()
-    entry = registry.get(name)
+    exported = export_model(registry.get(name), folder, format, name=as_name, half=half, low_rank=low_rank,
+                            registry=registry)
     if format == "arretrieve":
-        from arretrieve.registry.model_folder import export_model
-
-        exported = export_model(entry, folder, name=as_name, half=True if half is None else half, registry=registry,
-                                low_rank=low_rank)
         summary = f"exported {name} as {exported.name} (fingerprint {exported.fingerprint}"
         if low_rank is not None:
-            kept = exported.provenance["exported"]["low_rank"]
-            summary += f", rank {low_rank} keeping {kept['kept']:.1%} of the difference from the base"
-    elif format == "sentence-transformers":
-        if as_name is not None:
-            raise ArrError("--name names the model inside an arretrieve folder; a sentence-transformers folder is "
-                           "named by its path")
-        if low_rank is not None:
-            raise ArrError("--low-rank writes an arretrieve adapter folder; export the low-rank model first, import "
-                           "it, then export that for sentence-transformers")
-        from arretrieve.integrations.sentence_transformers_folder import export_sentence_transformers
-
-        export_sentence_transformers(entry, folder, half=bool(half))
-        summary = (f"exported {name} for sentence-transformers: SentenceTransformer({str(folder)!r}, "
-                   f"trust_remote_code=True) (fingerprint {entry.fingerprint}")
+            summary += f", rank {low_rank} keeping {exported.low_rank['kept']:.1%} of the difference from the base"
     else:
-        raise ArrError(f"unknown --format {format!r}; use arretrieve or sentence-transformers")
-    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    console.print(f"{summary}, {size / 1e6:.1f} MB) → {folder}")
+        summary = (f"exported {name} for sentence-transformers: SentenceTransformer({str(folder)!r}, "
+                   f"trust_remote_code=True) (fingerprint {exported.fingerprint}")
+    console.print(f"{summary}, {exported.size_bytes / 1e6:.1f} MB) → {folder}")
 
 
 @app.command("import")

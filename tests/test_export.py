@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from arretrieve.cli.app import app
 from arretrieve.encoding import load_embedder
 from arretrieve.errors import ArrError
-from arretrieve.registry.model_folder import export_model
+from arretrieve.export.arretrieve_folder import export_arretrieve_folder as export_model
 from arretrieve.registry import Registry
 from arretrieve.registry.model_folder import read_model_folder
 from arretrieve.training import TrainConfig, train

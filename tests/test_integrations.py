@@ -16,7 +16,7 @@ from arretrieve.training import TrainConfig, train
 from conftest import SENTENCES, tiny_entry
 
 SentenceTransformer = pytest.importorskip("sentence_transformers").SentenceTransformer
-from arretrieve.integrations.sentence_transformers_folder import export_sentence_transformers  # noqa: E402
+from arretrieve.export.sentence_transformers import export_sentence_transformers  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "debian-sample"
 

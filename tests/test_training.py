@@ -16,8 +16,18 @@ from arretrieve.training.batches import TripletCollator, TripletSet
 from arretrieve.training.data import load_triplets
 from arretrieve.training.losses import alignment_loss, beta_saturation, info_nce_loss
 from arretrieve.training.model_setup import build_trainable
-from arretrieve.training.steps import alignment_log_probs
+from arretrieve.training.objectives import OBJECTIVES, batch_needs, objective
+from arretrieve.training.steps import alignment_log_probs, stage_loss
 from conftest import SENTENCES, tiny_entry, write_beir_corpus
+
+
+def _align_loss(model, batch, cfg):
+    """The loss of one step of the objective's stage 2."""
+    return stage_loss(objective(cfg.objective).stage("align"), model, batch, cfg)
+
+
+def _needs(cfg):
+    return batch_needs(objective(cfg.objective).stage("align"), cfg)
 
 
 def _sigmoid(x):
@@ -89,7 +99,7 @@ def test_batched_and_sequential_passes_agree(tmp_path, data, registry):
     model = build_trainable(registry.get("tiny"), cfg, torch.float32).eval()
     triplets, _ = load_triplets(str(data[1]), cfg.fields, 2)
     entry = registry.get("tiny")
-    dataset = TripletSet(model, triplets, entry.prompts["i_next"], entry.prompts["i_self"], 64)
+    dataset = TripletSet(model, triplets, entry.prompts["i_next"], entry.prompts["i_self"], 64, _needs(cfg))
     batch = TripletCollator(model.pad_id)([dataset[i] for i in range(5)])
     with torch.no_grad():
         batched = alignment_log_probs(model, batch, "batched")
@@ -401,18 +411,16 @@ def test_bad_eval_data_is_refused_before_any_compute(tmp_path, data, registry, m
 @pytest.mark.parametrize("lora", [True, False])
 def test_gradient_checkpointing_gives_the_same_gradients(tmp_path, data, registry, lora):
     """The shared copy's decoder pass (adapters off) must be recomputed with adapters off too."""
-    from arretrieve.training.steps import alignment_step
-
     entry = registry.get("tiny")
     triplets, _ = load_triplets(str(data[1]), TrainConfig(name="x").fields, 2)
     gradients = []
     for checkpointing in (False, True):
         cfg = config(tmp_path, data, lora=lora, lora_dropout=0.0, gradient_checkpointing=checkpointing)
         model = build_trainable(entry, cfg, torch.float32).train()
-        dataset = TripletSet(model, triplets, entry.prompts["i_next"], entry.prompts["i_self"], 64)
+        dataset = TripletSet(model, triplets, entry.prompts["i_next"], entry.prompts["i_self"], 64, _needs(cfg))
         dataset.reference = torch.full((len(dataset), 3), -30.0)
         batch = TripletCollator(model.pad_id)([dataset[i] for i in range(4)])
-        alignment_step(model, batch, cfg).backward()
+        _align_loss(model, batch, cfg).backward()
         gradients.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
     plain, checkpointed = gradients
     assert plain.keys() == checkpointed.keys() and any(g.abs().sum() > 0 for g in plain.values())
@@ -423,18 +431,16 @@ def test_gradient_checkpointing_gives_the_same_gradients(tmp_path, data, registr
 def test_compiled_layers_give_the_same_loss_and_gradients_and_save_the_same_names(tmp_path, data, registry):
     """LoRA: one compiled layer graph serves the encoder (adapters on) and the decoder (adapters off)."""
     from arretrieve.training.model_setup import save_trained
-    from arretrieve.training.steps import alignment_step
-
     entry = registry.get("tiny")
     triplets, _ = load_triplets(str(data[1]), TrainConfig(name="x").fields, 2)
     losses, gradients = [], []
     for compiled in (False, True):
         cfg = config(tmp_path, data, lora_dropout=0.0, compile_layers=compiled)
         model = build_trainable(entry, cfg, torch.float32).train()
-        dataset = TripletSet(model, triplets, entry.prompts["i_next"], entry.prompts["i_self"], 64)
+        dataset = TripletSet(model, triplets, entry.prompts["i_next"], entry.prompts["i_self"], 64, _needs(cfg))
         dataset.reference = torch.full((len(dataset), 3), -30.0)
         batch = TripletCollator(model.pad_id)([dataset[i] for i in range(4)])
-        loss = alignment_step(model, batch, cfg)
+        loss = _align_loss(model, batch, cfg)
         loss.backward()
         losses.append(loss.item())
         gradients.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
@@ -463,8 +469,10 @@ def test_in_batch_alignment_loss_equals_a_hand_computation():
 
 
 def _alignment_batch(model, entry, data, count=4):
+    """Every part a triplet batch can carry (each objective's stage 2 reads its own)."""
     triplets, _ = load_triplets(str(data[1]), TrainConfig(name="x").fields, 2)
-    dataset = TripletSet(model, triplets, entry.prompts["i_next"], entry.prompts["i_self"], 64)
+    every_need = frozenset(need for o in OBJECTIVES for stage in o.stages for term in stage.terms for need in term.needs)
+    dataset = TripletSet(model, triplets, entry.prompts["i_next"], entry.prompts["i_self"], 64, every_need)
     dataset.reference = torch.full((len(dataset), 3), -30.0)
     return TripletCollator(model.pad_id)([dataset[i] for i in range(count)])
 
@@ -487,14 +495,12 @@ def test_in_batch_parts_score_every_target_against_every_query(tmp_path, data, r
 
 
 def test_hybrid_loss_is_alignment_plus_weighted_info_nce(tmp_path, data, registry):
-    from arretrieve.training.steps import alignment_log_probs, alignment_step
-
     entry = registry.get("tiny")
     cfg = config(tmp_path, data, lora_dropout=0.0, objective="autoregembed+contrastive", contrastive_weight=0.5, temperature=0.1)
     model = build_trainable(entry, cfg, torch.float32).eval()
     batch = _alignment_batch(model, entry, data)
     with torch.no_grad():
-        hybrid = alignment_step(model, batch, cfg).item()
+        hybrid = _align_loss(model, batch, cfg).item()
         a, b, c, e_q, e_pos = alignment_log_probs(model, batch)
         aligned = alignment_loss(a, b, c, batch["reference"][:, 0], batch["reference"][:, 1:], cfg.beta, cfg.tau).item()
         negatives = torch.stack([model.embed(*model.pad([ids]))[0] for ids in
@@ -507,19 +513,17 @@ def test_hybrid_loss_is_alignment_plus_weighted_info_nce(tmp_path, data, registr
 
 
 def test_contrastive_compression_loss_is_info_nce_plus_the_weighted_decoder_loss_of_each_query(tmp_path, data, registry):
-    from arretrieve.training.steps import contrastive_step
-
     entry = registry.get("tiny")
     cfg = config(tmp_path, data, lora=False, objective="contrastive+compression", compression_weight=0.3,
                  reconstruction_weight=0.2, query_reconstruction_weight=0.1, temperature=0.1)
     model = build_trainable(entry, cfg, torch.float32).eval()
     triplets, _ = load_triplets(str(data[1]), cfg.fields, 2)
-    dataset = TripletSet(model, triplets[:4], entry.prompts["query"], entry.prompts["document"], 64, query_targets=True)
+    dataset = TripletSet(model, triplets[:4], entry.prompts["query"], entry.prompts["document"], 64, _needs(cfg))
     batch = TripletCollator(model.pad_id)([dataset[i] for i in range(4)])
     with torch.no_grad():
-        combined = contrastive_step(model, batch, cfg).item()
-        contrastive = contrastive_step(model, batch, replace(cfg, objective="contrastive", reconstruction_weight=0.0,
-                                                            query_reconstruction_weight=0.0)).item()
+        combined = _align_loss(model, batch, cfg).item()
+        contrastive = _align_loss(model, batch, replace(cfg, objective="contrastive", compression_weight=1.0,
+                                                        reconstruction_weight=0.0, query_reconstruction_weight=0.0)).item()
 
         def decoder_loss(sources, prompt, texts):
             """By hand: the frozen decoder (the base) reads each source's k states, then the text's tokens and EOS."""

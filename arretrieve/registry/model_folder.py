@@ -3,27 +3,23 @@
     entry.json   the registry record (prompts, k, pooling, provenance, weights hash)
     weights/     what `weights` names: a LoRA adapter or full weights, plus the compress-token rows
 
-`arr models export` writes one (`export_model`), `arr models import` registers one
+`arr models export` writes one (arretrieve/export/), `arr models import` registers one
 (`import_model_folder`), and the built-in default model ships as one inside the package. A trained
 model's entry is made in one place, `trained_entry`, and its weights are found by `weights_folder`.
+No torch here: reading, checking and registering a folder never loads a model.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import ArrError
 from ..hashing import sha256_tree
-from ..home import write_json_atomic
 from ..modeling.backbone import PACKAGE_SCHEME, locate_package_file, verified_sha256
 from .model_entry import ModelEntry
-
-if TYPE_CHECKING:
-    from .registry import Registry
 
 ENTRY_FILE = "entry.json"
 WEIGHTS_DIR = "weights"
@@ -103,89 +99,3 @@ def trained_entry(base: ModelEntry, *, name: str, weights: str, weights_path: Pa
     return replace(base, name=name, kind="autoregembed", weights=weights, weights_path=str(weights_path),
                    weights_sha256=sha256_tree(weights_path), num_compress_tokens=num_compress_tokens, pooling=pooling,
                    normalize=True, description=description, provenance=provenance, builtin=False)
-
-
-def export_model(entry: ModelEntry, folder: Path, name: str | None = None, half: bool = True,
-                 registry: Registry | None = None, low_rank: int | None = None) -> ModelEntry:
-    """Copy `entry`'s trained weights (fp32 tensors stored as fp16 when `half`) and its record into
-    `folder`; returns the entry the folder describes. fp16 weights give slightly different vectors,
-    so they get their own hash and fingerprint: indexes built with the original are not reused.
-    With `registry`, the provenance of the trained entries it was trained from (a stage-1 model,
-    say) is copied too, as those entries will not exist where the folder goes. `low_rank` writes
-    fully fine-tuned weights as a LoRA adapter of that rank (`modeling/low_rank.py`): another,
-    approximate model, a fraction of the size."""
-    if entry.weights == "base":
-        raise ArrError(f"{entry.name!r} is an untrained base: it has no trained weights to export")
-    if low_rank is not None and entry.weights != "full":
-        raise ArrError(f"{entry.name!r} holds {entry.weights} weights; --low-rank turns fully fine-tuned weights "
-                       "into an adapter, so it applies to full weights only")
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise ArrError(f"{folder} already exists and is not an empty folder")
-    source = weights_folder(entry)
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    weights = partial / WEIGHTS_DIR
-    weights.mkdir(parents=True)
-    low_rank_info = None
-    if low_rank is not None:
-        from ..modeling.low_rank import write_low_rank_adapter
-
-        low_rank_info = write_low_rank_adapter(entry, source, weights, low_rank, half)
-    for path in sorted(source.iterdir()) if low_rank is None else [source / COMPRESS_FILE]:
-        if path.name == "README.md":
-            continue  # peft's generated model-card template: boilerplate naming a path on the training machine
-        if path.is_dir():
-            raise ArrError(f"{source} holds a folder ({path.name}); only flat weight folders can be exported")
-        if path.suffix == ".safetensors" and half:
-            _save_half(path, weights / path.name)
-        elif path.name == "adapter_config.json":
-            # The adapter names its base by a path on the training machine; the entry's base is what loads it.
-            config = json.loads(path.read_text(encoding="utf-8"))
-            config["base_model_name_or_path"] = entry.base
-            write_json_atomic(weights / path.name, config)
-        else:
-            shutil.copy2(path, weights / path.name)
-    exported_from = {"from": entry.name, "fingerprint": entry.fingerprint, "tensors": "float16" if half else "as trained"}
-    if low_rank_info:
-        exported_from["low_rank"] = low_rank_info
-    exported = replace(entry, name=name or entry.name, weights="adapter" if low_rank else entry.weights,
-                       weights_sha256=sha256_tree(weights), builtin=False,
-                       provenance={**entry.provenance, "lineage": _lineage(entry, registry), "exported": exported_from})
-    record = exported.to_dict()
-    for key in ("builtin", "weights_path"):
-        record.pop(key)
-    write_json_atomic(partial / ENTRY_FILE, record)
-    if folder.exists():
-        folder.rmdir()
-    partial.rename(folder)
-    return replace(exported, weights_path=str((folder / WEIGHTS_DIR).resolve()))
-
-
-def _lineage(entry: ModelEntry, registry: Registry | None) -> list[dict]:
-    """Provenance of each trained ancestor, nearest first (an imported ancestor brings its own)."""
-    if "lineage" in entry.provenance:
-        return entry.provenance["lineage"]
-    chain, name = [], entry.provenance.get("base_entry")
-    while registry is not None and name in registry.names():
-        ancestor = registry.get(name)
-        if not ancestor.provenance.get("trained_by"):
-            break
-        chain.append({"name": name, "fingerprint": ancestor.fingerprint,
-                      **{k: v for k, v in ancestor.provenance.items() if k != "lineage"}})
-        if "lineage" in ancestor.provenance:
-            return chain + ancestor.provenance["lineage"]
-        name = ancestor.provenance.get("base_entry")
-    return chain
-
-
-def _save_half(source: Path, target: Path) -> None:
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    with safe_open(str(source), framework="pt") as handle:
-        metadata = handle.metadata()
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    import torch
-
-    half = {key: (t.to(torch.float16) if t.dtype == torch.float32 else t).contiguous() for key, t in tensors.items()}
-    save_file(half, str(target), metadata=metadata)

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from ..modeling.autoregembed_model import AutoRegEmbedModel, right_pad
 from ..registry.model_entry import split_template
 from .data import CompressionExample, Triplet
+from .objectives import NEGATIVE_INPUTS, NEGATIVE_TARGETS, POSITIVE_TARGETS, QUERY_TARGETS
 
 
 @dataclass
@@ -42,40 +43,44 @@ class CompressionSet(Dataset):
 
 
 class TripletSet(Dataset):
-    """Stage 2 and the contrastive baseline: query, positive and negatives, tokenised for both sides."""
+    """Stage 2 and the contrastive objectives: each query and positive tokenised for the encoder, and
+    only what the stage's active terms read besides (`needs`, objectives.batch_needs): the negatives
+    for the encoder, the positives, negatives or queries as decoder targets. What is not tokenised is
+    neither padded nor counted as cut, nor counted in the lengths that group batches."""
 
     def __init__(self, model: AutoRegEmbedModel, triplets: list[Triplet], query_template: str, doc_template: str,
-                 max_target_length: int, query_targets: bool = False):
+                 max_target_length: int, needs: frozenset[str]):
         count, n = len(triplets), len(triplets[0].negs)
+        negative_texts = [neg for t in triplets for neg in t.negs]
         queries = model.encode_texts([t.query for t in triplets], query_template)
         positives = model.encode_texts([t.pos for t in triplets], doc_template)
-        negatives = model.encode_texts([neg for t in triplets for neg in t.negs], doc_template)
-        pos_targets = model.encode_targets([t.pos for t in triplets], max_target_length)
-        # Each query as a decoder target after its positive's states, for contrastive+compression only
-        # (tokenised and counted as cut only where it is scored).
-        query_targets = model.encode_targets([t.query for t in triplets] if query_targets else [], max_target_length)
-        neg_targets = model.encode_targets([neg for t in triplets for neg in t.negs], max_target_length)
-        self.queries, self.positives = queries.input_ids, positives.input_ids
-        self.negatives = [negatives.input_ids[i * n : (i + 1) * n] for i in range(count)]
-        self.pos_targets, self.query_targets = pos_targets.input_ids, query_targets.input_ids or None
-        self.neg_targets = [neg_targets.input_ids[i * n : (i + 1) * n] for i in range(count)]
-        self.truncation = Truncation(
-            sum(queries.truncated) + sum(positives.truncated) + sum(negatives.truncated),
-            sum(pos_targets.truncated) + sum(neg_targets.truncated) + sum(query_targets.truncated),
-        )
+        parts = {"query": queries, "pos": positives}
+        if NEGATIVE_INPUTS in needs:
+            parts["negs"] = model.encode_texts(negative_texts, doc_template)
+        if POSITIVE_TARGETS in needs:
+            parts["pos_target"] = model.encode_targets([t.pos for t in triplets], max_target_length)
+        if NEGATIVE_TARGETS in needs:
+            parts["neg_targets"] = model.encode_targets(negative_texts, max_target_length)
+        if QUERY_TARGETS in needs:
+            parts["query_target"] = model.encode_targets([t.query for t in triplets], max_target_length)
+        self.columns = {key: part.input_ids if key not in ("negs", "neg_targets") else
+                        [part.input_ids[i * n : (i + 1) * n] for i in range(count)] for key, part in parts.items()}
+        targets = {"pos_target", "neg_targets", "query_target"}
+        self.truncation = Truncation(sum(sum(p.truncated) for key, p in parts.items() if key not in targets),
+                                     sum(sum(p.truncated) for key, p in parts.items() if key in targets))
         self.num_negatives = n
         self.reference: torch.Tensor | None = None  # (N, 1 + n) once computed
-        self.lengths = [len(q) + len(p) + len(t) + sum(map(len, negs)) + sum(map(len, neg_t)) for q, p, t, negs, neg_t in
-                        zip(self.queries, self.positives, self.pos_targets, self.negatives, self.neg_targets)]
+        self.lengths = [sum(len(ids) if key not in ("negs", "neg_targets") else sum(map(len, ids))
+                            for key, ids in row.items()) for row in (self._row(i) for i in range(count))]
+
+    def _row(self, index: int) -> dict[str, Any]:
+        return {key: column[index] for key, column in self.columns.items()}
 
     def __len__(self) -> int:
-        return len(self.queries)
+        return len(self.columns["query"])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item = {"query": self.queries[index], "pos": self.positives[index], "negs": self.negatives[index],
-                "pos_target": self.pos_targets[index], "neg_targets": self.neg_targets[index]}
-        if self.query_targets is not None:
-            item["query_target"] = self.query_targets[index]
+        item = self._row(index)
         if self.reference is not None:
             item["reference"] = self.reference[index]
         return item
@@ -98,23 +103,27 @@ class CompressionCollator:
 
 
 class TripletCollator:
-    """Queries then positives for the encoder; decoder targets ordered [pos | pos | neg_1 | … | neg_n], and
-    the queries as targets apart where the set has them."""
+    """Queries then positives for the encoder; and what the items carry: the negatives for the
+    encoder, the decoder targets ordered [pos | neg_1 | … | neg_n] (negatives by index, then row), the
+    queries as targets, the reference scores."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        n = len(items[0]["negs"])
+        first = items[0]
         encoder_ids, encoder_lengths = right_pad([i["query"] for i in items] + [i["pos"] for i in items], self.pad_id)
-        negatives = [i["negs"][j] for j in range(n) for i in items]
-        negative_ids, negative_lengths = right_pad(negatives, self.pad_id)
-        targets = [i["pos_target"] for i in items] * 2 + [i["neg_targets"][j] for j in range(n) for i in items]
-        target_ids, target_lengths = right_pad(targets, self.pad_id)
-        batch = {"encoder_ids": encoder_ids, "encoder_lengths": encoder_lengths, "negative_ids": negative_ids,
-                 "negative_lengths": negative_lengths, "targets": target_ids, "target_lengths": target_lengths}
-        if "query_target" in items[0]:
+        batch = {"encoder_ids": encoder_ids, "encoder_lengths": encoder_lengths}
+        if "negs" in first:
+            batch["negative_ids"], batch["negative_lengths"] = right_pad(
+                [i["negs"][j] for j in range(len(first["negs"])) for i in items], self.pad_id)
+        targets = [i["pos_target"] for i in items] if "pos_target" in first else []
+        if "neg_targets" in first:
+            targets += [i["neg_targets"][j] for j in range(len(first["neg_targets"])) for i in items]
+        if targets:
+            batch["targets"], batch["target_lengths"] = right_pad(targets, self.pad_id)
+        if "query_target" in first:
             batch["query_targets"], batch["query_target_lengths"] = right_pad([i["query_target"] for i in items], self.pad_id)
-        if "reference" in items[0]:
+        if "reference" in first:
             batch["reference"] = torch.stack([torch.as_tensor(i["reference"]) for i in items])
         return batch

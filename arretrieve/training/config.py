@@ -1,4 +1,5 @@
-"""Everything `arr train` can be told, declared once: `TrainConfig` and its per-stage `StageSettings`.
+"""Everything `arr train` can be told, declared once: `TrainConfig` (the run's settings and each
+objective's own settings dataclass, training/objectives.py) and its per-stage `StageSettings`.
 
 The command's flags (cli/train_command.py) and the config-file keys are derived from these fields, so
 a new setting is one line here."""
@@ -6,19 +7,18 @@ a new setting is one line here."""
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from ..errors import ArrError
+from .objectives import (OBJECTIVE_NAMES, PASSES, REFERENCE_FORMS, AlignmentSettings, CompressionTermSettings,
+                         HybridSettings, InfoNCESettings, PoolingSettings, describe_objectives, objective,
+                         setting_problems)
+from .report import KEEP_BEST_METRICS
+from .setting import setting
 
 STAGES = ("compress", "align", "all")
-OBJECTIVES = ("autoregembed", "contrastive", "autoregembed+contrastive", "contrastive+compression")
-# Objectives trained on triplets alone (no stage 1, no reference scores): InfoNCE, with or without the compression term.
-CONTRASTIVE_OBJECTIVES = ("contrastive", "contrastive+compression")
-REFERENCE_FORMS = ("code", "paper")
-PASSES = ("batched", "sequential")
-KEEP_BEST_METRICS = ("ndcg@10", "recall@10", "probe_specific_share", "probe_identification", "probe_self_identification")
 
 # The paper's settings (AutoRegEmbed scripts): k=5, lr 1e-5 then 5e-6, warmup 5%, global batch 32
 # then 128, 1 then 4 epochs, beta = tau = 0.1.
@@ -32,15 +32,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "tau": 0.1,
     },
 }
-
-
-def setting(default: Any = None, help: str = "", *, factory: Any = None, flag: str | None = None, cli: bool = True):
-    """A dataclass field with what `arr train` shows for it: the help text, and the flag spelling
-    where it is not `--name-with-dashes` (`flag`); `cli=False` keeps it to config files."""
-    metadata = {"help": help, "flag": flag, "cli": cli}
-    if factory is not None:
-        return field(default_factory=factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -71,8 +62,10 @@ class StageSettings:
 STAGE_NAMES = ("compress", "align")
 
 
-@dataclass
-class TrainConfig:
+@dataclass(kw_only=True)
+class RunSettings:
+    """What every objective reads: the model, the data, the schedule, where and how it runs."""
+
     name: str = setting(MISSING, "Registry name of the trained model.")
     base: str = setting("smollm2-135m", "Registry entry to start from (its base, prompts and k) or a base source.")
     # Roles of the registry entry (i_next, i_self, query, document, symmetric) whose templates
@@ -81,9 +74,7 @@ class TrainConfig:
     compression_data: str | None = setting(None, "Stage-1 rows {context, instruction, output}: file or HF dataset id.")
     alignment_data: str | None = setting(None, "Stage-2 rows {query, pos, neg (string or list)}: file or HF dataset id.")
     stage: str = setting("all", "compress, align or all.")
-    objective: str = setting("autoregembed", "autoregembed, contrastive (InfoNCE baseline), autoregembed+contrastive or "
-                                             "contrastive+compression.")
-    reference_form: str = setting("code", "Stage-2 reference term: code (adds the margin) or paper (DPO form).")
+    objective: str = setting("autoregembed", describe_objectives())
     lora: bool = setting(True, "LoRA with trainable compress rows, or full fine-tuning.", flag="--lora/--full")
     lora_r: int = setting(32, "LoRA rank.")
     lora_alpha: int = setting(64, "LoRA alpha.")
@@ -103,25 +94,7 @@ class TrainConfig:
     scheduler: str = setting("cosine", "Learning-rate schedule (transformers' lr_scheduler_type).")
     weight_decay: float = setting(0.0, "AdamW weight decay.")
     max_grad_norm: float = setting(1.0, "Gradient clipping norm.")
-    beta: float = setting(0.1, "Alignment loss beta.")
-    tau: float = setting(0.1, "Alignment loss temperature tau.")
     num_negatives: int = setting(1, "Hard negatives per triplet.")
-    in_batch_alignment: bool = setting(False, "Stage 2: every target of the batch is a negative for the other rows (one "
-                                              "denominator), with the stage-1 model's scores of those pairs computed on "
-                                              "the fly as the reference term.")
-    contrastive_weight: float = setting(1.0, "autoregembed+contrastive: loss = alignment + this weight x InfoNCE on the pooled vectors.")
-    compression_weight: float = setting(1.0, "contrastive+compression: loss = InfoNCE + this weight x stage 1's loss of the "
-                                             "frozen decoder generating each query from its positive document's states.")
-    reconstruction_weight: float = setting(0.0, "contrastive+compression: plus this weight x the frozen decoder's loss "
-                                                "rebuilding each positive document (cut to max_target_length) from its "
-                                                "own states, ICAE's autoencoding task, which made stage 1 compress.")
-    query_reconstruction_weight: float = setting(0.0, "contrastive+compression: plus this weight x the frozen decoder's loss "
-                                                      "rebuilding each query from its own states (the query prompt's, which "
-                                                      "the index searches with), as stage 1's i_self rows do.")
-    temperature: float = setting(0.05, "InfoNCE temperature.")
-    in_batch_negatives: bool = setting(True, "InfoNCE: the other rows' positives are negatives too.")
-    pooling: str = setting("compress-mean", "Contrastive objective's pooling: compress-mean, last-token or mean.")
-    passes: str = setting("batched", "Stage-2 passes: batched or sequential (reference structure, less memory).")
     group_by_length: bool = setting(False, "Batches of similar lengths (shuffled groups): less padding per step.")
     max_length: int = setting(512, "Encoder input tokens (the text is cut, never the prompt or compress tokens).")
     max_target_length: int = setting(256, "Decoder target tokens.")
@@ -151,6 +124,12 @@ class TrainConfig:
     fields: FieldMap = setting(factory=FieldMap, cli=False)
     preset: str | None = setting(None, "paper: the paper's hyperparameters.")
 
+
+# The run's settings first, then each objective's (their order in `arr train --help`).
+@dataclass(kw_only=True)
+class TrainConfig(CompressionTermSettings, PoolingSettings, InfoNCESettings, HybridSettings, AlignmentSettings, RunSettings):
+    """Everything one `arr train` call is told: the run's settings and every objective's own."""
+
     def stage_settings(self, stage: str) -> StageSettings:
         """The settings of one stage ("compress" or "align")."""
         return self.compress if stage == "compress" else self.align
@@ -163,9 +142,11 @@ class TrainConfig:
             if isinstance(value, dict):
                 defaults = asdict(TrainConfig.__dataclass_fields__[stage].default_factory())
                 setattr(self, stage, StageSettings(**{**defaults, **value}))
+        if self.objective not in OBJECTIVE_NAMES:
+            raise ArrError(f"objective must be one of {', '.join(OBJECTIVE_NAMES)}")
+        chosen = objective(self.objective)
         checks = [
             (self.stage in STAGES, f"stage must be one of {', '.join(STAGES)}"),
-            (self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}"),
             (self.reference_form in REFERENCE_FORMS, f"reference form must be one of {', '.join(REFERENCE_FORMS)}"),
             (self.passes in PASSES, f"passes must be one of {', '.join(PASSES)}"),
             (self.num_negatives >= 1, "num_negatives must be at least 1"),
@@ -186,21 +167,16 @@ class TrainConfig:
                 problems.append(f"keep_best {self.keep_best} needs probe_data")
             elif not self.keep_best.startswith("probe_") and not self.eval_data:
                 problems.append(f"keep_best {self.keep_best} needs eval_data")
-        if self.objective in CONTRASTIVE_OBJECTIVES and self.stage == "compress":
-            problems.append(f"the {self.objective} objective has no compression stage; use --stage align or all")
-        if self.objective == "contrastive+compression" and self.pooling != "compress-mean":
-            problems.append("contrastive+compression trains the compress states the decoder reads: pooling must be compress-mean")
-        for weight in ("reconstruction_weight", "query_reconstruction_weight"):
-            if getattr(self, weight) and self.objective != "contrastive+compression":
-                problems.append(f"{weight} belongs to the contrastive+compression objective")
+        if not chosen.selected(self.stage):
+            problems.append(f"the {self.objective} objective has no {self.stage} stage; use --stage "
+                            + " or ".join(s.name for s in chosen.stages) + " or all")  # e.g. contrastive has no stage 1
+        problems += setting_problems(chosen, self)
         if problems:
             raise ArrError("; ".join(problems))
 
-    def needs(self) -> tuple[bool, bool]:
-        """(run stage 1, run stage 2)."""
-        if self.objective in CONTRASTIVE_OBJECTIVES:
-            return False, True
-        return self.stage in ("compress", "all"), self.stage in ("align", "all")
+    def stages(self):
+        """The objective's stages this run trains, in order (training/objectives.py)."""
+        return objective(self.objective).selected(self.stage)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -31,11 +31,9 @@ from ..evaluation.metrics import compute_metrics
 from ..home import write_json_atomic
 from ..registry import ModelEntry
 from .model_setup import load_trained_state, save_trained
+from .report import PROBE_METRICS
 
 TOP_K = 10
-RETRIEVAL_METRICS = ("ndcg@10", "recall@10")
-PROBE_METRICS = ("specific_share", "specific_share_stderr", "identification", "self_identification", "generic_gain",
-                 "state_norm", "token_norm")
 SHARE = "probe_specific_share"
 NOISE_STDERRS = 2  # a share below this many standard errors is indistinguishable from none
 

@@ -1,4 +1,5 @@
-"""One training step's loss per objective, over the collated batches of `batches.py`."""
+"""The loss terms of each stage (training/objectives.py names them), over the collated batches of
+`batches.py`, and `stage_loss`, their weighted sum: one training step's loss."""
 
 from __future__ import annotations
 
@@ -7,6 +8,21 @@ import torch
 from ..modeling.autoregembed_model import AutoRegEmbedModel
 from .config import TrainConfig
 from .losses import alignment_loss, compression_loss, info_nce_loss
+from .objectives import Stage, active_terms
+
+
+def stage_loss(stage: Stage, model: AutoRegEmbedModel, batch: dict, config: TrainConfig,
+               reference_model: AutoRegEmbedModel | None = None) -> torch.Tensor:
+    """Σ weight × term over the stage's active terms, in the record's order."""
+    terms = active_terms(stage, config)
+    compute = globals()[stage.compute]
+    extra = {"reference_model": reference_model} if stage.compute == "alignment_terms" else {}
+    values = compute(model, batch, config, {t.name for t in terms}, **extra)
+    loss = None
+    for term in terms:
+        value = values[term.name] if term.weight is None else getattr(config, term.weight) * values[term.name]
+        loss = value if loss is None else loss + value
+    return loss
 
 
 def _trim(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -18,8 +34,10 @@ def decoder_loss(model: AutoRegEmbedModel, states: torch.Tensor, targets: torch.
     return compression_loss(model.score_padded(states, _trim(targets, lengths), lengths), lengths)
 
 
-def compression_step(model: AutoRegEmbedModel, batch: dict, config: TrainConfig) -> torch.Tensor:
-    return decoder_loss(model, model.compress(batch["input_ids"], batch["lengths"]), batch["targets"], batch["target_lengths"])
+def compression_terms(model: AutoRegEmbedModel, batch: dict, config: TrainConfig, active: set[str]) -> dict[str, torch.Tensor]:
+    """Stage 1: the frozen decoder generates each row's output from its context's compress states."""
+    states = model.compress(batch["input_ids"], batch["lengths"])
+    return {"compression": decoder_loss(model, states, batch["targets"], batch["target_lengths"])}
 
 
 def alignment_log_probs(model: AutoRegEmbedModel, batch: dict, passes: str = "batched"):
@@ -32,11 +50,11 @@ def alignment_log_probs(model: AutoRegEmbedModel, batch: dict, passes: str = "ba
     sequential: the reference code's structure, 3 encoder and 3 decoder passes.
     """
     batch_size = batch["encoder_ids"].shape[0] // 2
-    n = batch["targets"].shape[0] // batch_size - 2
+    n = batch["targets"].shape[0] // batch_size - 1
     (q_ids, q_lengths), (p_ids, p_lengths) = _encoder_inputs(batch)
     targets, target_lengths = batch["targets"], batch["target_lengths"]
     pos_t, pos_l = _trim(targets[:batch_size], target_lengths[:batch_size]), target_lengths[:batch_size]
-    neg_t, neg_l = _trim(targets[2 * batch_size :], target_lengths[2 * batch_size :]), target_lengths[2 * batch_size :]
+    neg_t, neg_l = _trim(targets[batch_size:], target_lengths[batch_size:]), target_lengths[batch_size:]
     if passes == "batched":
         e_q = model.compress(q_ids, q_lengths)
         e_pos = model.compress(p_ids, p_lengths)
@@ -60,10 +78,7 @@ def _encoder_inputs(batch: dict):
 
 def _batch_targets(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Every target of the batch once: the B positives, then the B·n negatives (the collator's order)."""
-    batch_size = batch["encoder_ids"].shape[0] // 2
-    keep = torch.cat([torch.arange(batch_size), torch.arange(2 * batch_size, batch["targets"].shape[0])])
-    targets, lengths = batch["targets"][keep], batch["target_lengths"][keep]
-    return _trim(targets, lengths), lengths
+    return _trim(batch["targets"], batch["target_lengths"]), batch["target_lengths"]
 
 
 def score_all_targets(model: AutoRegEmbedModel, states: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -97,20 +112,21 @@ def in_batch_alignment_parts(model: AutoRegEmbedModel, reference_model: AutoRegE
     return a, b, c, ref_pos, ref_neg, e_q, e_pos
 
 
-def alignment_step(model: AutoRegEmbedModel, batch: dict, config: TrainConfig,
-                   reference_model: AutoRegEmbedModel | None = None) -> torch.Tensor:
+def alignment_terms(model: AutoRegEmbedModel, batch: dict, config: TrainConfig, active: set[str],
+                    reference_model: AutoRegEmbedModel | None = None) -> dict[str, torch.Tensor]:
     """The alignment loss (own hard negatives with precomputed reference scores, or in-batch
-    negatives against `reference_model`), plus λ·InfoNCE on the pooled states for the hybrid objective."""
+    negatives against `reference_model`) and, where active, InfoNCE on the pooled states."""
     if config.in_batch_alignment:
         a, b, c, ref_pos, ref_neg, e_q, e_pos = in_batch_alignment_parts(model, reference_model, batch)
     else:
         a, b, c, e_q, e_pos = alignment_log_probs(model, batch, config.passes)
         reference = batch["reference"].to(a.dtype)
         ref_pos, ref_neg = reference[:, 0], reference[:, 1:]
-    loss = alignment_loss(a, b, c, ref_pos.to(a.dtype), ref_neg.to(a.dtype), config.beta, config.tau, config.reference_form)
-    if config.objective == "autoregembed+contrastive":
-        loss = loss + config.contrastive_weight * pooled_info_nce(model, batch, e_q, e_pos, config)
-    return loss
+    terms = {"alignment": alignment_loss(a, b, c, ref_pos.to(a.dtype), ref_neg.to(a.dtype), config.beta, config.tau,
+                                         config.reference_form)}
+    if "infonce" in active:
+        terms["infonce"] = pooled_info_nce(model, batch, e_q, e_pos, config)
+    return terms
 
 
 def pooled_info_nce(model: AutoRegEmbedModel, batch: dict, e_q: torch.Tensor, e_pos: torch.Tensor, config: TrainConfig) -> torch.Tensor:
@@ -123,33 +139,30 @@ def pooled_info_nce(model: AutoRegEmbedModel, batch: dict, e_q: torch.Tensor, e_
     return info_nce_loss(model.pool(e_q), model.pool(e_pos), negatives, config.temperature, config.in_batch_negatives)
 
 
-def contrastive_step(model: AutoRegEmbedModel, batch: dict, config: TrainConfig) -> torch.Tensor:
-    """InfoNCE with one encoder pass per kind of text (queries are never padded to document length).
-    contrastive+compression adds stage 1's loss on the same positives' compress states: the frozen
-    decoder generates each query from its positive document's states (and, with the reconstruction
-    weights, rebuilds the document from its states and the query from its own), so the vectors that
-    retrieve stay readable by the decoder (InfoNCE alone lets them drift from what it can read)."""
+def contrastive_terms(model: AutoRegEmbedModel, batch: dict, config: TrainConfig, active: set[str]) -> dict[str, torch.Tensor]:
+    """InfoNCE with one encoder pass per kind of text (queries are never padded to document length)
+    and, where active, stage 1's decoder losses on the same compress states: the frozen decoder
+    generates each query from its positive document's states (compression), rebuilds the document
+    from its states (reconstruction) and the query from its own (query_reconstruction), so the
+    vectors that retrieve stay readable by the decoder (InfoNCE alone lets them drift from it)."""
     (q_ids, q_lengths), (p_ids, p_lengths) = _encoder_inputs(batch)
-    compressing = config.objective == "contrastive+compression"
-    if compressing:
+    if active == {"infonce"}:
+        queries, positives = model.embed(q_ids, q_lengths, config.pooling), model.embed(p_ids, p_lengths, config.pooling)
+    else:  # the decoder terms read the compress states the vectors pool (pooling is compress-mean)
         query_states, states = model.compress(q_ids, q_lengths), model.compress(p_ids, p_lengths)
         queries, positives = model.pool(query_states), model.pool(states)
-    else:
-        queries, positives = model.embed(q_ids, q_lengths, config.pooling), model.embed(p_ids, p_lengths, config.pooling)
     negatives = model.embed(_trim(batch["negative_ids"], batch["negative_lengths"]), batch["negative_lengths"], config.pooling)
     n = negatives.shape[0] // q_ids.shape[0]
     negatives = negatives.view(n, q_ids.shape[0], -1).transpose(0, 1)
-    loss = info_nce_loss(queries, positives, negatives, config.temperature, config.in_batch_negatives)
-    if compressing:
-        loss = loss + config.compression_weight * decoder_loss(model, states, batch["query_targets"], batch["query_target_lengths"])
-        if config.reconstruction_weight:
-            batch_size = q_ids.shape[0]  # the collator's targets start with the positives
-            loss = loss + config.reconstruction_weight * decoder_loss(model, states, batch["targets"][:batch_size],
-                                                                      batch["target_lengths"][:batch_size])
-        if config.query_reconstruction_weight:
-            loss = loss + config.query_reconstruction_weight * decoder_loss(model, query_states, batch["query_targets"],
-                                                                            batch["query_target_lengths"])
-    return loss
+    terms = {"infonce": info_nce_loss(queries, positives, negatives, config.temperature, config.in_batch_negatives)}
+    if "compression" in active:
+        terms["compression"] = decoder_loss(model, states, batch["query_targets"], batch["query_target_lengths"])
+    if "reconstruction" in active:
+        batch_size = q_ids.shape[0]  # the collator's targets start with the positives
+        terms["reconstruction"] = decoder_loss(model, states, batch["targets"][:batch_size], batch["target_lengths"][:batch_size])
+    if "query_reconstruction" in active:
+        terms["query_reconstruction"] = decoder_loss(model, query_states, batch["query_targets"], batch["query_target_lengths"])
+    return terms
 
 
 @torch.no_grad()

@@ -10,7 +10,6 @@ from typing import Callable
 import torch
 from transformers import Trainer, TrainerCallback
 
-from ..home import write_atomic
 from .model_setup import load_trained_state, save_trained
 
 
@@ -45,33 +44,6 @@ class AutoRegEmbedTrainer(Trainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         load_trained_state(self.model.model, Path(resume_from_checkpoint))
-
-
-def resume_metrics(path: Path, stage: str, step: int) -> float:
-    """Before a stage resumes from its checkpoint at `step`: drop the stage's records of later steps
-    (they are measured again, so they would appear twice) and return the training seconds the
-    stage had logged by then, which the resumed run's clock continues from."""
-    records = read_metrics(path)
-    kept = [r for r in records if r.get("stage") != stage or r.get("step", 0) <= step]
-    if len(kept) < len(records):
-        write_atomic(path, lambda handle: handle.writelines(json.dumps(r) + "\n" for r in kept))
-    return _logged_seconds(kept, stage)
-
-
-def finished_stage_seconds(path: Path, stage: str) -> float:
-    """The training seconds a stage that finished in an earlier process had logged."""
-    return _logged_seconds(read_metrics(path), stage)
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """A run's metrics.jsonl records (none before its first log)."""
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _logged_seconds(records: list[dict], stage: str) -> float:
-    return max((r["seconds"] for r in records if r.get("stage") == stage and "seconds" in r), default=0.0)
 
 
 class MetricsLog(TrainerCallback):

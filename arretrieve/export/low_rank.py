@@ -17,8 +17,8 @@ import torch
 
 from ..errors import ArrError
 from ..registry.model_entry import ModelEntry
-from .backbone import load_causal_lm
-from .loading import quiet_peft, save_adapter
+from ..modeling.backbone import load_causal_lm
+from ..modeling.loading import quiet_peft, save_adapter
 
 
 def write_low_rank_adapter(entry: ModelEntry, source: Path, target: Path, rank: int, half: bool) -> dict:
