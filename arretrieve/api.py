@@ -25,9 +25,10 @@ class Index:
     """A built index, opened for search; its model loads on the first query and stays loaded."""
 
     def __init__(self, name: str | None = None, *, index_dir: str | Path | None = None, device: str = "auto",
-                 registry: Registry | None = None):
+                 registry: Registry | None = None, search_params: dict[str, int] | None = None):
+        """`search_params`: nprobe, ef_search, rerank_factor for every search (a call's own win)."""
         folder = IndexStore(Path(index_dir) if index_dir else None).resolve(name)
-        self.searcher = Searcher(folder, registry, device=device)
+        self.searcher = Searcher(folder, registry, device=device, search_params=search_params)
 
     @classmethod
     def build(cls, corpus: str | Path | Sequence[str], *, ids: Sequence[str] | None = None,
@@ -62,15 +63,22 @@ class Index:
     def __len__(self) -> int:
         return self.manifest.count
 
-    def search(self, query: str, k: int = 10) -> list[Hit]:
-        """The top-k hits of one query, best first."""
+    def search(self, query: str, k: int = 10, *, mode: str | None = None, collapse: bool | None = None,
+               nprobe: int | None = None, ef_search: int | None = None, rerank_factor: int | None = None) -> list[Hit]:
+        """The top-k hits of one query, best first; the options are `arr search`'s (`SearchOptions`)."""
         if not isinstance(query, str):
             raise ArrError("search takes one query string; use search_many for a list")
-        return self.searcher.search([query], k)[0]
+        return self.search_many([query], k, mode=mode, collapse=collapse, nprobe=nprobe, ef_search=ef_search,
+                                rerank_factor=rerank_factor)[0]
 
-    def search_many(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
-        """The top-k hits of each query, encoded in batches."""
-        return self.searcher.search(list(queries), k)
+    def search_many(self, queries: Sequence[str], k: int = 10, *, mode: str | None = None, collapse: bool | None = None,
+                    nprobe: int | None = None, ef_search: int | None = None,
+                    rerank_factor: int | None = None) -> list[list[Hit]]:
+        """The top-k hits of each query, encoded in batches: what `arr search --queries` and the server answer."""
+        if isinstance(queries, str):
+            raise ArrError("search_many takes a list of query strings; use search for one")
+        return self.searcher.search(list(queries), k, collapse, mode, nprobe=nprobe, ef_search=ef_search,
+                                    rerank_factor=rerank_factor)
 
 
 def _write_texts(path: Path, texts: Sequence[str], ids: Sequence[str] | None, titles: Sequence[str] | None) -> Path:

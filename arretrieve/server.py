@@ -15,19 +15,23 @@ get 4xx JSON errors, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Annotated, Literal, Sequence
 
+from .api import Index
 from .errors import ArrError
-from .index import IndexStore, Searcher
+from .index import IndexStore
+from .index.lexical import MODES
+from .index.searcher import SearchOptions
 from .registry import Registry
 
 try:
     from fastapi import FastAPI, HTTPException, Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
-    from pydantic import BaseModel, Field
+    from pydantic import BaseModel, Field, create_model
 except ImportError:
     raise ArrError("arr serve needs FastAPI and uvicorn: pip install 'arretrieve[serve]'") from None
 
@@ -36,15 +40,26 @@ MAX_BATCH = 256
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-class SearchBatch(BaseModel):
-    queries: list[str] = Field(min_length=1, max_length=MAX_BATCH)
-    k: int = Field(10, ge=1, le=MAX_K)
-    index: str | None = None
-    mode: Literal["dense", "bm25", "hybrid"] | None = None
+
+def _request_fields() -> dict:
+    """The request fields of a search, derived from `SearchOptions` (the modes are `lexical.MODES`)."""
+    types = {"k": Annotated[int, Field(ge=1, le=MAX_K)], "mode": Literal[MODES] | None,
+             "collapse": bool | None, "nprobe": Annotated[int, Field(ge=1)] | None,
+             "ef_search": Annotated[int, Field(ge=1)] | None, "rerank_factor": Annotated[int, Field(ge=1)] | None}
+    return {f.name: (types[f.name], Field(f.default, description=f.metadata["help"]))
+            for f in dataclasses.fields(SearchOptions)}
+
+
+_INDEX_FIELD = (str | None, Field(None, description="index name (optional when one is served)"))
+SearchQuery = create_model("SearchQuery", q=(str, Field(description="the query text")), index=_INDEX_FIELD,
+                           **_request_fields())
+SearchBatch = create_model("SearchBatch", queries=(list[str], Field(min_length=1, max_length=MAX_BATCH)),
+                           index=_INDEX_FIELD, **_request_fields())
 
 
 class ServedIndexes:
-    """The indexes a server answers for, opened at start; one loaded model per model entry and dtype."""
+    """The indexes a server answers for, opened at start as `arretrieve.Index` objects (the API's):
+    one loaded model per model entry and dtype, every model call on one thread."""
 
     def __init__(self, names: Sequence[str], store: IndexStore, registry: Registry, device: str = "auto"):
         if not names:
@@ -52,36 +67,37 @@ class ServedIndexes:
             if not names:
                 store.resolve(None)  # the "no index here" error, naming where it looked
         self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="arr-model")
-        self.searchers: dict[str, Searcher] = self.model_thread.submit(self._open, names, store, registry, device).result()
+        self.indexes: dict[str, Index] = self.model_thread.submit(self._open, names, store, registry, device).result()
 
     @staticmethod
-    def _open(names: Sequence[str], store: IndexStore, registry: Registry, device: str) -> dict[str, Searcher]:
-        searchers, shared = {}, {}
+    def _open(names: Sequence[str], store: IndexStore, registry: Registry, device: str) -> dict[str, Index]:
+        indexes, shared = {}, {}
         for name in names:
-            searcher = Searcher(store.resolve(name), registry, device=device)
+            index = Index(name, index_dir=store.root, registry=registry, device=device)
+            searcher = index.searcher
             key = (searcher.entry.fingerprint, searcher.manifest.encoder["dtype"])
             if key not in shared:
                 shared[key] = searcher.embedder  # loads the model now, not on the first request
-                searcher.search(["warm-up"], k=1)  # first-call allocations and kernel choice
+                index.search("warm-up", k=1)  # first-call allocations and kernel choice
             searcher.embedder = shared[key]
-            searchers[searcher.manifest.name] = searcher
-        return searchers
+            indexes[index.name] = index
+        return indexes
 
-    def pick(self, name: str | None) -> str:
+    def pick(self, name: str | None) -> Index:
         if name is None:
-            if len(self.searchers) == 1:
-                return next(iter(self.searchers))
-            raise HTTPException(400, f"several indexes are served ({', '.join(self.searchers)}); name one with index=")
-        if name not in self.searchers:
-            raise HTTPException(404, f"no index {name!r} is served (served: {', '.join(self.searchers)})")
-        return name
+            if len(self.indexes) == 1:
+                return next(iter(self.indexes.values()))
+            raise HTTPException(400, f"several indexes are served ({', '.join(self.indexes)}); name one with index=")
+        if name not in self.indexes:
+            raise HTTPException(404, f"no index {name!r} is served (served: {', '.join(self.indexes)})")
+        return self.indexes[name]
 
-    async def search(self, name: str | None, queries: list[str], k: int, mode: str | None) -> tuple[str, list]:
-        name = self.pick(name)
-        if any(not q.strip() for q in queries):
-            raise HTTPException(400, "empty query")
-        results = await asyncio.wrap_future(self.model_thread.submit(self.searchers[name].search, queries, k, None, mode))
-        return name, results
+    async def search(self, request: BaseModel, queries: list[str]) -> list:
+        """`Index.search_many` on the model thread, with the request's options."""
+        index = self.pick(request.index)
+        options = {f.name: getattr(request, f.name) for f in dataclasses.fields(SearchOptions)}
+        k = options.pop("k")
+        return await asyncio.wrap_future(self.model_thread.submit(index.search_many, queries, k, **options))
 
 
 def create_app(indexes: ServedIndexes) -> FastAPI:
@@ -109,36 +125,32 @@ def create_app(indexes: ServedIndexes) -> FastAPI:
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "indexes": len(indexes.searchers)}
+        return {"status": "ok", "indexes": len(indexes.indexes)}
 
     @app.get("/indexes")
     def list_indexes() -> list[dict]:
+        searchers = {name: index.searcher for name, index in indexes.indexes.items()}
         return [{"name": name, "model": s.manifest.model, "model_fingerprint": s.manifest.model_fingerprint,
                  "count": s.manifest.count, "dim": s.manifest.dim, "index_type": s.manifest.index_type,
-                 "modes": ["dense", "bm25", "hybrid"] if s.bm25 is not None else ["dense"], "default_mode": s.default_mode}
-                for name, s in indexes.searchers.items()]
+                 "modes": list(MODES) if s.bm25 is not None else ["dense"], "default_mode": s.default_mode}
+                for name, s in searchers.items()]
 
     @app.get("/models")
     def list_models() -> list[dict]:
-        seen = {s.entry.name: s.entry for s in indexes.searchers.values()}
+        seen = {i.searcher.entry.name: i.searcher.entry for i in indexes.indexes.values()}
         return [{"name": e.name, "kind": e.kind, "dim": e.dim, "fingerprint": e.fingerprint,
                  "description": e.description} for e in seen.values()]
 
     @app.get("/search")
-    async def search_one(
-        q: str = Query(..., description="the query text"),
-        k: int = Query(10, ge=1, le=MAX_K),
-        index: str | None = Query(None, description="index name (optional when one is served)"),
-        mode: Literal["dense", "bm25", "hybrid"] | None = Query(None, description="default: the index's default mode"),
-    ) -> list[dict]:
+    async def search_one(request: Annotated[SearchQuery, Query()]) -> list[dict]:
         """The hits of one query, as `arr search --json` prints them."""
-        _, results = await indexes.search(index, [q], k, mode)
+        results = await indexes.search(request, [request.q])
         return [hit.to_dict() for hit in results[0]]
 
     @app.post("/search")
     async def search_batch(body: SearchBatch) -> list[dict]:
         """The hits of each query, in order, as `arr search --queries --json` writes them."""
-        _, results = await indexes.search(body.index, body.queries, body.k, body.mode)
+        results = await indexes.search(body, body.queries)
         return [{"query": q, "hits": [h.to_dict() for h in hits]} for q, hits in zip(body.queries, results)]
 
     return app

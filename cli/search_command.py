@@ -50,35 +50,37 @@ def search(
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
 ) -> None:
     """Search an index and print rank, score, id, title and a snippet."""
+    from arretrieve.api import Index
     from arretrieve.errors import ArrError
-    from arretrieve.index import IndexStore, Searcher
+    from arretrieve.index.searcher import check_queries
 
     if (query is None) == (queries is None):
         raise ArrError("give either a query or --queries FILE")
-    if query is not None and not query.strip():
-        raise ArrError("empty query")
-    overrides = {key: value for key, value in (("nprobe", nprobe), ("ef_search", ef_search), ("rerank_factor", rerank_factor)) if value is not None}
-    searcher = Searcher(IndexStore(index_dir).resolve(index), device=device, search_params=overrides)
-    collapse = False if no_collapse else None
+    if query is not None:
+        check_queries([query])  # before the index and its model load
+    opened = Index(index, index_dir=index_dir, device=device)
+    options = {"mode": mode, "collapse": False if no_collapse else None, "nprobe": nprobe, "ef_search": ef_search,
+               "rerank_factor": rerank_factor}
+    manifest = opened.manifest
     if queries is not None:
         from arretrieve.corpus.queries import read_queries
         from arretrieve.evaluation.run_file import write_trec_run
 
         batch = read_queries(queries)
-        results = dict(zip(batch, searcher.search(list(batch.values()), k=k, collapse=collapse, mode=mode)))
+        results = dict(zip(batch, opened.search_many(list(batch.values()), k, **options)))
         if as_json:  # JSON lines: {"query_id", "query", "hits": [...]}
             _write(output, "".join(json.dumps({"query_id": qid, "query": batch[qid], "hits": [h.to_dict() for h in hits]},
                                               ensure_ascii=False) + "\n" for qid, hits in results.items()))
         else:
-            write_trec_run(results, output, tag=f"arr-{searcher.manifest.name}")
+            write_trec_run(results, output, tag=f"arr-{manifest.name}")
         return
-    hits = searcher.search([query], k=k, collapse=collapse, mode=mode)[0]
+    hits = opened.search(query, k, **options)
     if as_json or output:
         _write(output, json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False, indent=2) + "\n")
         return
     from rich.table import Table
 
-    table = Table("rank", "score", "id", "title", "snippet", title=f"{searcher.manifest.name} · {searcher.manifest.model}")
+    table = Table("rank", "score", "id", "title", "snippet", title=f"{manifest.name} · {manifest.model}")
     for hit in hits:
         table.add_row(str(hit.rank), f"{hit.score:.4f}", _printable(hit.id), _printable(hit.title), _snippet(hit.text))
     console.print(table)

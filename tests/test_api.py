@@ -74,3 +74,26 @@ def test_indexes_live_in_one_predictable_place(tmp_path, monkeypatch, isolated_h
     assert IndexStore().root == tmp_path / "elsewhere"
     with pytest.raises(ArrError, match=r"\$ARR_INDEXES"):
         IndexStore().resolve(None)
+
+
+def test_index_search_takes_every_option_and_equals_arr_search(tiny_default):
+    """One search interface: the API's options are the CLI's, and the server answers through the same `Index`."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from arretrieve.cli.app import app
+    from arretrieve.server import ServedIndexes
+
+    arretrieve.Index.build(SENTENCES, name="notes-api")
+    hits = arretrieve.Index("notes-api").search("yaml parser", k=5, mode="bm25")
+    printed = CliRunner().invoke(app, ["search", "yaml parser", "--index", "notes-api", "-k", "5", "--mode", "bm25", "--json"])
+    assert printed.exit_code == 0, printed.output
+    assert json.loads(printed.output) == [h.to_dict() for h in hits]
+    assert arretrieve.Index("notes-api").search("yaml parser", k=2, mode="dense", collapse=False)
+    with pytest.raises(ArrError, match="unknown mode"):
+        arretrieve.Index("notes-api").search("yaml", mode="sparse")
+    with pytest.raises(ArrError, match="nprobe"):  # a flat index has no IVF lists
+        arretrieve.Index("notes-api").search("yaml", nprobe=4)
+    served = ServedIndexes(["notes-api"], IndexStore(), tiny_default)
+    assert isinstance(served.pick("notes-api"), arretrieve.Index)

@@ -122,3 +122,18 @@ def test_hnsw_graph_options_are_recorded_and_refused_for_other_types(tmp_path, r
     with pytest.raises(ArrError, match=r"--reduced-dim must be below the vectors' dimension \(576\), got 576"):
         plan_index(IndexSpec("hnsw-pca", reduced_dim=576), 1000, 576)
     assert plan_index(IndexSpec("hnsw-pca", hnsw_m=16), 1000, 576).reduced_dim == 96
+
+
+@pytest.mark.parametrize("index_type, setting", [("ivf-flat", "nprobe"), ("hnsw", "ef_search"), ("hnsw-pca", "rerank_factor")])
+def test_a_calls_search_settings_apply_to_that_call_only(tmp_path, registry, index_type, setting):
+    from arretrieve.index.faiss_index import current_search_params
+
+    build_index(corpus(tmp_path), model="tiny", spec=IndexSpec(index_type), encoding=SMALL_SHARDS, registry=registry)
+    searcher = Searcher(IndexStore().resolve(None), registry=registry)
+    opened = current_search_params(searcher.index, index_type)
+    plain = searcher.search(["yaml python library"], k=3, mode="dense")
+    searcher.search(["yaml python library"], k=3, mode="dense", **{setting: 7})
+    assert current_search_params(searcher.index, index_type) == opened
+    assert searcher.search(["yaml python library"], k=3, mode="dense") == plain
+    with pytest.raises(ArrError, match="nprobe"):
+        searcher.search(["yaml"], k=3, nprobe=2) if index_type != "ivf-flat" else searcher.search(["yaml"], k=3, nprobe=0)

@@ -727,6 +727,35 @@ def test_state_scale_trains_saves_loads_and_leaves_the_vectors_alone(tmp_path, d
         assert torch.equal(model.embed(ids, lengths), vectors)  # the scale reaches the decoder only
 
 
+def test_every_objective_is_accepted_by_arr_train_and_documented_from_its_record():
+    from typer.testing import CliRunner
+
+    from arretrieve.cli.app import app
+
+    help_text = " ".join(CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "400"}).output.split())
+    docs = (Path(__file__).parents[1] / "docs" / "training.md").read_text(encoding="utf-8")
+    for record in OBJECTIVES:
+        stage = "all" if record.stage("compress") else "align"
+        assert TrainConfig(name="x", objective=record.name, stage=stage).stages() == record.stages
+        assert f"{record.name}: " in help_text
+        assert f"`{record.name}`" in docs and " ".join(record.summary.split()) in " ".join(docs.split()), record.name
+        for term in (t for s in record.stages for t in s.terms):
+            assert f"`{term.name}`" in docs, (record.name, term.name)
+
+
+def test_infonce_batches_carry_no_decoder_targets(tmp_path, data, registry):
+    cfg = config(tmp_path, data, objective="contrastive", stage="align")
+    model = build_trainable(registry.get("tiny"), cfg, torch.float32)
+    triplets, _ = load_triplets(str(data[1]), cfg.fields, 2)
+    dataset = TripletSet(model, triplets, "{text}", "{text}", 64, _needs(cfg))
+    batch = TripletCollator(model.pad_id)([dataset[i] for i in range(4)])
+    assert sorted(batch) == ["encoder_ids", "encoder_lengths", "negative_ids", "negative_lengths"]
+    with pytest.raises(ArrError, match="temperature belongs to the contrastive"):
+        config(tmp_path, data, objective="autoregembed", temperature=0.2)
+    with pytest.raises(ArrError, match="has no compress stage"):
+        config(tmp_path, data, objective="contrastive", stage="compress")
+
+
 @pytest.mark.parametrize("recipe", sorted(Path(__file__).parents[1].glob("arretrieve/pretrained/*/recipe*.toml")), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_shipped_recipe_is_a_valid_config(recipe):
     config = build_config(read_config_file(recipe), {"name": "check"})

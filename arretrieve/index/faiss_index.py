@@ -282,6 +282,23 @@ def check_search_params(index_type: str, params: dict[str, int]) -> None:
         raise ArrError(f"{' and '.join(too_small)} must be at least 1")
 
 
+def current_search_params(index, index_type: str) -> dict[str, int]:
+    """The values of the index type's search settings as the index holds them now (what a search
+    with settings for one call only goes back to)."""
+    faiss = faiss_module()
+    values: dict[str, int] = {}
+    names = SEARCH_SETTINGS.get(index_type, ())
+    if "nprobe" in names:
+        values["nprobe"] = int(faiss.try_extract_index_ivf(index).nprobe)
+    if "ef_search" in names:
+        inner = faiss.downcast_index(index.base_index) if isinstance(index, faiss.IndexRefine) else index
+        inner = faiss.downcast_index(inner.index) if isinstance(inner, faiss.IndexPreTransform) else inner
+        values["ef_search"] = int(inner.hnsw.efSearch)
+    if "rerank_factor" in names and isinstance(index, faiss.IndexRefine):
+        values["rerank_factor"] = int(index.k_factor)
+    return values
+
+
 def apply_search_params(index, params: dict[str, int]) -> None:
     """nprobe, ef_search and hnsw-pca's rerank_factor, wherever they sit inside the index (hnsw-pca
     nests its graph; FAISS re-ranks its k × rerank_factor candidates itself)."""

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from ..errors import ArrError
 from ..registry import Registry
 from .docstore import DocStore
-from .faiss_index import SEARCH_SETTINGS, apply_search_params, check_search_params, faiss_module, to_gpu_if_available
+from .faiss_index import (SEARCH_SETTINGS, apply_search_params, check_search_params, current_search_params, faiss_module,
+                          to_gpu_if_available)
 from .lexical import FUSION_DEPTH, MODES, fuse, load_bm25, search_bm25
 from .manifest import IndexManifest, model_for_index
 
@@ -35,6 +37,42 @@ class Hit:
         if self.chunk is not None:
             payload["chunk"] = self.chunk
         return payload
+
+
+def _option(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How a search runs, declared once: `Searcher.search`, `arretrieve.Index.search`, the server's
+    requests (derived from these fields) and `arr search` all take them."""
+
+    k: int = _option(10, "How many results.")
+    mode: str | None = _option(None, f"{', '.join(MODES)} (default: hybrid when the index has a BM25 side, else dense).")
+    collapse: bool | None = _option(None, "On a chunked index, one hit per document (default) or every chunk (false).")
+    nprobe: int | None = _option(None, "IVF lists to visit (IVF index types).")
+    ef_search: int | None = _option(None, "HNSW search depth (hnsw, hnsw-pca).")
+    rerank_factor: int | None = _option(None, "Re-score k x this many candidates exactly (ivf-pq, hnsw-pca).")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ArrError("k must be at least 1")
+        if self.mode is not None and self.mode not in MODES:
+            raise ArrError(f"unknown mode {self.mode!r}; use {', '.join(MODES)}")
+        for name, value in self.search_params().items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ArrError(f"{name} must be a whole number of at least 1")
+
+    def search_params(self) -> dict[str, int]:
+        """The index-type settings given (nprobe, ef_search, rerank_factor)."""
+        return {k: v for k, v in asdict(self).items() if k in ("nprobe", "ef_search", "rerank_factor") and v is not None}
+
+
+def check_queries(queries: Sequence[str]) -> None:
+    """The one check of query texts, made before anything loads where the caller can."""
+    if not queries or any(not isinstance(q, str) or not q.strip() for q in queries):
+        raise ArrError("empty query")
 
 
 class Searcher:
@@ -134,25 +172,44 @@ class Searcher:
     def _query_vectors(self, queries: Sequence[str], mode: str, batch_size: int = 32) -> np.ndarray | None:
         return None if mode == "bm25" else self.embedder.encode(list(queries), role="query", batch_size=batch_size)
 
-    def search(self, queries: Sequence[str], k: int = 10, collapse: bool | None = None,
-               mode: str | None = None) -> list[list[Hit]]:
-        """Top-k hits per query; chunked indexes give one hit per document unless collapse=False.
-        `mode`: dense, bm25 or hybrid (default: hybrid when the index has a BM25 side)."""
-        if k < 1:
-            raise ArrError("k must be at least 1")
-        if any(not q.strip() for q in queries):
-            raise ArrError("empty query")
-        mode = self._check_mode(mode)
+    def search(self, queries: Sequence[str], k: int = 10, collapse: bool | None = None, mode: str | None = None,
+               **search_params: int | None) -> list[list[Hit]]:
+        """Top-k hits per query (`SearchOptions` says what each option does); chunked indexes give
+        one hit per document unless collapse=False. Index-type settings given here (nprobe,
+        ef_search, rerank_factor) apply to this call only."""
+        options = SearchOptions(k=k, mode=mode, collapse=collapse, **search_params)
+        check_queries(queries)
+        mode = self._check_mode(options.mode)
         collapse = self.chunked if collapse is None else collapse
-        query_vectors = self._query_vectors(queries, mode)
-        depth = k * 4 if collapse else k
-        while True:
-            scores, rows = self._ranked(queries, query_vectors, depth, mode)
-            results = [self._hits(s, r, k, collapse) for s, r in zip(scores, rows)]
-            short = any(len(h) < k for h in results)
-            if not (collapse and short and depth < self.manifest.count):
-                return results
-            depth *= 4
+        with self._search_settings(options.search_params()):
+            query_vectors = self._query_vectors(queries, mode)
+            depth = k * 4 if collapse else k
+            while True:
+                scores, rows = self._ranked(queries, query_vectors, depth, mode)
+                results = [self._hits(s, r, k, collapse) for s, r in zip(scores, rows)]
+                short = any(len(h) < k for h in results)
+                if not (collapse and short and depth < self.manifest.count):
+                    return results
+                depth *= 4
+
+    @contextlib.contextmanager
+    def _search_settings(self, overrides: dict[str, int]) -> Iterator[None]:
+        """The index's search settings with `overrides` for one call, then back to those it opened with."""
+        if not overrides:
+            yield
+            return
+        check_search_params(self.manifest.index_type, overrides)
+        opened = self.params
+        before = current_search_params(self.index, self.manifest.index_type)
+        self.params = {**opened, **overrides}
+        apply_search_params(self.index, self.params)
+        self._graph_width = self.params.get("ef_search")
+        try:
+            yield
+        finally:
+            self.params = opened
+            apply_search_params(self.index, before)
+            self._graph_width = before.get("ef_search")
 
     def search_ids(self, queries: Sequence[str], k: int, mode: str = "dense",
                    batch_size: int = 32) -> list[list[tuple[str, float]]]:

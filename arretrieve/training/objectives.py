@@ -120,7 +120,8 @@ class Objective:
         return tuple(s for s in self.stages if stage_setting in ("all", s.name))
 
 
-COMPRESSION = Stage("compress", "compression", (Term("compression", needs=(POSITIVE_TARGETS,)),), "compression_terms")
+# Stage 1 reads compression rows, whose batches always carry their output as the target.
+COMPRESSION = Stage("compress", "compression", (Term("compression"),), "compression_terms")
 _ALIGNMENT = Term("alignment", needs=(POSITIVE_TARGETS, NEGATIVE_TARGETS), reference=True)
 _INFONCE = Term("infonce", needs=(NEGATIVE_INPUTS,))
 _AUTOREGEMBED_ROLES = ("i_next", "i_self")  # the paper's orientation: a document's states generate its pair
