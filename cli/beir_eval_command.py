@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from .options import BatchSize, Device, Dtype
 from .output import console, escape
 
 
@@ -21,9 +22,9 @@ def beir_eval(
     output: Path = typer.Option(Path("results"), help="Folder for the results JSON files."),
     metric: str = typer.Option("NDCG@10", help="Metric shown in the table."),
     plot: bool = typer.Option(False, help="Also write a bar chart PNG to the output folder."),
-    batch_size: int = typer.Option(16, min=1, help="Texts per forward pass."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
-    dtype: Optional[str] = typer.Option(None, help="Override the models' dtype."),
+    batch_size: int = BatchSize,
+    device: str = Device,
+    dtype: Optional[str] = Dtype,
 ) -> None:
     """Evaluate retrieval with BEIR metrics; corpus vectors are cached, so a second run is fast."""
     from arretrieve.evaluation import DEFAULT_DATASETS, bar_chart, markdown_table, run_beir_eval

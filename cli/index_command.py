@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from .options import BatchSize, Device, Dtype, IndexDir
 from .output import console, parse_size
 
 
@@ -23,11 +24,11 @@ def index(
     chunk_words: Optional[int] = typer.Option(None, help="Cut documents into chunks of this many words (ids doc#0, doc#1…)."),
     chunk_overlap: int = typer.Option(0, help="Words shared by consecutive chunks."),
     skip_invalid: bool = typer.Option(False, help="Skip (and count) malformed, duplicate or empty rows instead of stopping."),
-    index_dir: Optional[Path] = typer.Option(None, help="Where indexes live (default: $ARR_INDEXES, else ./indexes if present, else $ARR_HOME/indexes)."),
-    batch_size: int = typer.Option(16, min=1, help="Texts per forward pass (halved automatically on out-of-memory)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    index_dir: Optional[Path] = IndexDir,
+    batch_size: int = BatchSize,
+    device: str = Device,
     devices: Optional[str] = typer.Option(None, help="Encode with one process per device, e.g. cuda:0,cuda:1."),
-    dtype: Optional[str] = typer.Option(None, help="Override the model's dtype: float32, bfloat16, float16."),
+    dtype: Optional[str] = Dtype,
     shard_size: int = typer.Option(4096, min=1, help="Documents per resumable shard."),
     seed: int = typer.Option(0, help="Seed of the training sample for trained index types."),
     hnsw_m: Optional[int] = typer.Option(None, help="HNSW links per vector (default 32)."),

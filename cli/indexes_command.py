@@ -8,10 +8,10 @@ from typing import Optional
 
 import typer
 
+from .options import IndexDir
 from .output import console
 
 app = typer.Typer(help="Built indexes ($ARR_INDEXES, else ./indexes if present, else $ARR_HOME/indexes).", no_args_is_help=True)
-IndexDir = typer.Option(None, "--index-dir", help="Where indexes live.")
 
 
 @app.command("list")

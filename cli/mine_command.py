@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from .options import BatchSize, Device, Dtype
 from .output import console
 
 
@@ -26,9 +27,9 @@ def mine_negatives(
     query_field: str = typer.Option("query", help="Query field of DATA."),
     pos_field: str = typer.Option("pos", help="Positive field of DATA."),
     neg_field: str = typer.Option("neg", help="Negatives field of DATA (and OUTPUT)."),
-    batch_size: int = typer.Option(16, min=1, help="Texts per forward pass (model retrievers)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
-    dtype: Optional[str] = typer.Option(None, help="Override the model's dtype."),
+    batch_size: int = BatchSize,
+    device: str = Device,
+    dtype: Optional[str] = Dtype,
 ) -> None:
     """Write DATA's rows with hard negatives: candidates ranked high that are not the positive."""
     from arretrieve.training.config import FieldMap

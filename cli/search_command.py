@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from .options import Device, IndexDir
 from .output import console
 
 
@@ -46,8 +47,8 @@ def search(
     rerank_factor: Optional[int] = typer.Option(None, min=1, help="Re-score k × this many candidates exactly (ivf-pq, hnsw-pca)."),
     no_collapse: bool = typer.Option(False, help="On a chunked index, list chunks instead of one hit per document."),
     mode: Optional[str] = typer.Option(None, "--mode", help="dense, bm25 or hybrid (default: hybrid when the index has a BM25 side, else dense)."),
-    index_dir: Optional[Path] = typer.Option(None, help="Where indexes live (default: $ARR_INDEXES, else ./indexes if present, else $ARR_HOME/indexes)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    index_dir: Optional[Path] = IndexDir,
+    device: str = Device,
 ) -> None:
     """Search an index and print rank, score, id, title and a snippet."""
     from arretrieve.api import Index

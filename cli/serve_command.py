@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from .options import Device, IndexDir
 from .output import console
 
 
@@ -14,8 +15,8 @@ def serve(
     index: Optional[List[str]] = typer.Option(None, "--index", "-i", help="An index to serve (repeat for several; default: every index)."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default; 0.0.0.0 listens on every interface)."),
     port: int = typer.Option(8000, min=1, max=65535, help="Port to listen on."),
-    index_dir: Optional[Path] = typer.Option(None, help="Where indexes live (default: $ARR_INDEXES, else ./indexes if present, else $ARR_HOME/indexes)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    index_dir: Optional[Path] = IndexDir,
+    device: str = Device,
 ) -> None:
     """Serve indexes over HTTP: GET/POST /search, GET /indexes, /models, /health; docs at /docs."""
     from arretrieve.server import LOOPBACK, serve as run_server
