@@ -191,10 +191,12 @@ def setting_problems(chosen: Objective, config) -> list[str]:
     for settings in OBJECTIVE_SETTINGS:
         if settings in chosen.settings:
             continue
-        owners = " and ".join(o.name for o in OBJECTIVES if settings in o.settings)
+        owners = [o.name for o in OBJECTIVES if settings in o.settings]
+        named = owners[0] if len(owners) == 1 else ", ".join(owners[:-1]) + " and " + owners[-1]
         for f in fields(settings):
             if getattr(config, f.name) != f.default:
-                problems.append(f"{f.name} belongs to the {owners} objective")
+                problems.append(f"{f.name} belongs to the {named} objective{'s' if len(owners) > 1 else ''}, "
+                                f"not {chosen.name}")
     if chosen.pooling is not None and config.pooling != chosen.pooling:
         problems.append(f"{chosen.name} trains the compress states the decoder reads: pooling must be {chosen.pooling}")
     return problems
