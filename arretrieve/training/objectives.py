@@ -98,6 +98,7 @@ class Stage:
     `steps.<compute>`."""
 
     name: str
+    title: str  # how messages name it: "stage 1", "stage 2"
     data: str  # its data setting, `<data>_data`: "compression" rows {context, instruction, output} or "alignment" triplets
     terms: tuple[Term, ...]
     compute: str
@@ -121,7 +122,7 @@ class Objective:
 
 
 # Stage 1 reads compression rows, whose batches always carry their output as the target.
-COMPRESSION = Stage("compress", "compression", (Term("compression"),), "compression_terms")
+COMPRESSION = Stage("compress", "stage 1", "compression", (Term("compression"),), "compression_terms")
 _ALIGNMENT = Term("alignment", needs=(POSITIVE_TARGETS, NEGATIVE_TARGETS), reference=True)
 _INFONCE = Term("infonce", needs=(NEGATIVE_INPUTS,))
 _AUTOREGEMBED_ROLES = ("i_next", "i_self")  # the paper's orientation: a document's states generate its pair
@@ -131,27 +132,28 @@ OBJECTIVES: tuple[Objective, ...] = (
     Objective(
         "autoregembed",
         "AutoRegEmbed: stage 1 (information compression), then stage 2 (conditional distribution alignment).",
-        (COMPRESSION, Stage("align", "alignment", (_ALIGNMENT,), "alignment_terms", _AUTOREGEMBED_ROLES)),
+        (COMPRESSION, Stage("align", "stage 2", "alignment", (_ALIGNMENT,), "alignment_terms", _AUTOREGEMBED_ROLES)),
         (AlignmentSettings,),
     ),
     Objective(
         "contrastive",
         "InfoNCE on query-document triplets (the contrastive baseline), no stage 1.",
-        (Stage("align", "alignment", (_INFONCE,), "contrastive_terms", _RETRIEVAL_ROLES),),
+        (Stage("align", "stage 2", "alignment", (_INFONCE,), "contrastive_terms", _RETRIEVAL_ROLES),),
         (InfoNCESettings,),
         pooling=None,
     ),
     Objective(
         "autoregembed+contrastive",
         "AutoRegEmbed's two stages, stage 2 adding contrastive_weight x InfoNCE on the pooled vectors.",
-        (COMPRESSION, Stage("align", "alignment", (_ALIGNMENT, Term("infonce", "contrastive_weight", (NEGATIVE_INPUTS,))),
+        (COMPRESSION, Stage("align", "stage 2", "alignment",
+                            (_ALIGNMENT, Term("infonce", "contrastive_weight", (NEGATIVE_INPUTS,))),
                             "alignment_terms", _AUTOREGEMBED_ROLES)),
         (AlignmentSettings, HybridSettings, InfoNCESettings),
     ),
     Objective(
         "contrastive+compression",
         "InfoNCE plus stage 1's decoder losses on the same compress states (the default's last steps), no stage 1.",
-        (Stage("align", "alignment",
+        (Stage("align", "stage 2", "alignment",
                (_INFONCE, Term("compression", "compression_weight", (QUERY_TARGETS,)),
                 Term("reconstruction", "reconstruction_weight", (POSITIVE_TARGETS,)),
                 Term("query_reconstruction", "query_reconstruction_weight", (QUERY_TARGETS,))),

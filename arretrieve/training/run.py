@@ -156,7 +156,7 @@ def _prepare(config: TrainConfig, registry: Registry, show_progress: bool) -> Tr
     stages = config.stages()
     for stage in stages:
         if not getattr(config, f"{stage.data}_data"):
-            raise ArrError(f"{_STAGE_TITLES[stage.name]} needs --{stage.data}-data")
+            raise ArrError(f"{stage.title} needs --{stage.data}-data")
     data = {stage.data: _load_stage_data(stage, config) for stage in stages}
     eval_set = load_dataset(config.eval_data, config.eval_split) if config.eval_data else None
     probe = None
@@ -176,9 +176,6 @@ def _prepare(config: TrainConfig, registry: Registry, show_progress: bool) -> Tr
     # In-training evaluation encodes as the trained model will: its prompts and pooling.
     monitors = (RetrievalCheck(replace(base, pooling=pooling), eval_set, dtype) if eval_set else None, probe)
     return TrainingRun(config, base, run_dir, device, dtype, monitors, pooling, stages, data, show_progress)
-
-
-_STAGE_TITLES = {"compress": "stage 1", "align": "stage 2"}
 
 
 def _load_stage_data(stage: Stage, config: TrainConfig) -> tuple:

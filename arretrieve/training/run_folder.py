@@ -21,7 +21,10 @@ import torch
 from ..errors import ArrError
 from ..hashing import sha256_json
 from ..home import reference_cache_dir, save_npy_atomic, write_atomic, write_json_atomic
+from ..runtime import progress_bar
+from .batches import TripletCollator
 from .report import read_metrics
+from .steps import reference_log_probs
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +105,6 @@ def _logged_seconds(records: list[dict], stage: str) -> float:
 
 def reference_scores(model, dataset, key: dict, batch_size: int, show_progress: bool) -> torch.Tensor:
     """π_ref(pos|e_q) and π_ref(neg_j|e_q) for every triplet, computed once and cached on disk."""
-    from .batches import TripletCollator
-    from .steps import reference_log_probs
-
     path = reference_cache_dir() / f"{sha256_json(key)[:32]}.npy"
     if path.is_file():
         try:
@@ -117,8 +117,6 @@ def reference_scores(model, dataset, key: dict, batch_size: int, show_progress: 
     collator = TripletCollator(model.pad_id)
     model.eval()
     rows = []
-    from ..runtime import progress_bar
-
     with progress_bar() if show_progress else contextlib.nullcontext() as progress:
         task = progress.add_task("reference scores", total=len(dataset)) if progress else None
         for start in range(0, len(dataset), batch_size):

@@ -15,9 +15,8 @@ def stage_loss(stage: Stage, model: AutoRegEmbedModel, batch: dict, config: Trai
                reference_model: AutoRegEmbedModel | None = None) -> torch.Tensor:
     """Σ weight × term over the stage's active terms, in the record's order."""
     terms = active_terms(stage, config)
-    compute = globals()[stage.compute]
-    extra = {"reference_model": reference_model} if stage.compute == "alignment_terms" else {}
-    values = compute(model, batch, config, {t.name for t in terms}, **extra)
+    extra = {} if reference_model is None else {"reference_model": reference_model}  # in-batch alignment only
+    values = _COMPUTE[stage.compute](model, batch, config, {t.name for t in terms}, **extra)
     loss = None
     for term in terms:
         value = values[term.name] if term.weight is None else getattr(config, term.weight) * values[term.name]
@@ -163,6 +162,10 @@ def contrastive_terms(model: AutoRegEmbedModel, batch: dict, config: TrainConfig
     if "query_reconstruction" in active:
         terms["query_reconstruction"] = decoder_loss(model, query_states, batch["query_targets"], batch["query_target_lengths"])
     return terms
+
+
+_COMPUTE = {"compression_terms": compression_terms, "alignment_terms": alignment_terms,
+            "contrastive_terms": contrastive_terms}  # what `Stage.compute` names
 
 
 @torch.no_grad()
