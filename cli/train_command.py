@@ -9,39 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import types
-import typing
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
+from .options import dataclass_options
 from .output import console
-
-
-def _flag_type(annotation) -> type:
-    """The Typer type of a field's annotation: `X | None` is X; `list[str]` is List[str]."""
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
-    if typing.get_origin(annotation) is list:
-        return List[typing.get_args(annotation)[0]]  # noqa: UP006 - Typer needs typing.List
-    return annotation
-
-
-def _options(cls, help_suffix: str = "") -> list[inspect.Parameter]:
-    hints = typing.get_type_hints(cls)
-    params = []
-    for f in dataclasses.fields(cls):
-        if not f.metadata.get("cli", True):
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else None
-        hidden = help_suffix or default in (None, dataclasses.MISSING) or isinstance(default, bool)
-        shown = "" if hidden else f" (default: {default})"  # a stage default differs by stage
-        flags = [f.metadata["flag"]] if f.metadata.get("flag") else []
-        option = typer.Option(None, *flags, help=f.metadata.get("help", "") + help_suffix + shown, show_default=False)
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
-                                        annotation=Optional[_flag_type(hints[f.name])]))
-    return params
 
 
 def _stage_flag_names() -> list[str]:
@@ -77,7 +51,7 @@ def _signature() -> inspect.Signature:
 
     config = inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path], default=typer.Option(
         None, "--config", help="JSON/TOML/YAML file with any of the settings (flags win)."))
-    return inspect.Signature(_options(TrainConfig) + _options(StageSettings, " (both stages)") + [config])
+    return inspect.Signature(dataclass_options(TrainConfig) + dataclass_options(StageSettings, " (both stages)") + [config])
 
 
 train.__signature__ = _signature()

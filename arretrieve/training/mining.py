@@ -22,6 +22,7 @@ from ..errors import ArrError
 from ..home import write_atomic
 from .config import FieldMap
 from .data import _checked_rows, _text
+from .setting import setting
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +33,16 @@ SCORE_CHUNK = 256
 
 @dataclass(frozen=True)
 class MiningSettings:
-    negatives: int = 1
-    depth: int = 10
-    max_score_ratio: float | None = 0.95
-    sampling: str = "random"
-    seed: int = 0
-    keep_negatives: bool = True
+    """How negatives are picked; `arr mine-negatives` derives its flags from these fields."""
+
+    negatives: int = setting(1, "Negatives mined per row.")
+    depth: int = setting(10, "Pick them among this many best-ranked candidates left after the filters.")
+    max_score_ratio: float | None = setting(0.95, "Drop candidates scoring at least this times the positive's score "
+                                                  "(likely unlabelled positives); 0 turns it off.")
+    sampling: str = setting("random", "random (among the top --depth) or top.")
+    seed: int = setting(0, "Seed of the random sampling.")
+    keep_negatives: bool = setting(True, "Keep each row's own negatives after the mined ones.",
+                                   flag="--keep-negatives/--drop-negatives")
 
     def check(self) -> None:
         if self.negatives < 1:
