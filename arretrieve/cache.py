@@ -13,23 +13,18 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import ArrError
-from .home import base_cache_dir, encoding_cache_dir, merged_cache_dir, reference_cache_dir, traced_cache_dir
+from .home import (base_cache_dir, beir_cache_dir, encoding_cache_dir, hash_cache_file, merged_cache_dir,
+                   reference_cache_dir, traced_cache_dir)
 
-
-def _beir_cache_dir() -> Path:
-    from .evaluation.beir_data import beir_cache_dir
-
-    return beir_cache_dir()
-
-
-# kind → (folder, what one entry is)
+# kind → (folder of entries, or a file that is the one entry; what one entry is)
 CACHES: dict[str, tuple[Callable[[], Path], str]] = {
     "encodings": (encoding_cache_dir, "a corpus encoded by one model (sharded vectors)"),
     "reference": (reference_cache_dir, "stage-2 reference scores of one training set"),
-    "beir": (_beir_cache_dir, "downloaded BEIR sets and beir-eval's indexes"),
+    "beir": (beir_cache_dir, "downloaded BEIR sets and beir-eval's indexes"),
     "bases": (base_cache_dir, "a GGUF base converted to safetensors"),
     "merged": (merged_cache_dir, "an adapter model merged into its base, for fast loads"),
     "traced": (traced_cache_dir, "a traced query encoder, for fast cold searches"),
+    "hashes": (hash_cache_file, "the content hashes of bases and weights (recomputed when a file changes)"),
 }
 
 
@@ -57,12 +52,12 @@ def cache_entries(kinds: list[str] | None = None) -> list[CacheEntry]:
     for kind in kinds or list(CACHES):
         if kind not in CACHES:
             raise ArrError(f"unknown cache {kind!r}; known: {', '.join(CACHES)}")
-        folder = CACHES[kind][0]()
-        if folder.is_dir():
-            for child in folder.iterdir():
-                if not child.name.startswith("."):
-                    size, modified = _size(child)
-                    entries.append(CacheEntry(kind, child, size, modified))
+        location = CACHES[kind][0]()
+        children = sorted(location.iterdir()) if location.is_dir() else [location] if location.is_file() else []
+        for child in children:
+            if not child.name.startswith("."):
+                size, modified = _size(child)
+                entries.append(CacheEntry(kind, child, size, modified))
     return sorted(entries, key=lambda e: -e.bytes)
 
 

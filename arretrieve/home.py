@@ -47,6 +47,16 @@ def reference_cache_dir() -> Path:
     return arr_home() / "cache" / "reference"
 
 
+def beir_cache_dir() -> Path:
+    """Downloaded BEIR sets and the indexes `arr beir-eval` builds over them."""
+    return arr_home() / "cache" / "beir"
+
+
+def hash_cache_file() -> Path:
+    """sha256 of base models and weight folders, keyed by path and file signatures (one JSON file)."""
+    return arr_home() / "cache" / "hashes.json"
+
+
 def write_atomic(path: Path, write: Callable[[IO], None], binary: bool = False, replace: bool = True) -> None:
     """Write a file so that readers (and concurrent writers) see either no file, the old one, or
     the complete new one. `replace=False` never overwrites: if the file appeared meanwhile (another
@@ -80,25 +90,34 @@ def write_json_atomic(path: Path, payload: Any, replace: bool = True) -> None:
     write_atomic(path, write, replace=replace)
 
 
+FOLDER_POLICIES = ("keep", "refuse", "replace")
+
+
 def write_folder_atomic(target: Path, write: Callable[[Path], None], marker: str, record: dict | Callable[[], dict],
-                        new: bool = False) -> None:
+                        existing: str = "keep") -> None:
     """Write a folder at `target` whole or not at all: `write` fills a staging folder beside it,
     `marker` (JSON: `record`, or what it returns once `write` is done) is written last, then the
-    folder is renamed into place. A cache (`new=False`): a concurrent writer that got there first
-    wins. A folder the user names (`new=True`): `target` must not exist or be an empty folder."""
-    if new and _occupied(target):
+    folder is renamed into place. What happens to a folder already at `target`:
+      keep     a cache: a concurrent writer that got there first wins;
+      refuse   a folder the user names: it must not exist or be an empty folder;
+      replace  a rebuild the user asked for (`--overwrite`): the old folder goes, the new one takes its place."""
+    if existing not in FOLDER_POLICIES:
+        raise ValueError(f"existing must be one of {FOLDER_POLICIES}")
+    if existing == "refuse" and _occupied(target):
         raise ArrError(f"{target} already exists and is not an empty folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         write(staging)
         write_json_atomic(staging / marker, record() if callable(record) else record)
+        if existing == "replace" and target.exists():
+            shutil.rmtree(target)
         try:
             os.replace(staging, target)  # onto nothing, or onto an empty folder
         except OSError:
-            if new:
+            if existing == "refuse":
                 raise ArrError(f"{target} appeared while it was being written; nothing was changed") from None
-            if not (target / marker).is_file():  # not a concurrent writer that won
+            if existing == "replace" or not (target / marker).is_file():  # not a concurrent writer that won
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -26,14 +26,15 @@ def main() -> None:
     parser.add_argument("--split", default="dev")
     args = parser.parse_args()
 
-    from arretrieve.evaluation.beir_data import beir_cache_dir, load_dataset
+    from arretrieve.evaluation.beir_data import load_dataset
     from arretrieve.evaluation.beir_eval import drop_identical_ids
     from arretrieve.evaluation.metrics import compute_metrics
-    from arretrieve.index import IndexStore, Searcher, build_index
+    from arretrieve.evaluation.retrievers import dataset_index_store
+    from arretrieve.index import Searcher, build_index
     from arretrieve.index.lexical import FUSION_DEPTH, fuse, search_bm25
 
     dataset = load_dataset(args.data, args.split)
-    store = IndexStore(beir_cache_dir() / "indexes" / f"{dataset.name}-{dataset.fingerprint[:12]}")
+    store = dataset_index_store(dataset)
     build_index(dataset.folder, name=args.model, model=args.model, store=store, overwrite=True, bm25=True)
     searcher = Searcher(store.path(args.model))
     queries = list(dataset.queries.values())

@@ -6,18 +6,20 @@ from typing import List
 
 import typer
 
+from arretrieve.cache import CACHES
+
 from .output import console
 
 app = typer.Typer(help="What arretrieve keeps under $ARR_HOME/cache (all of it can be rebuilt).", no_args_is_help=True)
 
 
 @app.command("list")
-def list_cache(kind: List[str] = typer.Argument(None, help="encodings, reference, beir, bases, merged (default: all).")) -> None:
+def list_cache(kind: List[str] = typer.Argument(None, help=f"{', '.join(CACHES)} (default: all).")) -> None:
     """Cache entries with their size and age, largest first."""
     from rich import box
     from rich.table import Table
 
-    from arretrieve.cache import CACHES, cache_entries
+    from arretrieve.cache import cache_entries
 
     entries = cache_entries(list(kind or []) or None)
     table = Table("kind", "entry", "size", "age", box=box.SIMPLE, pad_edge=False)
@@ -30,7 +32,7 @@ def list_cache(kind: List[str] = typer.Argument(None, help="encodings, reference
 
 @app.command("prune")
 def prune_cache(
-    kind: List[str] = typer.Argument(..., help="encodings, reference, beir, bases, merged, traced, or all."),
+    kind: List[str] = typer.Argument(..., help=f"{', '.join(CACHES)}, or all."),
     older_than: float = typer.Option(0.0, "--older-than", min=0.0, help="Only entries untouched for more than this many days."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed, remove nothing."),
 ) -> None:

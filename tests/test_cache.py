@@ -45,3 +45,15 @@ def test_cli(isolated_home):
     assert "model-corpus" not in runner.invoke(app, ["cache", "list"]).output
     runner.invoke(app, ["cache", "prune", "all"])
     assert runner.invoke(app, ["cache", "list"]).output.strip().endswith("the caches are empty")
+
+
+def test_the_hash_cache_is_listed_and_pruned(isolated_home, tmp_path):
+    from arretrieve.home import hash_cache_file
+    from arretrieve.modeling.backbone import verified_sha256
+
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"z" * 100)
+    digest = verified_sha256(weights)  # records the hash under the toolkit home
+    assert [(e.kind, e.path) for e in cache_entries(["hashes"])] == [("hashes", hash_cache_file())]
+    assert [e.kind for e in prune(["hashes"])] == ["hashes"] and not hash_cache_file().exists()
+    assert verified_sha256(weights) == digest  # recomputed after the prune

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..corpus import CorpusSource
 from ..errors import ArrError
 from ..hashing import sha256_file
-from ..home import arr_home
+from ..home import beir_cache_dir
 from ..corpus.queries import read_queries
 
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
@@ -33,10 +33,6 @@ class BeirDataset:
     @property
     def corpus(self) -> CorpusSource:
         return CorpusSource(self.folder)
-
-
-def beir_cache_dir() -> Path:
-    return arr_home() / "cache" / "beir"
 
 
 def _download(name: str) -> Path:

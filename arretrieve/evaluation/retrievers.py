@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +10,8 @@ from ..encoding import EncodingOptions
 from ..index import IndexSpec, IndexStore, Searcher, build_index
 from ..index.lexical import BM25_SETTINGS, build_bm25, search_bm25
 from ..registry import Registry
-from .beir_data import BeirDataset, beir_cache_dir
+from ..home import beir_cache_dir
+from .beir_data import BeirDataset
 
 BM25 = "bm25"
 HYBRID_PREFIX = "bm25+"  # `bm25+NAME`: BM25 fused with model NAME, as `arr search --mode hybrid`
@@ -26,11 +26,16 @@ class Retrieval:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def dataset_index_store(dataset: BeirDataset) -> IndexStore:
+    """Where `arr beir-eval` keeps the indexes it builds over one version of a BEIR set."""
+    return IndexStore(beir_cache_dir() / "indexes" / f"{dataset.name}-{dataset.fingerprint[:12]}")
+
+
 def dense_retrieval(dataset: BeirDataset, model: str, registry: Registry, encoding: EncodingOptions,
                     index_type: str, top_k: int, mode: str = "dense") -> Retrieval:
     """Encode (or reuse the cached encoding of) the corpus, build the index, search the queries
     (`mode` hybrid fuses them with BM25 as `arr search` does)."""
-    store = IndexStore(beir_cache_dir() / "indexes" / f"{dataset.name}-{dataset.fingerprint[:12]}")
+    store = dataset_index_store(dataset)
     started = time.perf_counter()
     manifest = build_index(dataset.folder, name=model, model=model, spec=IndexSpec(index_type), encoding=encoding,
                            store=store, registry=registry, overwrite=True, bm25=mode == "hybrid")

@@ -50,7 +50,7 @@ def export_arretrieve_folder(entry: ModelEntry, folder: Path, name: str | None =
             fields.pop(key)
         return fields
 
-    write_folder_atomic(folder, write, ENTRY_FILE, record, new=True)
+    write_folder_atomic(folder, write, ENTRY_FILE, record, existing="refuse")
     return replace(exported[0], weights_path=str((folder / WEIGHTS_DIR).resolve()))
 
 

@@ -12,9 +12,11 @@ import torch
 
 from ..errors import ArrError
 from ..home import write_folder_atomic
-from ..integrations.sentence_transformers_folder import DEFAULT_PROMPT, AutoRegEmbedEncoder, SentenceTransformer, wrap_model
+# First: it says how to install sentence-transformers where it is missing.
+from ..integrations.sentence_transformers_folder import DEFAULT_PROMPT, AutoRegEmbedEncoder, wrap_model
 from ..modeling.backbone import local_folder
 from ..registry.model_entry import PROMPT_ROLES, ModelEntry, split_template
+from sentence_transformers import SentenceTransformer  # noqa: E402 - after the check above
 
 SOURCE_FILE = "arretrieve_source.json"  # which registry model the folder came from, written last
 
@@ -36,7 +38,7 @@ def export_sentence_transformers(entry: ModelEntry, folder: Path, half: bool = F
             _write_autoregembed(entry, staging, half)
 
     source = {"name": entry.name, "fingerprint": entry.fingerprint, "kind": entry.kind, "description": entry.description}
-    write_folder_atomic(folder, write, SOURCE_FILE, source, new=True)
+    write_folder_atomic(folder, write, SOURCE_FILE, source, existing="refuse")
     return folder
 
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import tempfile
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -21,11 +20,12 @@ from .. import __version__
 from ..corpus import Chunking, CorpusSource, Document
 from ..encoding.corpus_job import EncodeJob, EncodingOptions, encode_corpus
 from ..errors import ArrError
+from ..home import write_folder_atomic
 from ..registry import Registry
 from .docstore import DOCS_FILE, DocStore, append_documents
 from .faiss_index import TRAINED_TYPES, IndexSpec, create_index, faiss_module, plan_index, training_sample
 from .lexical import build_bm25, save_bm25
-from .manifest import IndexManifest, model_for_index
+from .manifest import MANIFEST_FILE, IndexManifest, model_for_index
 from .store import IndexStore
 
 
@@ -112,9 +112,9 @@ def build_index(
     if params.type in TRAINED_TYPES:
         sample = training_sample(job.iter_vectors(), job.spec.count, params.train_size, spec.seed)
     index = create_index(params, dim, sample)
-    store.root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.staging-", dir=store.root))
-    try:
+    built: list[IndexManifest] = []
+
+    def write(staging: Path) -> None:
         vectors_file = staging / VECTORS_FILE if params.type == "ivf-pq" else None
         for vectors in job.iter_vectors():
             index.add(vectors)
@@ -125,7 +125,7 @@ def build_index(
         offsets, docs_bytes = append_documents(staging / DOCS_FILE, _keeping_texts(source.documents(), texts))
         np.save(staging / "offsets-0.npy", offsets)
         bm25_name = _write_bm25(staging, texts, 0) if bm25 else None
-        manifest = IndexManifest(
+        built.append(IndexManifest(
             name=name,
             model=entry.name,
             model_fingerprint=entry.fingerprint,
@@ -142,14 +142,11 @@ def build_index(
             files={"index": "index-0.faiss", "offsets": "offsets-0.npy", "vectors": VECTORS_FILE if vectors_file else None,
                    "bm25": bm25_name},
             docs_bytes=docs_bytes,
-        )
-        manifest.save(staging)
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return manifest
+        ))
+
+    # Replaced only once the new index is whole: an interrupted rebuild leaves the old one in place.
+    write_folder_atomic(folder, write, MANIFEST_FILE, lambda: asdict(built[0]), existing="replace")
+    return built[0]
 
 
 def add_to_index(

@@ -18,12 +18,11 @@ import torch
 from ..errors import ArrError
 
 try:
-    from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules.input_module import InputModule
 except ImportError:
     raise ArrError("sentence-transformers folders need sentence-transformers >= 6: pip install 'arretrieve[interop]'") from None
 from ..modeling.autoregembed_model import AutoRegEmbedModel
-from ..registry.model_entry import TEXT_FIELD, split_template
+from ..registry.model_entry import TEXT_FIELD
 
 ENCODER_CONFIG = "arretrieve_encoder.json"
 # `encode` without a prompt encodes as arretrieve does by default: as a document.

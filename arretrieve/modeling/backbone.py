@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from ..errors import ArrError
 from ..hashing import sha256_path
-from ..home import arr_home, base_cache_dir, write_folder_atomic, write_json_atomic
+from ..home import base_cache_dir, hash_cache_file, write_folder_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def _stat_signature(path: Path) -> list:
 
 def verified_sha256(path: Path) -> str:
     """sha256 of a file or folder, recomputed whenever any file's inode, size, mtime or ctime changed."""
-    cache_path = arr_home() / "cache" / "hashes.json"
+    cache_path = hash_cache_file()
     try:
         cache = json.loads(cache_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

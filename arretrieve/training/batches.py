@@ -12,7 +12,6 @@ import torch
 from torch.utils.data import Dataset
 
 from ..modeling.autoregembed_model import AutoRegEmbedModel, right_pad
-from ..registry.model_entry import split_template
 from .data import CompressionExample, Triplet
 from .objectives import NEGATIVE_INPUTS, NEGATIVE_TARGETS, POSITIVE_TARGETS, QUERY_TARGETS
 
@@ -84,12 +83,6 @@ class TripletSet(Dataset):
         if self.reference is not None:
             item["reference"] = self.reference[index]
         return item
-
-
-def prompt_template(entry_prompts: dict[str, str], role: str) -> str:
-    template = entry_prompts.get(role, "{text}")
-    split_template(template)  # validates
-    return template
 
 
 class CompressionCollator:

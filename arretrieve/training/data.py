@@ -72,7 +72,8 @@ def read_rows(source: str) -> tuple[Iterator[Row], str]:
     return _hub_rows(source), hashlib.sha256(f"hub:{source}".encode()).hexdigest()
 
 
-def _text(row: Row, key: str) -> str:
+def row_text(row: Row, key: str) -> str:
+    """A non-empty string field of a training row, or a one-line error naming file and line."""
     payload = row.fields or {}
     if key not in payload or payload[key] is None:
         raise ArrError(f"{row.location}: missing field {key!r}")
@@ -84,7 +85,8 @@ def _text(row: Row, key: str) -> str:
     return value
 
 
-def _checked_rows(source: str, limit: int | None) -> tuple[list[Row], str]:
+def checked_rows(source: str, limit: int | None) -> tuple[list[Row], str]:
+    """The first `limit` rows of a training file or dataset (a malformed one is an error), and its fingerprint."""
     rows, fingerprint = read_rows(source)
     checked = []
     for row in rows:
@@ -100,8 +102,8 @@ def _checked_rows(source: str, limit: int | None) -> tuple[list[Row], str]:
 
 
 def load_compression_data(source: str, fields: FieldMap, limit: int | None = None) -> tuple[list[CompressionExample], str]:
-    rows, fingerprint = _checked_rows(source, limit)
-    return [CompressionExample(_text(r, fields.context), _text(r, fields.instruction), _text(r, fields.output)) for r in rows], fingerprint
+    rows, fingerprint = checked_rows(source, limit)
+    return [CompressionExample(row_text(r, fields.context), row_text(r, fields.instruction), row_text(r, fields.output)) for r in rows], fingerprint
 
 
 def _negatives(row: Row, key: str, wanted: int) -> list[str]:
@@ -120,6 +122,6 @@ def _negatives(row: Row, key: str, wanted: int) -> list[str]:
 
 
 def load_triplets(source: str, fields: FieldMap, num_negatives: int, limit: int | None = None) -> tuple[list[Triplet], str]:
-    rows, fingerprint = _checked_rows(source, limit)
-    triplets = [Triplet(_text(r, fields.query), _text(r, fields.pos), _negatives(r, fields.neg, num_negatives)) for r in rows]
+    rows, fingerprint = checked_rows(source, limit)
+    triplets = [Triplet(row_text(r, fields.query), row_text(r, fields.pos), _negatives(r, fields.neg, num_negatives)) for r in rows]
     return triplets, f"{fingerprint}:neg{num_negatives}"

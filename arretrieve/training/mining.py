@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import ArrError
 from ..home import write_atomic
 from .config import FieldMap
-from .data import _checked_rows, _text
+from .data import checked_rows, row_text
 from .setting import setting
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ Scorer = Callable[[Sequence[int]], np.ndarray]
 
 def read_pairs(source: str, fields: FieldMap, limit: int | None = None) -> list[MinedRow]:
     """Rows with a query and a positive; their negatives (string or list) are kept when present."""
-    rows, _ = _checked_rows(source, limit)
+    rows, _ = checked_rows(source, limit)
     pairs = []
     for row in rows:
         negs = (row.fields or {}).get(fields.neg) or []
@@ -96,7 +96,7 @@ def read_pairs(source: str, fields: FieldMap, limit: int | None = None) -> list[
             negs = [negs]
         if not isinstance(negs, list) or not all(isinstance(n, str) for n in negs):
             raise ArrError(f"{row.location}: field {fields.neg!r} must be a string or a list of strings")
-        pairs.append(MinedRow(_text(row, fields.query), _text(row, fields.pos), [n for n in negs if n.strip()]))
+        pairs.append(MinedRow(row_text(row, fields.query), row_text(row, fields.pos), [n for n in negs if n.strip()]))
     return pairs
 
 

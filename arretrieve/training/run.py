@@ -24,7 +24,7 @@ from ..hashing import sha256_tree
 from ..registry.model_folder import trained_entry, weights_folder
 from ..registry import ModelEntry, Registry
 from ..registry.new_entry import new_entry
-from .batches import CompressionCollator, CompressionSet, TripletCollator, TripletSet, prompt_template
+from .batches import CompressionCollator, CompressionSet, TripletCollator, TripletSet
 from .config import TrainConfig
 from .data import load_compression_data, load_triplets
 from .evaluation import RetrievalCheck, TrainingEval
@@ -221,8 +221,8 @@ def _train_stage(run: TrainingRun, result: TrainResult, stage: Stage, init_from:
         dataset, collator = CompressionSet(model, examples, config.max_target_length), CompressionCollator(model.pad_id)
     else:
         query_role, document_role = stage.roles
-        dataset = TripletSet(model, examples, prompt_template(base.prompts, query_role),
-                             prompt_template(base.prompts, document_role), config.max_target_length, batch_needs(stage, config))
+        dataset = TripletSet(model, examples, base.template(query_role), base.template(document_role),
+                             config.max_target_length, batch_needs(stage, config))
         collator = TripletCollator(model.pad_id)
     _report_truncation(stage.data, dataset.truncation, config)
     step = functools.partial(stage_loss, stage)
