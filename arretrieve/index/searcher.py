@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import ArrError
 from ..registry import Registry
 from .docstore import DocStore
+from .exact import best_first, dense_scores
 from .faiss_index import (SEARCH_SETTINGS, apply_search_params, check_search_params, current_search_params, faiss_module,
                           to_gpu_if_available)
 from .lexical import FUSION_DEPTH, MODES, fuse, load_bm25, search_bm25
@@ -144,8 +145,8 @@ class Searcher:
         if self.vectors is not None:  # exact inner products for IVF-PQ's candidates, from the vectors kept on disk
             for q, row in enumerate(rows):
                 valid = np.sort(row[row >= 0])  # ascending rows read the memory-mapped file in order
-                exact = np.asarray(self.vectors[valid]) @ query_vectors[q]
-                order = np.argsort(-exact, kind="stable")
+                exact = dense_scores(query_vectors[q], np.asarray(self.vectors[valid]))
+                order = best_first(exact)
                 rows[q, : len(valid)], scores[q, : len(valid)] = valid[order], exact[order]
             rows, scores = rows[:, :depth], scores[:, :depth]
         return scores, rows

@@ -20,7 +20,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from transformers import TrainerCallback
 
@@ -29,6 +28,7 @@ from ..evaluation.beir_data import BeirDataset
 from ..evaluation.compression_probe import CompressionProbe
 from ..evaluation.metrics import compute_metrics
 from ..home import write_json_atomic
+from ..index.exact import best_first, dense_scores
 from ..registry import ModelEntry
 from .model_setup import load_trained_state, save_trained
 from .report import PROBE_METRICS
@@ -59,9 +59,8 @@ class RetrievalCheck:
                                       batch_size=self.batch_size)
         finally:
             model.max_length = trained_length
-        scores = queries @ documents.T
-        depth = min(TOP_K, len(self.doc_ids))
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+        scores = dense_scores(queries, documents)
+        top = best_first(scores, TOP_K)
         results = {qid: {self.doc_ids[d]: float(scores[q, d]) for d in top[q]} for q, qid in enumerate(self.query_ids)}
         metrics = compute_metrics(self.dataset.qrels, results, k_values=(TOP_K,))
         return {"ndcg@10": metrics["NDCG@10"], "recall@10": metrics["Recall@10"]}

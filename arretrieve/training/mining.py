@@ -127,6 +127,7 @@ def bm25_scorer(queries: Sequence[str], texts: Sequence[str]) -> Scorer:
 def dense_scorer(queries: Sequence[str], texts: Sequence[str], model: str, batch_size: int = 16,
                  device: str = "auto", dtype: str | None = None, show_progress: bool = False) -> Scorer:
     from ..encoding import load_embedder
+    from ..index.exact import dense_scores
     from ..registry import Registry
 
     embedder = load_embedder(Registry().resolve(model), device=device, dtype=dtype)
@@ -134,7 +135,7 @@ def dense_scorer(queries: Sequence[str], texts: Sequence[str], model: str, batch
     text_vectors = embedder.encode(list(texts), role="document", batch_size=batch_size, show_progress=show_progress)
 
     def score(rows: Sequence[int]) -> np.ndarray:
-        return query_vectors[list(rows)] @ text_vectors.T
+        return dense_scores(query_vectors[list(rows)], text_vectors)
 
     return score
 
