@@ -102,6 +102,31 @@ def verified_sha256(path: Path) -> str:
     return digest
 
 
+@dataclass(frozen=True)
+class BaseFacts:
+    """What a new registry entry takes from its base: the vectors' dimension and, for a causal
+    LM, whether its tokenizer has a BOS token (None for a sentence-transformers model)."""
+
+    dim: int
+    has_bos: bool | None = None
+
+
+def base_facts(location: str, kind: str, *, revision: str | None = None, trust_remote_code: bool = False) -> BaseFacts:
+    """Read a base's config and tokenizer (autoregembed) or load the sentence-transformers model,
+    from a local folder or Hub id (`local_folder`), for a new registry entry."""
+    common = {"revision": revision, "trust_remote_code": trust_remote_code}
+    if kind == "sentence-transformers":
+        from sentence_transformers import SentenceTransformer
+
+        model = call_loader(SentenceTransformer, location, device="cpu", **common)
+        return BaseFacts(model.get_embedding_dimension())
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = call_loader(AutoConfig.from_pretrained, location, **common)
+    tokenizer = call_loader(AutoTokenizer.from_pretrained, location, **common)
+    return BaseFacts(config.hidden_size, tokenizer.bos_token_id is not None)
+
+
 def check_base_hash(expected: str | None, source: BaseSource) -> str | None:
     """Refuse a local base whose content differs from the hash its registry entry recorded."""
     if source.kind == "hub":

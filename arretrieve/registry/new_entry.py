@@ -1,4 +1,5 @@
-"""Making a registry entry for a new base model, reading what it can from the model itself."""
+"""Making a registry entry for a new base model, with what modeling/ reads from the model itself
+(`base_facts`: its dimension and whether its tokenizer has a BOS token)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..modeling.backbone import call_loader, check_base_hash, local_folder, resolve_base
+from ..modeling.backbone import base_facts, check_base_hash, local_folder, resolve_base
 from ..errors import ArrError
 from .builtin_models import REFERENCE_PROMPTS
-from .model_entry import ModelEntry, validate_name
+from .model_entry import KINDS, ModelEntry, validate_name
 
 
 def read_overrides(path: Path) -> dict[str, Any]:
@@ -51,25 +52,19 @@ def new_entry(
         "trust_remote_code": trust_remote_code,
         "provenance": {"training": "none (registered base)"},
     }
-    common = {"revision": revision, "trust_remote_code": trust_remote_code}
+    if kind in KINDS:  # another kind is refused by the entry below, before any model loads
+        facts = base_facts(location, kind, revision=revision, trust_remote_code=trust_remote_code)
     if kind == "autoregembed":
-        from transformers import AutoConfig, AutoTokenizer
-
-        config = call_loader(AutoConfig.from_pretrained, location, **common)
-        tokenizer = call_loader(AutoTokenizer.from_pretrained, location, **common)
         fields.update(
             num_compress_tokens=num_compress_tokens,
             prompts=dict(REFERENCE_PROMPTS),
-            add_bos=tokenizer.bos_token_id is not None if add_bos is None else add_bos,
+            add_bos=facts.has_bos if add_bos is None else add_bos,
             pooling="compress-mean",
-            dim=config.hidden_size,
+            dim=facts.dim,
             description=f"{base} (untrained AutoRegEmbed encoder, {num_compress_tokens} compress tokens)",
         )
     elif kind == "sentence-transformers":
-        from sentence_transformers import SentenceTransformer
-
-        model = call_loader(SentenceTransformer, location, device="cpu", **common)
-        fields.update(pooling="mean", dim=model.get_embedding_dimension(), description=f"{base} (sentence-transformers)")
+        fields.update(pooling="mean", dim=facts.dim, description=f"{base} (sentence-transformers)")
     if overrides:
         from .model_folder import refuse_untrusted_code
 
