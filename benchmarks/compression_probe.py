@@ -1,7 +1,7 @@
 """The compression probe on any registry model: does the frozen decoder read the source from its states?
 
     python benchmarks/compression_probe.py --model autoregembed-smollm2-135m \
-        --data ../shared/data/debian-desc/dev --split dev --pairs 200
+        --data data/debian-desc/dev --split dev --pairs 200
 
 Pairs are (document, query) of a BEIR folder (queries with one relevant document, in id order),
 scored in groups of 20; see `arretrieve/evaluation/compression_probe.py` for the definitions.

@@ -4,7 +4,7 @@ Both encode the same texts (the registry's document prompt applied, so the only 
 arr's BOS and k compress tokens, i.e. arr processes more tokens), with the same base weights,
 batch size, dtype, device and maximum length, in one process, one after the other.
 
-    python benchmarks/encode_speed.py --corpus ../shared/data/debian-desc/dev/corpus.jsonl \
+    python benchmarks/encode_speed.py --corpus data/debian-desc/dev/corpus.jsonl \
         --docs 1000 --batch-size 16 --dtypes bfloat16 float32
 """
 

@@ -1,7 +1,7 @@
 """Does a sentence-transformers export encode what arretrieve encodes? Both, side by side, in float32.
 
     python benchmarks/export_equality.py --model autoregembed-smollm2-135m \
-        --data ../shared/data/debian-desc/dev --split dev --texts 100
+        --data data/debian-desc/dev --split dev --texts 100
 
 Exports the model to a temporary folder (`arr models export --format sentence-transformers`), loads
 it with `SentenceTransformer`, and compares the vectors of the first N queries (query role) and of

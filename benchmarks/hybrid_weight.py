@@ -1,7 +1,7 @@
 """Choose hybrid search's fusion on dev data: nDCG@10 of dense, BM25, RRF and weighted fusion by weight.
 
     python benchmarks/hybrid_weight.py --model autoregembed-smollm2-135m \
-        --data ../shared/data/debian-desc/dev --split dev
+        --data data/debian-desc/dev --split dev
 
 Builds the evaluation index of `arr beir-eval` (cached encodings reused) with its BM25 side, takes
 each side's top 100 candidates once, and fuses them as `arr search --mode hybrid` does, for every

@@ -6,7 +6,7 @@ pipeline (texts, token ids, vectors, index), not the model's own weights, and a 
 takes minutes on a CPU. Documents are the Debian descriptions (`full/corpus.jsonl.gz`, repeated
 when more are asked for than it holds).
 
-    python benchmarks/index_scale.py --corpus ../shared/data/debian-desc/full/corpus.jsonl.gz --sizes 10000 60000
+    python benchmarks/index_scale.py --corpus data/debian-desc/full/corpus.jsonl.gz --sizes 10000 60000
 """
 
 from __future__ import annotations

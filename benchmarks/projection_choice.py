@@ -5,8 +5,8 @@ The obvious way to build an HNSW graph over reduced vectors is FAISS's factory s
 share everything else (dimension, links, ef_construction, exact re-ranking of the candidates from
 the full vectors), so the recall@10 against exact search isolates the projection.
 
-    python benchmarks/projection_choice.py --corpus ../shared/data/debian-desc/full \
-        --queries ../shared/data/debian-desc/dev/queries.jsonl --model autoregembed-smollm2-135m
+    python benchmarks/projection_choice.py --corpus data/debian-desc/full \
+        --queries data/debian-desc/dev/queries.jsonl --model autoregembed-smollm2-135m
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ registered model under prompt variants with `arr beir-eval`'s code (use a dev se
   training:  the prompts stage 2 trained with (I_next for queries, I_self for documents)
   summary:   queries as in `reference`, documents with a stage-1 style instruction
 
-    python benchmarks/prompt_choice.py --model study-are --data ../shared/data/debian-desc/dev --split dev
+    python benchmarks/prompt_choice.py --model study-are --data data/debian-desc/dev --split dev
 
 Each variant is registered as a user entry `<model>-prompts-<variant>` (same weights), so a chosen
 variant can be exported or shipped as it is.

@@ -10,7 +10,7 @@ time as
 
 right after its synopsis row, so a batch mixes both tasks and the data order stays the file's.
 
-    python benchmarks/reconstruction_rows.py ../shared/data/debian-desc/train/compression.jsonl.gz \
+    python benchmarks/reconstruction_rows.py data/debian-desc/train/compression.jsonl.gz \
         runs/data/compression-reconstruction.jsonl --every 2
 """
 

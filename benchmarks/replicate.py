@@ -18,17 +18,17 @@ in-batch negatives) for as many steps as (a) takes in both stages, with the reci
 stage-2 learning rate and prompts. Models already registered under these names are reused, so an
 interrupted study resumes.
 
-    python benchmarks/synopsis_triplets.py ../shared/data/debian-desc/train runs/data/synopsis-triplets.jsonl
-    python benchmarks/replicate.py --data ../shared/data/debian-desc --split dev
+    python benchmarks/synopsis_triplets.py data/debian-desc/train runs/data/synopsis-triplets.jsonl
+    python benchmarks/replicate.py --data data/debian-desc --split dev
 
 Use `--split dev` while choosing settings and `--split test` once for the reported table.
 
 At the default model's budget (full fine-tuning, stage 1 on synopsis rows interleaved with
 reconstruction rows, 200 stage-2 steps; `benchmarks/replicate-full.toml`):
 
-    python benchmarks/reconstruction_rows.py ../shared/data/debian-desc/train/compression.jsonl.gz \
+    python benchmarks/reconstruction_rows.py data/debian-desc/train/compression.jsonl.gz \
         runs/data/compression-reconstruction.jsonl --every 2
-    python benchmarks/replicate.py --data ../shared/data/debian-desc --split dev \
+    python benchmarks/replicate.py --data data/debian-desc --split dev \
         --recipe benchmarks/replicate-full.toml --prefix study-full \
         --variants stage1,are,hybrid,compression,infonce
 """

@@ -7,8 +7,8 @@ batch QPS (all queries in one call), one-at-a-time QPS, and recall@10 against ex
 BEIR's `DenseRetrievalExactSearch` runs on the same vectors (its model returns the precomputed
 vectors, so only its search is timed).
 
-    python benchmarks/search_speed.py --corpus ../shared/data/debian-desc/full \
-        --queries ../shared/data/debian-desc/full/queries.jsonl --model smollm2-135m
+    python benchmarks/search_speed.py --corpus data/debian-desc/full \
+        --queries data/debian-desc/full/queries.jsonl --model smollm2-135m
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ so the decoder scores synopses (~10 tokens) and stage 2 continues exactly what s
 (same Section first); a row is dropped and counted when one of its negative documents has no
 synopsis in the training files, or has the positive's own synopsis (not a negative then).
 
-    python benchmarks/synopsis_triplets.py ../shared/data/debian-desc/train runs/synopsis-triplets.jsonl
+    python benchmarks/synopsis_triplets.py data/debian-desc/train runs/synopsis-triplets.jsonl
 """
 
 from __future__ import annotations

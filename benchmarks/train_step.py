@@ -5,7 +5,7 @@ process; the two variants alternate batch by batch so drift hits both alike. A s
 backward and the AdamW update. The reference scores are fixed numbers here: they are inputs to the
 loss and do not change its cost.
 
-    python benchmarks/train_step.py --triplets ../shared/data/debian-desc/train/triplets.jsonl.gz \
+    python benchmarks/train_step.py --triplets data/debian-desc/train/triplets.jsonl.gz \
         --batch-size 8 --steps 6
 """
 

@@ -2,14 +2,14 @@
 (random order) vs length-grouped batches, optionally larger, and the same with compiled layers,
 side by side in one run, against the machine's measured matrix-multiply peak.
 
-    python benchmarks/train_throughput.py --compression ../shared/data/debian-desc/train/compression.jsonl.gz \
+    python benchmarks/train_throughput.py --compression data/debian-desc/train/compression.jsonl.gz \
         --triplets runs/data/synopsis-triplets.jsonl --steps 4 --batch-size 8 --grouped-batch-size 16 --compiled
 
 `--infonce TRIPLETS` measures the InfoNCE objective instead: batches carrying every decoder target
 (as every objective's batches did before the objectives had records, issue 36) against batches
 carrying only what InfoNCE reads, collation and tokenisation included, in one run:
 
-    python benchmarks/train_throughput.py --infonce ../shared/data/debian-desc/train/triplets.jsonl.gz --steps 6
+    python benchmarks/train_throughput.py --infonce data/debian-desc/train/triplets.jsonl.gz --steps 6
 
 A step is forward, backward and the AdamW update of LoRA (r 16) + compress rows. Before: random
 batches of `--batch-size` with LoRA dropout `--lora-dropout`, as main trained until issue 13.

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from . import beir_eval_command, cache_command, index_command, indexes_command, mine_command, models_command, search_command, serve_command, train_command
+from . import beir_eval_command, cache_command, data_command, index_command, indexes_command, mine_command, models_command, search_command, serve_command, train_command
 
 app = typer.Typer(
     name="arr",
@@ -18,6 +18,7 @@ app = typer.Typer(
 app.add_typer(models_command.app, name="models")
 app.add_typer(indexes_command.app, name="indexes")
 app.add_typer(cache_command.app, name="cache")
+app.add_typer(data_command.app, name="data")
 app.command("index")(index_command.index)
 app.command("search")(search_command.search)
 app.command("beir-eval")(beir_eval_command.beir_eval)

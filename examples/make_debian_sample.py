@@ -1,6 +1,6 @@
 """Rebuild examples/debian-sample/ from the Debian descriptions dev set (run from the repo root).
 
-    python examples/make_debian_sample.py ../shared/data/debian-desc/dev
+    python examples/make_debian_sample.py data/debian-desc/dev
 
 Takes the first 120 dev queries (file order), all their relevant documents, and the first
 distractor documents of the dev corpus up to 300 documents, as a small BEIR folder.
