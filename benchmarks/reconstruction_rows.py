@@ -17,33 +17,21 @@ right after its synopsis row, so a batch mixes both tasks and the data order sta
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 from pathlib import Path
 
-INSTRUCTION = "Repeat the text above."
+from arretrieve.training.data_steps import reconstruction_rows
 
 
 def main() -> None:
+    """The recipe data step `reconstruction-rows` (arretrieve/training/data_steps.py) from the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("compression", type=Path, help="debian-desc/train/compression.jsonl.gz")
+    parser.add_argument("compression", help="debian-desc/train/compression.jsonl.gz")
     parser.add_argument("output", type=Path)
     parser.add_argument("--every", type=int, default=2, help="add a reconstruction row after every N-th synopsis row")
     args = parser.parse_args()
-    if args.every < 1:
-        parser.error("--every must be at least 1")
-
-    synopsis_rows = reconstruction_rows = 0
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(args.compression, "rt", encoding="utf-8") as rows, args.output.open("w", encoding="utf-8") as out:
-        for index, row in enumerate(map(json.loads, rows)):
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
-            synopsis_rows += 1
-            if index % args.every == 0:
-                rebuilt = {"context": row["context"], "instruction": INSTRUCTION, "output": row["context"]}
-                out.write(json.dumps(rebuilt, ensure_ascii=False) + "\n")
-                reconstruction_rows += 1
-    print(json.dumps({"synopsis_rows": synopsis_rows, "reconstruction_rows": reconstruction_rows, "output": str(args.output)}))
+    counts = reconstruction_rows(args.compression, args.output, args.every)
+    print(json.dumps({**counts, "output": str(args.output)}))
 
 
 if __name__ == "__main__":

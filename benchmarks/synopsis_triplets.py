@@ -20,31 +20,20 @@ synopsis in the training files, or has the positive's own synopsis (not a negati
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 from pathlib import Path
 
+from arretrieve.training.data_steps import paper_triplets
+
 
 def main() -> None:
+    """The recipe data step `paper-triplets` (arretrieve/training/data_steps.py) from the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("train", type=Path, help="debian-desc/train (triplets.jsonl.gz, compression.jsonl.gz)")
     parser.add_argument("output", type=Path)
     args = parser.parse_args()
-
-    with gzip.open(args.train / "compression.jsonl.gz", "rt", encoding="utf-8") as rows:
-        synopsis = {row["context"]: row["output"] for row in map(json.loads, rows)}
-    written = dropped = 0
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(args.train / "triplets.jsonl.gz", "rt", encoding="utf-8") as rows, \
-            args.output.open("w", encoding="utf-8") as out:
-        for row in map(json.loads, rows):
-            negatives = [synopsis.get(doc) for doc in row["neg"]]
-            if any(n is None or n == row["query"] for n in negatives):
-                dropped += 1
-                continue
-            out.write(json.dumps({"query": row["pos"], "pos": row["query"], "neg": negatives}, ensure_ascii=False) + "\n")
-            written += 1
-    print(json.dumps({"written": written, "dropped_without_distinct_negative_synopsis": dropped, "output": str(args.output)}))
+    counts = paper_triplets(str(args.train / "triplets.jsonl.gz"), args.output, str(args.train / "compression.jsonl.gz"))
+    print(json.dumps({**counts, "output": str(args.output)}))
 
 
 if __name__ == "__main__":

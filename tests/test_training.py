@@ -604,7 +604,7 @@ def test_keep_best_restores_the_best_evaluations_weights(tmp_path, data, registr
 
     scripted = iter([0.2, 0.9, 0.5, 0.4])  # steps 0, 1, 2, 3: step 1 is the best
     monkeypatch.setattr(RetrievalCheck, "measure", lambda self, model: {"ndcg@10": next(scripted), "recall@10": 0.0})
-    result = train(config(tmp_path, data, name="kept", stage="compress", compress_max_steps=3, eval_steps=1,
+    result = train(config(tmp_path, data, name="kept", stage="compress", compress_max_steps=3, eval_steps=1, keep_checkpoints=True,
                           eval_data=str(eval_folder(tmp_path)), eval_split="dev", keep_best="ndcg@10"), registry=registry)
     stage = result.run_dir / "compress"
     assert json.loads((stage / "best" / "best.json").read_text()) == {"metric": "ndcg@10", "value": 0.9, "step": 1}
@@ -615,6 +615,45 @@ def test_keep_best_restores_the_best_evaluations_weights(tmp_path, data, registr
     rows = [load_file(str(r.run_dir / "compress" / "final" / "compress_embeddings.safetensors"))["compress_embeddings"]
             for r in (result, unkept)]
     assert not torch.equal(*rows)  # the last step's weights were not the ones kept
+
+
+def test_a_finished_model_lives_under_the_toolkit_home_and_its_run_keeps_only_final_weights(tmp_path, data, registry):
+    import shutil
+
+    result = train(config(tmp_path, data, name="product", stage="compress", compress_max_steps=3, save_steps=1), registry=registry)
+    stage = result.run_dir / "compress"
+    assert not list(stage.glob("checkpoint-*")) and (stage / "final").is_dir()
+    entry = registry.get("product")
+    assert Path(entry.weights_path) == registry.weights_dir("product")
+    shutil.rmtree(result.run_dir)  # the model does not need its run folder
+    from arretrieve.encoding import load_embedder
+
+    assert load_embedder(registry.get("product")).encode(["x"], role="query").shape == (1, 64)
+    registry.remove("product")
+    assert not registry.weights_dir("product").exists()
+
+
+def test_a_run_that_failed_before_its_first_step_starts_again_without_overwrite(tmp_path, data, registry, monkeypatch):
+    import arretrieve.training.run as run_module
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("out of memory while loading")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(run_module, "build_trainable", fail)
+        with pytest.raises(RuntimeError):
+            train(config(tmp_path, data, name="retry", stage="compress"), registry=registry)
+    assert (tmp_path / "run" / "config.json").is_file()
+    assert train(config(tmp_path, data, name="retry", stage="compress"), registry=registry).steps == {"compress": 3}
+
+
+def test_logging_reaches_short_runs_and_report_to_is_checked(tmp_path, data, registry):
+    from arretrieve.training.trainer import training_arguments
+
+    cfg = config(tmp_path, data, logging_steps=10, compress_max_steps=3)
+    assert training_arguments(cfg, "compress", tmp_path, torch.float32, torch.device("cpu")).logging_steps == 3
+    with pytest.raises(ArrError, match="report_to must be one of"):
+        config(tmp_path, data, report_to="mlflow")
 
 
 def test_keep_best_needs_its_measurement(tmp_path, data):
@@ -727,6 +766,11 @@ def test_state_scale_trains_saves_loads_and_leaves_the_vectors_alone(tmp_path, d
         assert torch.equal(model.embed(ids, lengths), vectors)  # the scale reaches the decoder only
 
 
+def test_a_bad_name_is_refused_before_anything_runs(tmp_path, data):
+    with pytest.raises(ArrError, match="invalid name"):
+        config(tmp_path, data, name="../../x")
+
+
 def test_every_objective_is_accepted_by_arr_train_and_documented_from_its_record():
     from typer.testing import CliRunner
 
@@ -777,3 +821,28 @@ def test_resume_refuses_other_settings_or_data_and_accepts_the_same_data_elsewhe
     moved.parent.mkdir()
     moved.write_text(data[1].read_text())
     train(replace(started, resume=True, alignment_data=str(moved), logging_steps=2, eval_steps=5), registry=registry)
+
+
+@pytest.fixture
+def shipped_forms(tmp_path, data, registry):
+    """Tiny copies of the shipped models' forms: a rank-8 adapter extracted from full fine-tuning (the
+    default: LoRA pairs on every projection and the token embedding, a state scale) and a LoRA-trained
+    adapter (autoregembed-smollm2-135m)."""
+    from arretrieve.export.arretrieve_folder import export_arretrieve_folder
+    from arretrieve.registry.model_folder import import_model_folder
+
+    train(config(tmp_path / "full", data, name="tiny-full", lora=False, state_scale=True, objective="contrastive+compression",
+                 stage="align", warmup_ratio=0.0), registry=registry)
+    export_arretrieve_folder(registry.get("tiny-full"), tmp_path / "low-rank", name="tiny-default-form", low_rank=8)
+    registry.add(import_model_folder(tmp_path / "low-rank"))
+    train(config(tmp_path / "lora", data, name="tiny-lora-form", warmup_ratio=0.0), registry=registry)
+    return ["tiny-default-form", "tiny-lora-form"]
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_every_shipped_form_continues_for_two_steps_in_either_form(tmp_path, data, registry, shipped_forms, lora):
+    form = "lora" if lora else "full"
+    for base in shipped_forms:
+        result = train(config(tmp_path / f"{base}-{form}", data, name=f"{base}-more-{form}", base=base, lora=lora,
+                              objective="contrastive", stage="align", align_max_steps=2), registry=registry)
+        assert result.steps == {"align": 2} and registry.get(f"{base}-more-{form}").weights == ("adapter" if lora else "full")

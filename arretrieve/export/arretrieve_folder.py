@@ -12,7 +12,7 @@ from ..errors import ArrError
 from ..hashing import sha256_tree
 from ..home import write_folder_atomic, write_json_atomic
 from ..registry import ModelEntry, Registry
-from ..registry.model_folder import COMPRESS_FILE, ENTRY_FILE, WEIGHTS_DIR, weights_folder
+from ..registry.model_folder import COMPRESS_FILE, ENTRY_FILE, WEIGHTS_DIR, WEIGHTS_SOURCE, weights_folder
 
 
 def export_arretrieve_folder(entry: ModelEntry, folder: Path, name: str | None = None, half: bool = True,
@@ -61,8 +61,8 @@ def _write_weights(entry: ModelEntry, source: Path, weights: Path, half: bool, l
 
         low_rank_info = write_low_rank_adapter(entry, source, weights, low_rank, half)
     for path in sorted(source.iterdir()) if low_rank is None else [source / COMPRESS_FILE]:
-        if path.name == "README.md":
-            continue  # peft's generated model-card template: boilerplate naming a path on the training machine
+        if path.name in ("README.md", WEIGHTS_SOURCE):
+            continue  # peft's model-card template and the registry's note naming the run: paths on the training machine
         if path.is_dir():
             raise ArrError(f"{source} holds a folder ({path.name}); only flat weight folders can be exported")
         if path.suffix == ".safetensors" and half:

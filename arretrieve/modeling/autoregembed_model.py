@@ -129,10 +129,11 @@ class AutoRegEmbedModel(PromptedInputs, nn.Module):
             # Deterministic start: every row is the mean input embedding of the base vocabulary.
             mean = embed_tokens.weight.detach().float().mean(0)
             compress_embeddings = mean.expand(num_compress_tokens, -1).clone()
-        if tuple(compress_embeddings.shape) != (num_compress_tokens, embed_tokens.embedding_dim):
+        width = embed_tokens.weight.shape[1]  # peft wraps an adapted embedding, which then has no embedding_dim
+        if tuple(compress_embeddings.shape) != (num_compress_tokens, width):
             raise ArrError(
                 f"compress embeddings have shape {tuple(compress_embeddings.shape)}, expected "
-                f"({num_compress_tokens}, {embed_tokens.embedding_dim})"
+                f"({num_compress_tokens}, {width})"
             )
         self.compress_embeddings = nn.Parameter(
             compress_embeddings.to(device=embed_tokens.weight.device, dtype=embed_tokens.weight.dtype)

@@ -23,6 +23,7 @@ from .model_entry import ModelEntry
 
 ENTRY_FILE = "entry.json"
 WEIGHTS_DIR = "weights"
+WEIGHTS_SOURCE = "arretrieve-source.json"  # in a weights folder the registry keeps: which run made it
 COMPRESS_FILE = "compress_embeddings.safetensors"  # the trained compress-token rows (and learned state scale)
 
 

@@ -20,6 +20,11 @@ class Registry:
         self.settings_path = self.home / "settings.json"
         self._builtins = {entry.name: entry for entry in BUILTIN_ENTRIES}
 
+    def weights_dir(self, name: str) -> Path:
+        """Where the trained weights of the model `name` are kept for its entry (`arr train` copies
+        them here, so a run folder can be removed)."""
+        return self.entries_dir / "weights" / validate_name(name)
+
     def _entry_path(self, name: str) -> Path:
         return self.entries_dir / f"{validate_name(name)}.json"
 
@@ -70,7 +75,12 @@ class Registry:
         path = self._entry_path(name)
         if not path.is_file():
             raise ArrError(f"no model named {name!r} in the registry")
+        owned = self.weights_dir(name)
         path.unlink()
+        if owned.is_dir():  # weights the toolkit keeps for this entry alone
+            import shutil
+
+            shutil.rmtree(owned)
         if self._settings().get("default_model") == name:
             self._write_settings({k: v for k, v in self._settings().items() if k != "default_model"})
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ArrError
+from ..registry.model_entry import validate_name
 from .objectives import (OBJECTIVE_NAMES, PASSES, REFERENCE_FORMS, AlignmentSettings, CompressionTermSettings,
                          HybridSettings, InfoNCESettings, PoolingSettings, describe_objectives, objective,
                          setting_problems)
@@ -19,6 +20,7 @@ from .report import KEEP_BEST_METRICS
 from .setting import setting
 
 STAGES = ("compress", "align", "all")
+REPORT_TO = ("none", "tensorboard", "wandb")
 
 # The paper's settings (AutoRegEmbed scripts): k=5, lr 1e-5 then 5e-6, warmup 5%, global batch 32
 # then 128, 1 then 4 epochs, beta = tau = 0.1.
@@ -121,6 +123,9 @@ class RunSettings:
     resume: bool = setting(False, "Continue an interrupted run from its last checkpoint (with the settings and data it "
                                   "started with; only where and how it runs, and how often it logs, saves or evaluates, may change).")
     overwrite: bool = setting(False, "Start the run folder and registry entry over.")
+    keep_checkpoints: bool = setting(False, "Keep each finished stage's checkpoints (with optimizer state) and best "
+                                            "weights in the run folder; by default only its final weights stay.")
+    report_to: str = setting("none", "Also log to tensorboard or wandb (HF Trainer's integrations), or none.")
     fields: FieldMap = setting(factory=FieldMap, cli=False)
     preset: str | None = setting(None, "paper: the paper's hyperparameters.")
 
@@ -142,6 +147,7 @@ class TrainConfig(CompressionTermSettings, PoolingSettings, InfoNCESettings, Hyb
             if isinstance(value, dict):
                 defaults = asdict(TrainConfig.__dataclass_fields__[stage].default_factory())
                 setattr(self, stage, StageSettings(**{**defaults, **value}))
+        validate_name(self.name)  # before a run folder is made or removed in its name
         if self.objective not in OBJECTIVE_NAMES:
             raise ArrError(f"objective must be one of {', '.join(OBJECTIVE_NAMES)}")
         chosen = objective(self.objective)
@@ -156,6 +162,7 @@ class TrainConfig(CompressionTermSettings, PoolingSettings, InfoNCESettings, Hyb
             (min(self.compress.batch_size, self.align.batch_size) >= 1, "batch sizes must be at least 1"),
             (self.eval_steps >= 1, "eval_steps must be at least 1"),
             (self.probe_pairs >= 20, "probe_pairs must be at least 20 (one group)"),
+            (self.report_to in REPORT_TO, f"report_to must be one of {', '.join(REPORT_TO)}"),
             (isinstance(self.prompts, dict) and all(isinstance(v, str) for v in self.prompts.values()),
              "prompts must map roles to template strings"),
         ]

@@ -26,6 +26,17 @@ def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def last_evaluations(run_dir: Path) -> dict[str, dict[str, float]]:
+    """Each stage's last in-training evaluation (its step and the metrics measured then)."""
+    last: dict[str, dict[str, float]] = {}
+    names = RETRIEVAL_METRICS + tuple(f"probe_{m}" for m in ("specific_share", "identification", "self_identification"))
+    for record in read_metrics(metrics_path(run_dir)):
+        measured = {k: record[k] for k in names if k in record}
+        if measured:
+            last[record["stage"]] = {"step": record["step"], **measured}
+    return last
+
+
 def plot_losses(run_dir: Path) -> list[Path]:
     """loss-<stage>.png per stage: the loss and, on a second axis, the in-training evaluations."""
     import matplotlib

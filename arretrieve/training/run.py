@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import functools
 import gc
+import importlib.util
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +23,8 @@ from ..errors import ArrError
 from ..evaluation.beir_data import load_dataset
 from ..evaluation.compression_probe import CompressionProbe, pairs_from_beir
 from ..hashing import sha256_tree
-from ..registry.model_folder import trained_entry, weights_folder
+from ..home import write_folder_atomic
+from ..registry.model_folder import WEIGHTS_SOURCE, trained_entry, weights_folder
 from ..registry import ModelEntry, Registry
 from ..registry.new_entry import new_entry
 from .batches import CompressionCollator, CompressionSet, TripletCollator, TripletSet
@@ -32,8 +35,8 @@ from .losses import beta_saturation
 from .model_setup import build_trainable
 from .objectives import Stage, active_terms, batch_needs, objective, uses_reference_scores
 from .report import metrics_path, plot_losses
-from .run_folder import (checkpoint_step, finished_stage_seconds, latest_checkpoint, open_run_folder, reference_scores,
-                         resume_metrics)
+from .run_folder import (checkpoint_step, finished_stage_seconds, latest_checkpoint, open_run_folder, prune_stage,
+                         reference_scores, resume_metrics)
 from .steps import stage_loss
 from .trainer import AutoRegEmbedTrainer, MetricsLog, StepModule, training_arguments
 
@@ -143,7 +146,7 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
     if metrics_path(run.run_dir).is_file():
         plot_losses(run.run_dir)
     result.seconds["total"] = round(result.earlier_seconds + time.perf_counter() - started, 1)
-    result.entry = _register(run, registry, init_from.resolve(), result)
+    result.entry = _register(run, registry, _keep_weights(init_from, registry.weights_dir(config.name), config), result)
     result.registered = True
     return result
 
@@ -154,6 +157,8 @@ def _prepare(config: TrainConfig, registry: Registry, show_progress: bool) -> Tr
         raise ArrError(f"a model named {config.name!r} is already registered; choose another --name or pass --overwrite")
     base = _base_entry(config, registry)
     stages = config.stages()
+    if config.report_to != "none" and importlib.util.find_spec(config.report_to) is None:
+        raise ArrError(f"--report-to {config.report_to} needs the {config.report_to} package: pip install {config.report_to}")
     for stage in stages:
         if not getattr(config, f"{stage.data}_data"):
             raise ArrError(f"{stage.title} needs --{stage.data}-data")
@@ -241,6 +246,8 @@ def _train_stage(run: TrainingRun, result: TrainResult, stage: Stage, init_from:
     result.final_losses[stage.name], result.steps[stage.name] = loss, steps
     result.seconds[stage.name] = round(earlier + time.perf_counter() - stage_started, 1)
     result.earlier_seconds += earlier
+    if not config.keep_checkpoints and _is_main_process():
+        prune_stage(run.run_dir / stage.name)
     del model, step
     gc.collect()  # Trainer/accelerate keep reference cycles: free a stage before the next allocates
     return final
@@ -281,6 +288,19 @@ def _register(run: TrainingRun, registry: Registry, weights: Path, result: Train
     )
     registry.add(entry, overwrite=config.overwrite or config.resume)
     return entry
+
+
+def _keep_weights(final: Path, folder: Path, config: TrainConfig) -> Path:
+    """The trained weights copied where the registry keeps them for this model, so the run folder
+    can be removed; written whole or not at all."""
+    def copy(staging: Path) -> None:
+        for path in sorted(final.iterdir()):
+            if path.is_file():
+                shutil.copy2(path, staging / path.name)
+
+    existing = "replace" if config.overwrite or config.resume else "refuse"
+    write_folder_atomic(folder, copy, WEIGHTS_SOURCE, {"run_dir": str(final.resolve())}, existing=existing)
+    return folder
 
 
 def _report_truncation(what: str, truncation, config: TrainConfig) -> None:

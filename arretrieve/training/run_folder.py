@@ -31,20 +31,36 @@ log = logging.getLogger(__name__)
 # What a resumed run may change: where and how it runs and how often it measures, never what it
 # trains or what it is measured on (keep-best compares every evaluation of the run).
 RESUMABLE_CHANGES = {"name", "resume", "overwrite", "device", "dtype", "logging_steps", "save_steps", "eval_steps",
-                     "output_dir", "toolkit_version"}
+                     "output_dir", "toolkit_version", "keep_checkpoints", "report_to"}
 
 
 def open_run_folder(run_dir: Path, record: dict, *, resume: bool, overwrite: bool) -> None:
     """Start the folder (or over it with `overwrite`), or check that `resume` continues it with the
     settings and data it started with; then write its config.json."""
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
-        if not overwrite:
+        if not (overwrite or _never_trained(run_dir)):
             raise ArrError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start over")
         shutil.rmtree(run_dir)
     if resume and (run_dir / "config.json").is_file():
         check_resumable(run_dir, json.loads((run_dir / "config.json").read_text()), json.loads(json.dumps(record)))
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "config.json", record)
+
+
+def _never_trained(run_dir: Path) -> bool:
+    """A run folder `arr train` made (its config.json) whose run stopped before any checkpoint or
+    final weights: it holds no training to lose, so it starts over without --overwrite."""
+    return (run_dir / "config.json").is_file() and not any(run_dir.glob("*/checkpoint-*")) and not any(run_dir.glob("*/final"))
+
+
+def prune_stage(stage_dir: Path) -> None:
+    """A finished stage keeps its final weights: its checkpoints (with optimizer state) and the best
+    evaluation's weights (already restored into final) go; best/best.json says which step was kept."""
+    for folder in stage_dir.glob("checkpoint-*"):
+        shutil.rmtree(folder, ignore_errors=True)
+    for path in (stage_dir / "best").glob("*"):
+        if path.name != "best.json":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def check_resumable(run_dir: Path, started: dict, now: dict) -> None:
