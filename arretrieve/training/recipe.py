@@ -42,7 +42,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +154,6 @@ class Plan:
     run_dir: Path
     steps: list[Step]  # with their final settings
     base: str
-    train_flags: dict[str, Any] = field(default_factory=dict)
 
 
 def plan_recipe(recipe: Recipe, name: str, *, data: Path | None = None, output_dir: Path | None = None,
@@ -187,9 +186,10 @@ def plan_recipe(recipe: Recipe, name: str, *, data: Path | None = None, output_d
             produced.add(str(settings["output"]))
         steps.append(Step(step.name, step.kind, settings))
     first = base or recipe.base
-    if first is None and next(s for s in steps if s.kind != "data").kind == "train" and "base" not in steps[0].settings:
+    first_model = next(s for s in steps if s.kind != "data")
+    if first is None and (first_model.kind == "low-rank" or "base" not in first_model.settings):
         raise ArrError(f"recipe {recipe.name!r} names no base to start from; pass --base")
-    return Plan(recipe, name, run_dir, steps, first or "", flags)
+    return Plan(recipe, name, run_dir, steps, first or "")
 
 
 def _substitute(text: str, substitutions: dict[str, str]) -> str:
@@ -203,11 +203,7 @@ def _train_settings(step: Step, settings: dict, scale: float | None, flags: dict
     by building its TrainConfig (with a stand-in name and base)."""
     settings = nest_stage_settings(settings)
     for key, value in flags.items():
-        if key in STAGE_NAMES:
-            for stage in STAGE_NAMES:
-                settings[stage] = {**settings.get(stage, {}), **value}
-        else:
-            settings[key] = value
+        settings[key] = {**settings.get(key, {}), **value} if key in STAGE_NAMES else value
     if scale is not None:
         for stage in STAGE_NAMES:
             table = dict(settings.get(stage, {}))
@@ -291,8 +287,10 @@ def run_recipe(plan: Plan, registry: Registry | None = None, *, until: str | Non
     if start:
         _forget_from(plan, first, done, local)
     current, ran, skipped = plan.base, [], []
-    for position, step in enumerate(plan.steps[: last + 1]):
+    for step in plan.steps[: last + 1]:
         record = done.get(step.name)
+        if record is not None and step.kind == "data" and not Path(step.settings["output"]).exists():
+            record = None  # its output was removed since: made again
         if record is not None:
             if _what_it_trains(record["settings"]) != _what_it_trains(json.loads(json.dumps(step.settings))):
                 raise ArrError(f"step {step.name!r} ran with other settings than the recipe now gives it; pass "
