@@ -1,5 +1,5 @@
-"""The paper's central comparison on our data, reproducibly: one recipe (by default the built-in pure
-AutoRegEmbed model's, `arretrieve/pretrained/autoregembed-smollm2-135m/recipe.toml`: same base, data,
+"""The paper's central comparison on our data, reproducibly: one recipe (by default the settings the
+built-in pure AutoRegEmbed model was trained with, `benchmarks/replicate-lora.toml`: same base, data,
 prompts, LoRA and step budget) trained up to six ways,
 
   (a) AutoRegEmbed, both stages, reference form `code`         → PREFIX-are
@@ -41,7 +41,7 @@ import multiprocessing
 import time
 from pathlib import Path
 
-RECIPE = Path(__file__).resolve().parent.parent / "arretrieve" / "pretrained" / "autoregembed-smollm2-135m" / "recipe.toml"
+RECIPE = Path(__file__).resolve().parent / "replicate-lora.toml"
 VARIANTS = ("are", "stage1", "infonce", "are-paper", "hybrid", "compression")  # the table's order
 
 

@@ -800,8 +800,8 @@ def test_infonce_batches_carry_no_decoder_targets(tmp_path, data, registry):
         config(tmp_path, data, objective="contrastive", stage="compress")
 
 
-@pytest.mark.parametrize("recipe", sorted(Path(__file__).parents[1].glob("arretrieve/pretrained/*/recipe*.toml")), ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_every_shipped_recipe_is_a_valid_config(recipe):
+@pytest.mark.parametrize("recipe", sorted(Path(__file__).parents[1].glob("benchmarks/replicate*.toml")), ids=lambda p: p.name)
+def test_every_benchmark_config_is_a_valid_config(recipe):
     config = build_config(read_config_file(recipe), {"name": "check"})
     assert config.base and config.stage in ("compress", "align", "all")
 
