@@ -37,8 +37,9 @@ def list_models() -> None:
     table = Table("", "name", "kind", "dim", "k", "fingerprint", "source", box=box.SIMPLE, pad_edge=False)
     for column in table.columns:
         column.no_wrap = True
-    problems = []
-    for entry in registry.list():
+    entries, broken = registry.scan()
+    problems = [f"{name} cannot be read ({why}); `arr models remove {name}` deletes it" for name, why in broken]
+    for entry in entries:
         reason = _unavailable_reason(entry)
         if reason:
             problems.append(f"{entry.name} is unavailable: {reason}")

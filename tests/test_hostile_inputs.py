@@ -344,6 +344,33 @@ def test_damaged_registry_entries_give_one_line_errors(tiny_llama_dir, registry,
     assert "\n" not in str(caught.value)
 
 
+def test_a_broken_registry_entry_hides_no_other_model_and_can_be_removed(tiny_llama_dir, registry):
+    from typer.testing import CliRunner
+
+    from arretrieve.cli.app import app
+
+    (Registry().entries_dir / "broken.json").write_text('{"name": "broken",')
+    entries, broken = Registry().scan()
+    assert "tiny" in [e.name for e in entries] and [name for name, _ in broken] == ["broken"]
+    listed = CliRunner().invoke(app, ["models", "list"])
+    assert listed.exit_code == 0 and "tiny" in listed.output and "broken cannot be read" in listed.output
+    assert Registry().get("tiny").name == "tiny"  # resolving another model is untouched
+    removed = CliRunner().invoke(app, ["models", "remove", "broken"])
+    assert removed.exit_code == 0 and "broken" not in Registry().names()
+
+
+@pytest.mark.parametrize("field", ["document", "query"])
+def test_ids_a_trec_run_cannot_hold_are_refused_before_anything_is_written(tmp_path, field):
+    from arretrieve.evaluation.run_file import write_trec_run
+    from arretrieve.index.searcher import Hit
+
+    query_id, doc_id = ("q 1", "d1") if field == "query" else ("q1", "tab\there")
+    path = tmp_path / "run.trec"
+    with pytest.raises(ArrError, match=f"{field} id .* whitespace") as caught:
+        write_trec_run({query_id: [Hit(1, 1.0, doc_id, "", "")]}, path, tag="arr-x")
+    assert "\n" not in str(caught.value) and not path.exists()
+
+
 @pytest.mark.parametrize("how", list(DAMAGES) + ["hostile name"])
 def test_damaged_exported_entries_give_one_line_errors(tmp_path, tiny_llama_dir, how):
     from arretrieve.registry.model_folder import import_model_folder

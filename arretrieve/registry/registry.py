@@ -43,7 +43,19 @@ class Registry:
         return list(self._builtins) + [n for n in user if n not in self._builtins]
 
     def list(self) -> list[ModelEntry]:
-        return [self.get(name) for name in self.names()]
+        """Every entry that can be read (`scan` also says which cannot)."""
+        return self.scan()[0]
+
+    def scan(self) -> tuple[list[ModelEntry], list[tuple[str, str]]]:
+        """(the entries, (name, why) for each user entry file that cannot be read): one damaged file
+        hides no other model, and `remove` still deletes it."""
+        entries, broken = [], []
+        for name in self.names():
+            try:
+                entries.append(self.get(name))
+            except ArrError as exc:
+                broken.append((name, str(exc)))
+        return entries, broken
 
     def get(self, name: str) -> ModelEntry:
         if name in self._builtins:
