@@ -846,3 +846,27 @@ def test_every_shipped_form_continues_for_two_steps_in_either_form(tmp_path, dat
         result = train(config(tmp_path / f"{base}-{form}", data, name=f"{base}-more-{form}", base=base, lora=lora,
                               objective="contrastive", stage="align", align_max_steps=2), registry=registry)
         assert result.steps == {"align": 2} and registry.get(f"{base}-more-{form}").weights == ("adapter" if lora else "full")
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(compress_lr=True), "lr = True"), (dict(compress_epochs=-1), "epochs must be positive"),
+    (dict(compress_max_steps=0), "max_steps -1"), (dict(num_compress_tokens=0), "num_compress_tokens"),
+    (dict(seed="7"), "seed = '7'"), (dict(warmup_ratio=1.5), "warmup_ratio"),
+])
+def test_settings_of_the_wrong_type_or_range_are_refused_before_any_model_loads(tmp_path, data, settings, message):
+    with pytest.raises(ArrError, match=message):
+        config(tmp_path, data, **settings)
+
+
+def test_a_run_with_no_step_is_an_error_and_a_foreign_folder_is_never_deleted(tmp_path, data, registry):
+    with pytest.raises(ArrError, match="ran no training step"):
+        train(config(tmp_path, data, name="empty", stage="compress", compress_examples=2, compress_batch_size=4),
+              registry=registry)
+    assert "empty" not in registry.names()
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("years of work")
+    with pytest.raises(ArrError, match="holds no run of arr train"):
+        train(config(tmp_path, data, name="intruder", stage="compress", output_dir=str(foreign), overwrite=True),
+              registry=registry)
+    assert (foreign / "thesis.tex").read_text() == "years of work"

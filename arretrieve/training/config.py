@@ -7,6 +7,7 @@ a new setting is one line here."""
 from __future__ import annotations
 
 import json
+import types
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,9 @@ class TrainConfig(CompressionTermSettings, PoolingSettings, InfoNCESettings, Hyb
                 defaults = asdict(TrainConfig.__dataclass_fields__[stage].default_factory())
                 setattr(self, stage, StageSettings(**{**defaults, **value}))
         validate_name(self.name)  # before a run folder is made or removed in its name
+        _check_types(self)
+        for settings in (self.compress, self.align):
+            _check_types(settings)
         if self.objective not in OBJECTIVE_NAMES:
             raise ArrError(f"objective must be one of {', '.join(OBJECTIVE_NAMES)}")
         chosen = objective(self.objective)
@@ -163,6 +167,17 @@ class TrainConfig(CompressionTermSettings, PoolingSettings, InfoNCESettings, Hyb
             (self.eval_steps >= 1, "eval_steps must be at least 1"),
             (self.probe_pairs >= 20, "probe_pairs must be at least 20 (one group)"),
             (self.report_to in REPORT_TO, f"report_to must be one of {', '.join(REPORT_TO)}"),
+            (all(s.lr >= 0 and s.epochs > 0 and (s.max_steps == -1 or s.max_steps >= 1)
+                 and (s.examples is None or s.examples >= 1) for s in (self.compress, self.align)),
+             "lr must not be negative, epochs must be positive, max_steps -1 (use epochs) or at least 1, "
+             "examples at least 1"),
+            (min(self.logging_steps, self.save_steps, self.gradient_accumulation_steps, self.max_length,
+                 self.max_target_length, self.lora_r) >= 1 and (self.num_compress_tokens is None or self.num_compress_tokens >= 1),
+             "logging_steps, save_steps, gradient_accumulation_steps, max_length, max_target_length, lora_r and "
+             "num_compress_tokens must be at least 1"),
+            (0 <= self.warmup_ratio < 1 and 0 <= self.lora_dropout < 1 and self.weight_decay >= 0
+             and self.max_grad_norm > 0 and self.lora_alpha > 0,
+             "warmup_ratio and lora_dropout must be in [0, 1), weight_decay >= 0, max_grad_norm and lora_alpha > 0"),
             (isinstance(self.prompts, dict) and all(isinstance(v, str) for v in self.prompts.values()),
              "prompts must map roles to template strings"),
         ]
@@ -187,6 +202,27 @@ class TrainConfig(CompressionTermSettings, PoolingSettings, InfoNCESettings, Hyb
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _check_types(settings) -> None:
+    """Each setting of the type its field declares: a bool is no number, a number no bool, a float
+    field takes an int; None only where the field allows it."""
+    import typing
+
+    hints = typing.get_type_hints(type(settings))
+    wrong = []
+    for f in fields(settings):
+        value, hint = getattr(settings, f.name), hints[f.name]
+        allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        if value is None and type(None) in allowed:
+            continue
+        kinds = tuple(typing.get_origin(a) or a for a in allowed if a is not type(None))
+        if float in kinds:
+            kinds += (int,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            wrong.append(f"{f.name} = {value!r} (expected {' or '.join(k.__name__ for k in kinds)})")
+    if wrong:
+        raise ArrError(f"settings of the wrong type: {'; '.join(wrong)}")
 
 
 def nest_stage_settings(values: dict[str, Any]) -> dict[str, Any]:

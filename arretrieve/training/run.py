@@ -243,6 +243,9 @@ def _train_stage(run: TrainingRun, result: TrainResult, stage: Stage, init_from:
         _warn_if_saturated(dataset.reference, config)
     loss, steps, earlier = _run_stage(stage.name, model, dataset, collator, step, config, run.run_dir, run.dtype,
                                       run.device, run.show_progress, run.monitors)
+    if steps == 0:  # e.g. fewer rows than one batch: registering the untrained model would pass for a result
+        raise ArrError(f"{stage.title} ran no training step: {len(dataset)} rows and batches of "
+                       f"{config.stage_settings(stage.name).batch_size} give none (use more rows or smaller batches)")
     result.final_losses[stage.name], result.steps[stage.name] = loss, steps
     result.seconds[stage.name] = round(earlier + time.perf_counter() - stage_started, 1)
     result.earlier_seconds += earlier

@@ -38,6 +38,9 @@ def open_run_folder(run_dir: Path, record: dict, *, resume: bool, overwrite: boo
     """Start the folder (or over it with `overwrite`), or check that `resume` continues it with the
     settings and data it started with; then write its config.json."""
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        if not (run_dir / "config.json").is_file():  # never delete a folder arr train did not make
+            raise ArrError(f"{run_dir} is not empty and holds no run of arr train (no config.json); "
+                           "name an empty or new --output-dir")
         if not (overwrite or _never_trained(run_dir)):
             raise ArrError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start over")
         shutil.rmtree(run_dir)
@@ -50,7 +53,7 @@ def open_run_folder(run_dir: Path, record: dict, *, resume: bool, overwrite: boo
 def _never_trained(run_dir: Path) -> bool:
     """A run folder `arr train` made (its config.json) whose run stopped before any checkpoint or
     final weights: it holds no training to lose, so it starts over without --overwrite."""
-    return (run_dir / "config.json").is_file() and not any(run_dir.glob("*/checkpoint-*")) and not any(run_dir.glob("*/final"))
+    return not any(run_dir.glob("*/checkpoint-*")) and not any(run_dir.glob("*/final"))
 
 
 def prune_stage(stage_dir: Path) -> None:
