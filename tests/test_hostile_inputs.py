@@ -446,3 +446,246 @@ def test_damaged_reference_cache_is_recomputed(tmp_path, registry, isolated_home
         cached.write_bytes(b"garbage")
     result = train(TrainConfig(name="second", output_dir=str(tmp_path / "b"), **settings), registry=registry)
     assert np.isfinite(result.final_losses["align"])
+
+
+# --------------------------------------------------------------------------- full disk, per write path
+@pytest.fixture
+def disk(tmp_path):
+    from faults import FullDisk
+
+    disk = FullDisk(tmp_path / "disk")
+    yield disk
+    disk.free()
+    disk.close()
+
+
+def _one_line_full_disk(caught) -> str:
+    message = str(caught.value)
+    assert "\n" not in message and ("no space left on device" in message or "a short write" in message), message
+    return message
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_full_disk_while_building_an_index_is_one_line_and_leaves_nothing(tmp_path, registry, disk):
+    store = IndexStore(disk.path / "indexes")
+    disk.fill()
+    with pytest.raises(ArrError) as caught:
+        build_index(write_beir_corpus(tmp_path / "c", ROWS), name="idx", model="tiny", spec=IndexSpec("flat"),
+                    store=store, registry=registry)
+    assert "nothing was written" in _one_line_full_disk(caught)
+    assert store.names() == [] and [p.name for p in store.root.iterdir() if p.is_dir()] == []
+
+
+def test_a_full_disk_during_add_leaves_the_index_as_it_was(tmp_path, registry, disk):
+    store = IndexStore(disk.path / "indexes")
+    build_index(write_beir_corpus(tmp_path / "c", ROWS[:3]), name="idx", model="tiny", spec=IndexSpec("flat"),
+                store=store, registry=registry)
+    folder = store.path("idx")
+    before, hits = _files(folder), Searcher(folder, registry=registry).search(["yaml files"], k=3)
+    disk.fill()
+    with pytest.raises(ArrError) as caught:
+        add_to_index(write_beir_corpus(tmp_path / "more", ROWS[3:]), name="idx", store=store, registry=registry)
+    assert "is as it was (3 documents)" in _one_line_full_disk(caught)
+    assert _files(folder) == before
+    assert Searcher(folder, registry=registry).search(["yaml files"], k=3) == hits
+    disk.free()
+    assert add_to_index(write_beir_corpus(tmp_path / "more", ROWS[3:]), name="idx", store=store, registry=registry).count == 6
+
+
+def test_a_full_disk_in_the_encoding_cache_is_one_line_and_trusts_no_partial_shard(tmp_path, tiny_llama_dir, disk,
+                                                                                     monkeypatch):
+    from arretrieve.home import encoding_cache_dir
+
+    monkeypatch.setenv("ARR_HOME", str(disk.path / "home"))
+    Registry().add(tiny_entry(tiny_llama_dir))
+    corpus = write_beir_corpus(tmp_path / "c", ROWS)
+    disk.fill()
+    with pytest.raises(ArrError) as caught:
+        build_index(corpus, name="idx", model="tiny", spec=IndexSpec("flat"), store=IndexStore(tmp_path / "ix"))
+    _one_line_full_disk(caught)
+    assert not [p for p in encoding_cache_dir().rglob("shard-*") if p.is_file()]
+    disk.free()
+    built = build_index(corpus, name="idx", model="tiny", spec=IndexSpec("flat"), store=IndexStore(tmp_path / "ix"))
+    assert built.count == len(ROWS)
+
+
+def test_a_full_disk_adding_a_registry_entry_is_one_line_and_keeps_the_others(tiny_llama_dir, disk, monkeypatch):
+    monkeypatch.setenv("ARR_HOME", str(disk.path / "home"))
+    Registry().add(tiny_entry(tiny_llama_dir, name="kept"))
+    disk.fill()
+    with pytest.raises(ArrError) as caught:
+        Registry().add(tiny_entry(tiny_llama_dir, name="new"))
+    assert "nothing was written" in _one_line_full_disk(caught)
+    disk.free()
+    assert "kept" in Registry().names() and "new" not in Registry().names()
+
+
+def test_a_full_disk_during_an_export_is_one_line_and_leaves_no_folder(tmp_path, tiny_llama_dir, registry, disk):
+    from arretrieve.export import export_model
+    from arretrieve.training import TrainConfig, train
+    from arretrieve.training.config import nest_stage_settings
+
+    triplets = tmp_path / "t.jsonl"
+    triplets.write_text("".join(json.dumps({"query": s[:14], "pos": s, "neg": [SENTENCES[(i + 1) % 6]]}) + "\n"
+                                for i, s in enumerate(SENTENCES * 2)))
+    trained = train(TrainConfig(**nest_stage_settings(dict(
+        name="t", base="tiny", objective="contrastive", alignment_data=str(triplets), align_max_steps=1,
+        align_batch_size=4, dtype="float32", lora_r=4, lora_alpha=8, output_dir=str(tmp_path / "run")))),
+        registry=registry).entry
+    disk.fill()
+    with pytest.raises(ArrError) as caught:
+        export_model(trained, disk.path / "out")
+    _one_line_full_disk(caught)
+    assert not (disk.path / "out").exists() and [p.name for p in disk.path.iterdir() if p.is_dir()] == []
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_the_run_resumes(tmp_path, registry, disk, monkeypatch):
+    from arretrieve.training import TrainConfig, train
+    from arretrieve.training import trainer as trainer_module
+    from arretrieve.training.config import nest_stage_settings
+
+    triplets = tmp_path / "t.jsonl"
+    triplets.write_text("".join(json.dumps({"query": s[:14], "pos": s, "neg": [SENTENCES[(i + 1) % 6]]}) + "\n"
+                                for i, s in enumerate(SENTENCES * 2)))
+    settings = dict(name="t", base="tiny", objective="contrastive", alignment_data=str(triplets), align_max_steps=2,
+                    align_batch_size=4, dtype="float32", lora_r=4, lora_alpha=8, save_steps=1,
+                    output_dir=str(disk.path / "run"))
+    save_trained = trainer_module.save_trained
+
+    def fill_then_save(*args, **kwargs):
+        disk.fill()
+        return save_trained(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "save_trained", fill_then_save)
+    with pytest.raises(ArrError) as caught:
+        train(TrainConfig(**nest_stage_settings(settings)), registry=registry)
+    assert "run again with --resume" in _one_line_full_disk(caught)
+    assert not list((disk.path / "run" / "align").glob("checkpoint-*"))  # the half-written one is gone
+    monkeypatch.setattr(trainer_module, "save_trained", save_trained)
+    disk.free()
+    result = train(TrainConfig(**nest_stage_settings({**settings, "resume": True})), registry=registry)
+    assert result.steps["align"] == 2
+
+
+def test_a_full_disk_under_arr_index_add_prints_one_line(tmp_path, tiny_llama_dir, disk):
+    import subprocess
+    import sys
+
+    if not disk.real:
+        pytest.skip("needs a real small filesystem (mounting is not allowed here): a subprocess sees no injection")
+    env = {**os.environ, "ARR_HOME": str(tmp_path / "home"), "ARR_INDEXES": str(disk.path / "indexes")}
+    arr = [sys.executable, "-c", "import sys; from arretrieve.cli.app import main; sys.argv = ['arr', *sys.argv[1:]]; main()"]
+    subprocess.run([*arr, "models", "add", "tiny", "--base", str(tiny_llama_dir), "--k", "3"], env=env, check=True,
+                   capture_output=True)
+    subprocess.run([*arr, "index", str(write_beir_corpus(tmp_path / "c", ROWS[:3])), "--name", "idx", "--model", "tiny"],
+                   env=env, check=True, capture_output=True)
+    disk.fill()
+    added = subprocess.run([*arr, "index", str(write_beir_corpus(tmp_path / "m", ROWS[3:])), "--name", "idx", "--add"],
+                           env=env, capture_output=True, text=True)
+    errors = [line for line in added.stderr.splitlines() if line.startswith("error:")]
+    assert added.returncode == 1 and "Traceback" not in added.stderr + added.stdout, added.stderr
+    assert len(errors) == 1 and "no space left on device" in errors[0] and "is as it was" in errors[0], added.stderr
+    assert "close error" not in added.stderr  # nothing from faiss's C writer
+
+
+# --------------------------------------------------------------------------- model folders that lie
+def _adapter_folder(tmp_path, tiny_llama_dir):
+    """An exported adapter model: entry.json plus weights/ with a rank-4 adapter and 3 compress rows."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "export"
+    weights = folder / "weights"
+    weights.mkdir(parents=True)
+    payload = tiny_entry(tiny_llama_dir, name="lying", weights="adapter", weights_path="weights").to_dict()
+    payload.pop("builtin")
+    (folder / "entry.json").write_text(json.dumps(payload))
+    (weights / "adapter_config.json").write_text(json.dumps({"r": 4, "peft_type": "LORA"}))
+    save_file({"q.lora_A.weight": torch.zeros(4, 64), "q.lora_B.weight": torch.zeros(64, 4)},
+              str(weights / "adapter_model.safetensors"))
+    save_file({"compress_embeddings": torch.zeros(3, 64)}, str(weights / "compress_embeddings.safetensors"))
+    return folder
+
+
+def _header(length: int, tensors: dict) -> bytes:
+    raw = json.dumps(tensors).encode()
+    return (length if length >= 0 else len(raw)).to_bytes(8, "little") + raw
+
+
+def _lie(weights, how):
+    import struct
+
+    adapter, rows = weights / "adapter_model.safetensors", weights / "compress_embeddings.safetensors"
+    f32 = {"dtype": "F32"}
+    if how == "header claims a huge tensor":
+        adapter.write_bytes(_header(-1, {"a": {**f32, "shape": [1 << 40], "data_offsets": [0, 4 << 40]}}) + b"\0" * 16)
+    elif how == "header longer than the file":
+        adapter.write_bytes(struct.pack("<Q", 1 << 30) + b"{}")
+    elif how == "truncated":
+        adapter.write_bytes(adapter.read_bytes()[:-100])
+    elif how == "too short":
+        adapter.write_bytes(b"\1\2")
+    elif how == "overlapping tensors":
+        adapter.write_bytes(_header(-1, {"a": {**f32, "shape": [4], "data_offsets": [0, 16]},
+                                         "b": {**f32, "shape": [4], "data_offsets": [8, 24]}}) + b"\0" * 24)
+    elif how == "shape against bytes":
+        adapter.write_bytes(_header(-1, {"a": {**f32, "shape": [5], "data_offsets": [0, 16]}}) + b"\0" * 16)
+    elif how == "rank against adapter_config":
+        (weights / "adapter_config.json").write_text(json.dumps({"r": 8, "peft_type": "LORA"}))
+    elif how == "compress rows against the entry":
+        import torch
+        from safetensors.torch import save_file
+
+        save_file({"compress_embeddings": torch.zeros(5, 64)}, str(rows))
+    elif how == "binary adapter_config":
+        (weights / "adapter_config.json").write_bytes(bytes(range(256)) * 4)
+    elif how == "nested config":
+        (weights / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    elif how == "huge config":
+        (weights / "config.json").write_text(json.dumps({"pad": "x" * (2 << 20)}))
+    elif how == "link out of the folder":
+        adapter.unlink()
+        adapter.symlink_to("/etc/passwd")
+    elif how == "link to a device":
+        (weights / "config.json").symlink_to("/dev/zero")
+
+
+LIES = ["header claims a huge tensor", "header longer than the file", "truncated", "too short", "overlapping tensors",
+        "shape against bytes", "rank against adapter_config", "compress rows against the entry",
+        "binary adapter_config", "nested config", "huge config", "link out of the folder", "link to a device"]
+
+
+def test_an_honest_adapter_folder_is_imported(tmp_path, tiny_llama_dir):
+    from arretrieve.registry.model_folder import import_model_folder
+
+    assert import_model_folder(_adapter_folder(tmp_path, tiny_llama_dir)).weights_sha256
+
+
+@pytest.mark.parametrize("how", LIES)
+def test_a_lying_model_folder_is_refused_at_import_in_one_line(tmp_path, tiny_llama_dir, how):
+    from arretrieve.registry.model_folder import import_model_folder
+
+    folder = _adapter_folder(tmp_path, tiny_llama_dir)
+    _lie(folder / "weights", how)
+    with pytest.raises(ArrError) as caught:
+        import_model_folder(folder)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 600
+    if how.startswith("link"):
+        assert "outside the model folder" in str(caught.value)
+
+
+@pytest.mark.parametrize("how", LIES)
+def test_a_registered_folder_that_starts_lying_is_refused_at_load_in_one_line(tmp_path, tiny_llama_dir, how):
+    from dataclasses import replace
+
+    from arretrieve.registry.model_folder import import_model_folder, weights_folder
+
+    folder = _adapter_folder(tmp_path, tiny_llama_dir)
+    entry = replace(import_model_folder(folder), weights_sha256=None)  # nothing to compare: the checks alone
+    _lie(folder / "weights", how)
+    with pytest.raises(ArrError) as caught:
+        weights_folder(entry)
+    assert "\n" not in str(caught.value)

@@ -20,16 +20,31 @@ from .. import __version__
 from ..corpus import Chunking, CorpusSource, Document
 from ..encoding.corpus_job import EncodeJob, EncodingOptions, encode_corpus
 from ..errors import ArrError
-from ..home import write_folder_atomic
+from ..home import disk_writes, write_folder_atomic
 from ..registry import Registry
 from .docstore import DOCS_FILE, DocStore, append_documents
-from .faiss_index import TRAINED_TYPES, IndexSpec, create_index, faiss_module, plan_index, training_sample
+from .faiss_index import (TRAINED_TYPES, IndexSpec, create_index, faiss_module, plan_index, training_sample,
+                          write_faiss_index)
 from .lexical import build_bm25, save_bm25
 from .manifest import MANIFEST_FILE, IndexManifest, model_for_index
 from .store import IndexStore
 
 
 VECTORS_FILE = "vectors.f32"
+
+
+def _roll_back(folder: Path, committed: IndexManifest, vectors_path: Path | None, new_files) -> None:
+    """Undo an --add that did not commit: its new-generation files go and the appended tails are cut,
+    so the folder is byte for byte what the committed manifest describes."""
+    if IndexManifest.load(folder).generation != committed.generation:  # interrupted just after the commit
+        return
+    for new in new_files:
+        path = folder / new
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    for path, size in ((folder / DOCS_FILE, committed.docs_bytes), (vectors_path, committed.count * committed.dim * 4)):
+        if path is not None and path.is_file() and path.stat().st_size > size:
+            with open(path, "r+b") as handle:
+                handle.truncate(size)
 
 
 def _now() -> str:
@@ -98,11 +113,16 @@ def build_index(
     spec.check()  # before hours of encoding, not after
     corpus = Path(corpus)
     name = name or (corpus.resolve().name if corpus.is_dir() else corpus.name.split(".")[0]).lower()
-    folder = store.path(name)
+    with store.writing(name):
+        return _build(corpus, name, store.path(name), spec, encoding, registry.resolve(model), overwrite, corpus_label,
+                      bm25, store)
+
+
+def _build(corpus: Path, name: str, folder: Path, spec: IndexSpec, encoding: EncodingOptions, entry, overwrite: bool,
+           corpus_label: str | None, bm25: bool, store: IndexStore) -> IndexManifest:
     if folder.exists() and not overwrite:
         raise ArrError(f"index {name!r} already exists in {store.root}; pass --overwrite to rebuild it or --add to extend it")
     source = CorpusSource(corpus, encoding.fields, encoding.skip_invalid, encoding.chunking)
-    entry = registry.resolve(model)
     job = encode_corpus(source, entry, encoding)
 
     faiss = faiss_module()
@@ -120,7 +140,7 @@ def build_index(
             index.add(vectors)
             if vectors_file:
                 _append_vectors(vectors_file, vectors)
-        faiss.write_index(index, str(staging / "index-0.faiss"))
+        write_faiss_index(index, staging / "index-0.faiss")
         texts = [] if bm25 else None
         offsets, docs_bytes = append_documents(staging / DOCS_FILE, _keeping_texts(source.documents(), texts))
         np.save(staging / "offsets-0.npy", offsets)
@@ -161,10 +181,15 @@ def add_to_index(
     encoding = encoding or EncodingOptions()
     store, registry = store or IndexStore(), registry or Registry()
     folder = store.resolve(name)
-    manifest = IndexManifest.load(folder)
+    with store.writing(folder.name):
+        return _add(Path(corpus), folder, encoding, registry)
+
+
+def _add(corpus: Path, folder: Path, encoding: EncodingOptions, registry: Registry) -> IndexManifest:
+    manifest = IndexManifest.load(folder)  # under the lock: a writer before us has committed
     entry = model_for_index(manifest, registry)
     chunking = manifest.encoder.get("chunking")
-    source = CorpusSource(Path(corpus), encoding.fields, encoding.skip_invalid, Chunking(**chunking) if chunking else None)
+    source = CorpusSource(corpus, encoding.fields, encoding.skip_invalid, Chunking(**chunking) if chunking else None)
     encoding = replace(encoding, dtype=manifest.encoder["dtype"])  # new vectors must match the old ones
     docstore = DocStore(folder, manifest.files["offsets"], manifest.count)
     existing = {parent for _, parent in docstore.iter_ids()}
@@ -176,31 +201,37 @@ def add_to_index(
     faiss = faiss_module()
     index = faiss.read_index(str(folder / manifest.files["index"]))
     vectors_path = folder / manifest.files["vectors"] if manifest.files.get("vectors") else None
-    if vectors_path:
-        with open(vectors_path, "r+b") as handle:  # drop what an interrupted --add appended
-            handle.truncate(manifest.count * manifest.dim * 4)
-    for vectors in job.iter_vectors():
-        index.add(vectors)
-        if vectors_path:
-            _append_vectors(vectors_path, vectors)
     generation = manifest.generation + 1
     old_files = dict(manifest.files)
-    # bm25s cannot extend an index: the lexical side is rebuilt over every row, old and new.
-    texts = [d.full_text for d in docstore.get(range(manifest.count))] if old_files.get("bm25") else None
-    new_offsets, docs_bytes = append_documents(folder / DOCS_FILE, _keeping_texts(source.documents(), texts),
-                                               keep_bytes=manifest.docs_bytes)
-    faiss.write_index(index, str(folder / f"index-{generation}.faiss"))
-    np.save(folder / f"offsets-{generation}.npy", np.concatenate([np.asarray(docstore.offsets), new_offsets]))
-    manifest.files = {**old_files, "index": f"index-{generation}.faiss", "offsets": f"offsets-{generation}.npy"}
-    if texts is not None:
-        manifest.files["bm25"] = _write_bm25(folder, texts, generation)
-    manifest.generation = generation
-    manifest.count += job.spec.count
-    manifest.docs_bytes = docs_bytes
-    manifest.corpus.append({**_corpus_record(corpus, source, job), "added": _now()})
-    manifest.save(folder)  # the commit point
+    new_files = {"index": f"index-{generation}.faiss", "offsets": f"offsets-{generation}.npy"}
+    if old_files.get("bm25"):
+        new_files["bm25"] = f"bm25-{generation}"
+    try:
+        with disk_writes(folder, f"index {manifest.name!r} is as it was ({manifest.count} documents)"):
+            if vectors_path:
+                with open(vectors_path, "r+b") as handle:  # drop what an interrupted --add appended
+                    handle.truncate(manifest.count * manifest.dim * 4)
+            for vectors in job.iter_vectors():
+                index.add(vectors)
+                if vectors_path:
+                    _append_vectors(vectors_path, vectors)
+            # bm25s cannot extend an index: the lexical side is rebuilt over every row, old and new.
+            texts = [d.full_text for d in docstore.get(range(manifest.count))] if old_files.get("bm25") else None
+            new_offsets, docs_bytes = append_documents(folder / DOCS_FILE, _keeping_texts(source.documents(), texts),
+                                                       keep_bytes=manifest.docs_bytes)
+            write_faiss_index(index, folder / new_files["index"])
+            np.save(folder / new_files["offsets"], np.concatenate([np.asarray(docstore.offsets), new_offsets]))
+            if texts is not None:
+                _write_bm25(folder, texts, generation)
+            added = replace(manifest, files={**old_files, **new_files}, generation=generation,
+                            count=manifest.count + job.spec.count, docs_bytes=docs_bytes,
+                            corpus=[*manifest.corpus, {**_corpus_record(corpus, source, job), "added": _now()}])
+            added.save(folder)  # the commit point
+    except BaseException:  # what this attempt wrote goes, so that the space comes back; nothing read it
+        _roll_back(folder, manifest, vectors_path, new_files.values())
+        raise
     for key in ("index", "offsets"):
         (folder / old_files[key]).unlink(missing_ok=True)
     if old_files.get("bm25"):
         shutil.rmtree(folder / old_files["bm25"], ignore_errors=True)
-    return manifest
+    return added

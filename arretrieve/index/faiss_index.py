@@ -14,11 +14,13 @@ import functools
 import logging
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
 from ..errors import ArrError
+from ..home import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +223,13 @@ def create_index(params: IndexParams, dim: int, sample: np.ndarray | None = None
     trainable = to_gpu_if_available(index)
     trainable.train(sample)
     return to_cpu(trainable)
+
+
+def write_faiss_index(index, path: Path) -> None:
+    """faiss's own writer reports a full disk from C (a traceback plus a line on stderr); through a
+    Python file the error is an OSError that `write_atomic` turns into one line, and the file is whole."""
+    faiss = faiss_module()
+    write_atomic(path, lambda handle: faiss.write_index(index, faiss.PyCallbackIOWriter(handle.write)), binary=True)
 
 
 def principal_axes(sample: np.ndarray, count: int) -> np.ndarray:

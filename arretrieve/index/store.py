@@ -6,14 +6,20 @@ current folder has one (a project's own store, as in this repository), else `$AR
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import ArrError
 from ..home import arr_home
 from ..registry.model_entry import validate_name
 from .manifest import MANIFEST_FILE
+
+log = logging.getLogger(__name__)
 
 
 def default_index_root() -> tuple[Path, str]:
@@ -39,7 +45,8 @@ class IndexStore:
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / MANIFEST_FILE).is_file())
+        # Hidden folders are a build's staging or a rebuild's old copy on its way out.
+        return sorted(p.name for p in self.root.iterdir() if not p.name.startswith(".") and (p / MANIFEST_FILE).is_file())
 
     def resolve(self, name: str | None) -> Path:
         """The named index, or the only one there is."""
@@ -56,5 +63,24 @@ class IndexStore:
             raise ArrError(f"{len(names)} indexes in {self.root} ({', '.join(names)}); choose one with --index")
         return self.root / names[0]
 
+    @contextmanager
+    def writing(self, name: str) -> Iterator[None]:
+        """Held by whoever changes index `name` (build, --overwrite, --add, remove), from reading its
+        manifest to committing the next one: a second writer waits, then sees the first one's
+        result, so two writers never merge silently. An advisory lock beside the folder (the folder
+        itself is swapped by a rebuild); the kernel drops it when its process dies."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f".{validate_name(name)}.lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.warning("index %r is being changed by another process; waiting for it to finish", name)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def remove(self, name: str) -> None:
-        shutil.rmtree(self.resolve(name))
+        with self.writing(name):
+            shutil.rmtree(self.resolve(name))

@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import ArrError
 from ..hashing import sha256_tree
 from ..modeling.backbone import PACKAGE_SCHEME, locate_package_file, verified_sha256
+from .folder_checks import check_model_folder, read_json_file, refuse_links_out
 from .model_entry import ModelEntry
 
 ENTRY_FILE = "entry.json"
@@ -53,12 +54,9 @@ def read_model_folder(folder: Path, weights_path: str | None = None, name: str |
     `weights_path` says where they are found (a `package:` path for built-ins). An entry asking
     for `trust_remote_code` is refused unless the caller grants it (`trust_remote_code`)."""
     path = folder / ENTRY_FILE
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ArrError(f"{folder} is not an exported model folder: it has no {ENTRY_FILE}") from None
-    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
-        raise ArrError(f"cannot read {path}: {exc}") from None
+    if not path.is_file():
+        raise ArrError(f"{folder} is not an exported model folder: it has no {ENTRY_FILE}")
+    record = read_json_file(path)
     if not isinstance(record, dict):
         raise ArrError(f"{path}: a model entry must be a JSON object")
     if not (folder / WEIGHTS_DIR).is_dir() and weights_path is None:
@@ -70,9 +68,12 @@ def read_model_folder(folder: Path, weights_path: str | None = None, name: str |
 
 
 def import_model_folder(folder: Path, name: str | None = None, trust_remote_code: bool = False) -> ModelEntry:
-    """The entry of an exported folder, ready to register: its weights hashed now if the entry
-    records no hash (so later loads verify them), and checked now if it does."""
+    """The entry of an exported folder, ready to register: its files checked (`check_model_folder`),
+    its weights hashed now if the entry records no hash (so later loads verify them), and checked
+    against the hash now if it does."""
+    refuse_links_out(folder)
     entry = read_model_folder(folder, name=name, trust_remote_code=trust_remote_code)
+    check_model_folder(folder, entry.num_compress_tokens)
     if entry.weights == "base":
         return entry
     actual = verified_sha256(Path(entry.weights_path))
@@ -88,8 +89,10 @@ def weights_folder(entry: ModelEntry) -> Path:
     folder = locate_package_file(spec) if spec.startswith(PACKAGE_SCHEME) else Path(spec).expanduser()
     if not folder.is_dir():
         raise ArrError(f"model {entry.name!r}: weights folder {folder} is missing")
+    refuse_links_out(folder)
     if entry.weights_sha256 and verified_sha256(folder) != entry.weights_sha256:
         raise ArrError(f"model {entry.name!r}: the weights in {folder} changed since the entry was registered")
+    check_model_folder(folder, entry.num_compress_tokens)
     return folder
 
 

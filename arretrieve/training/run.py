@@ -23,7 +23,7 @@ from ..errors import ArrError
 from ..evaluation.beir_data import load_dataset
 from ..evaluation.compression_probe import CompressionProbe, pairs_from_beir
 from ..hashing import sha256_tree
-from ..home import write_folder_atomic
+from ..home import disk_writes, write_folder_atomic
 from ..registry.model_folder import WEIGHTS_SOURCE, trained_entry, weights_folder
 from ..registry import ModelEntry, Registry
 from ..registry.new_entry import new_entry
@@ -36,11 +36,12 @@ from .model_setup import build_trainable
 from .objectives import Stage, active_terms, batch_needs, objective, uses_reference_scores
 from .report import metrics_path, plot_losses
 from .run_folder import (checkpoint_step, finished_stage_seconds, latest_checkpoint, open_run_folder, prune_stage,
-                         reference_scores, resume_metrics)
+                         reference_scores, remove_incomplete_checkpoints, resume_metrics)
 from .steps import stage_loss
 from .trainer import AutoRegEmbedTrainer, MetricsLog, StepModule, training_arguments
 
 log = logging.getLogger(__name__)
+FINAL_MARKER = "stage.json"  # written last into a stage's final/ weights
 
 
 @dataclass
@@ -108,8 +109,16 @@ def _run_stage(stage: str, model, dataset, collator, step, config: TrainConfig, 
 
     trainer.remove_callback(PrinterCallback)  # MetricsLog reports instead
     trainer.remove_callback(ProgressCallback)
-    output = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(str(stage_dir / "final"))
+    try:
+        with disk_writes(stage_dir, "the run keeps its last complete checkpoint: free space and run again with --resume"):
+            output = trainer.train(resume_from_checkpoint=resume)
+            if _is_main_process():  # whole or not at all: a finished stage is one whose final/ exists
+                write_folder_atomic(stage_dir / "final", lambda staging: trainer.save_model(str(staging)), FINAL_MARKER,
+                                    {"step": trainer.state.global_step}, existing="replace")
+    except BaseException:
+        if _is_main_process():
+            remove_incomplete_checkpoints(stage_dir)  # gives the space back; no resume could use it
+        raise
     _barrier()  # every rank reads these weights next
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     return (losses[-1] if losses else float(output.training_loss)), trainer.state.global_step, elapsed

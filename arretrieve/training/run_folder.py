@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ import torch
 from ..errors import ArrError
 from ..hashing import sha256_json
 from ..home import reference_cache_dir, save_npy_atomic, write_atomic, write_json_atomic
+from ..registry.folder_checks import read_json_file, safetensors_header
 from ..runtime import progress_bar
 from .batches import TripletCollator
 from .report import read_metrics
@@ -97,9 +100,45 @@ def checkpoint_step(checkpoint: Path) -> int:
     return int(checkpoint.name.split("-")[1])  # HF Trainer's checkpoint-<step>
 
 
+CHECKPOINT_WRITTEN_LAST = "trainer_state.json"  # HF Trainer's: a checkpoint without it is incomplete
+
+
 def latest_checkpoint(stage_dir: Path) -> str | None:
-    checkpoints = sorted(stage_dir.glob("checkpoint-*"), key=checkpoint_step)
-    return str(checkpoints[-1]) if checkpoints else None
+    """The newest complete checkpoint, checked before a resume trusts it. One that a kill or a full
+    disk stopped half-written is removed (it was never complete, nothing can resume from it)."""
+    remove_incomplete_checkpoints(stage_dir)
+    complete = [folder for folder in stage_dir.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", folder.name)]
+    if not complete:
+        return None
+    complete.sort(key=checkpoint_step)
+    _check_checkpoint(complete[-1], earlier=complete[-2] if len(complete) > 1 else None)
+    return str(complete[-1])
+
+
+def remove_incomplete_checkpoints(stage_dir: Path) -> None:
+    for folder in stage_dir.glob("checkpoint-*"):
+        if folder.is_dir() and not (folder / CHECKPOINT_WRITTEN_LAST).is_file():
+            log.warning("%s was left half-written when the run stopped; removing it", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _check_checkpoint(folder: Path, earlier: Path | None) -> None:
+    """Refuse in one line a checkpoint whose files are damaged (before transformers or torch read
+    them and fail with a traceback): its state JSON, tensor headers and torch archives' checksums."""
+    try:
+        read_json_file(folder / CHECKPOINT_WRITTEN_LAST)
+        for path in sorted(folder.glob("*.safetensors")):
+            safetensors_header(path)
+        for path in sorted([*folder.glob("*.pt"), *folder.glob("*.pth")]):
+            if not zipfile.is_zipfile(path):
+                raise ArrError(f"{path} is not a torch archive")
+            with zipfile.ZipFile(path) as archive:
+                damaged = archive.testzip()
+            if damaged:
+                raise ArrError(f"{path}: {damaged} fails its checksum")
+    except (ArrError, OSError, zipfile.BadZipFile) as exc:
+        instead = f"remove it to resume from {earlier.name}" if earlier else "start over with --overwrite"
+        raise ArrError(f"cannot resume from {folder}: {exc}; {instead}") from None
 
 
 def resume_metrics(path: Path, stage: str, step: int) -> float:
