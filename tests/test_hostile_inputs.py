@@ -689,3 +689,28 @@ def test_a_registered_folder_that_starts_lying_is_refused_at_load_in_one_line(tm
     with pytest.raises(ArrError) as caught:
         weights_folder(entry)
     assert "\n" not in str(caught.value)
+
+
+def test_concurrent_adds_to_one_index_keep_every_document(tmp_path, registry):
+    """Two writers of one index: the lock makes the second wait and extend what the first committed."""
+    store = IndexStore(tmp_path / "indexes")
+    first, second = write_beir_corpus(tmp_path / "a", ROWS[2:4]), write_beir_corpus(tmp_path / "b", ROWS[4:])
+    for attempt in range(20):
+        build_index(write_beir_corpus(tmp_path / "c", ROWS[:2]), name="idx", model="tiny", spec=IndexSpec("flat"),
+                    store=store, registry=registry, overwrite=True)
+        errors = []
+
+        def add(corpus):
+            try:
+                add_to_index(corpus, name="idx", store=store, registry=registry)
+            except Exception as exc:  # any failure is the bug this test is for
+                errors.append(exc)
+
+        threads = [threading.Thread(target=add, args=(corpus,)) for corpus in (first, second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not errors, (attempt, errors)
+        searcher = Searcher(store.path("idx"), registry=registry)
+        assert sorted(parent for _, parent in searcher.docstore.iter_ids()) == sorted(row["_id"] for row in ROWS), attempt
