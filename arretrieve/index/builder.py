@@ -125,7 +125,6 @@ def _build(corpus: Path, name: str, folder: Path, spec: IndexSpec, encoding: Enc
     source = CorpusSource(corpus, encoding.fields, encoding.skip_invalid, encoding.chunking)
     job = encode_corpus(source, entry, encoding)
 
-    faiss = faiss_module()
     dim = job.load_shard(0).shape[1]
     params = plan_index(spec, job.spec.count, dim)
     sample = None
