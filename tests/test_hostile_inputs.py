@@ -714,3 +714,48 @@ def test_concurrent_adds_to_one_index_keep_every_document(tmp_path, registry):
         assert not errors, (attempt, errors)
         searcher = Searcher(store.path("idx"), registry=registry)
         assert sorted(parent for _, parent in searcher.docstore.iter_ids()) == sorted(row["_id"] for row in ROWS), attempt
+
+
+def test_a_full_disk_caching_a_converted_base_is_one_line_and_leaves_nothing(tiny_llama_dir, disk, monkeypatch):
+    """`save_model_folder` is how a GGUF base becomes its safetensors cache (`_convert_gguf`)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from arretrieve.home import base_cache_dir
+    from arretrieve.modeling.backbone import save_model_folder
+
+    monkeypatch.setenv("ARR_HOME", str(disk.path / "home"))
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(tiny_llama_dir), AutoTokenizer.from_pretrained(tiny_llama_dir)
+    target = base_cache_dir() / "converted"
+    disk.fill()
+    with pytest.raises(ArrError) as caught:
+        save_model_folder(target, model, tokenizer, "arr_source.json", {"gguf": "base.gguf"})
+    assert "nothing was written" in _one_line_full_disk(caught)
+    assert list(base_cache_dir().iterdir()) == []  # no staging folder either
+    disk.free()
+    save_model_folder(target, model, tokenizer, "arr_source.json", {"gguf": "base.gguf"})
+    assert AutoModelForCausalLM.from_pretrained(target).config.hidden_size == model.config.hidden_size
+
+
+def test_a_full_disk_only_costs_the_traced_and_hash_caches_a_warning(tiny_llama_dir, disk, monkeypatch, caplog):
+    """Both are caches: a search on a full disk still encodes, says why nothing was cached, and
+    leaves no partial traced encoder; once there is space the next load caches both."""
+    from arretrieve.encoding import load_embedder
+    from arretrieve.home import hash_cache_file, traced_cache_dir
+    from arretrieve.modeling.traced import TracedEncoder
+
+    monkeypatch.setenv("ARR_HOME", str(disk.path / "home"))
+    entry = tiny_entry(tiny_llama_dir)
+    expected = load_embedder(entry, device="cpu", dtype="float32").encode(["fonts"], role="query")
+    hash_cache_file().unlink()
+    disk.fill()
+    with caplog.at_level("WARNING"):
+        embedder = load_embedder(entry, device="cpu", dtype="float32", traced=True)
+    np.testing.assert_array_equal(embedder.encode(["fonts"], role="query"), expected)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("no space left on device" in w and "traced encoder" in w for w in warnings), warnings
+    assert any("no space left on device" in w and "hash is not cached" in w for w in warnings), warnings
+    assert not hash_cache_file().exists() and not [p for p in traced_cache_dir().rglob("*") if p.is_file()]
+    disk.free()
+    load_embedder(entry, device="cpu", dtype="float32", traced=True)
+    assert isinstance(load_embedder(entry, device="cpu", dtype="float32", traced=True).model, TracedEncoder)
+    assert hash_cache_file().is_file()

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from ..errors import ArrError
 from ..hashing import sha256_path
-from ..home import base_cache_dir, hash_cache_file, write_folder_atomic, write_json_atomic
+from ..home import WriteFault, base_cache_dir, hash_cache_file, write_folder_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,10 @@ def verified_sha256(path: Path) -> str:
         return known["sha256"]
     digest = sha256_path(path)
     cache[key] = {"signature": signature, "sha256": digest}
-    write_json_atomic(cache_path, cache)
+    try:
+        write_json_atomic(cache_path, cache)
+    except WriteFault as exc:  # only a cache: the hash is right, the next run computes it again
+        log.warning("%s; the content hash is not cached", exc)
     return digest
 
 

@@ -18,6 +18,7 @@ executor's first calls cost more (about 0.2 s) than they save on a handful of qu
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import shutil
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import ArrError
-from ..home import traced_cache_dir, write_folder_atomic
+from ..home import WriteFault, traced_cache_dir, write_folder_atomic
 from ..registry.model_entry import ModelEntry
 from ..runtime import dtype_name
 from .autoregembed_model import AutoRegEmbedModel, PromptedInputs
@@ -138,10 +139,17 @@ def save_traced(model: AutoRegEmbedModel, entry: ModelEntry, dtype: torch.dtype)
                       "fingerprint": entry.fingerprint, "dtype": dtype_name(dtype), "torch": torch.__version__}
 
             def write(staging: Path) -> None:
-                traced.save(str(staging / TRACE_FILE))
+                # Serialised in memory, written by Python: torch's own file writer aborts the whole
+                # process (an exception in a destructor) when the disk fills.
+                buffer = io.BytesIO()
+                torch.jit.save(traced, buffer)
+                (staging / TRACE_FILE).write_bytes(buffer.getbuffer())
                 backend.save(str(staging / TOKENIZER_FILE))
 
             write_folder_atomic(folder, write, LAYOUT_FILE, layout)
+    except WriteFault as exc:  # a full disk is the user's to know about, though the search goes on
+        log.warning("%s; searches load the model until the traced encoder can be cached", exc)
+        return False
     except Exception as exc:  # tracing is an optimisation: any failure leaves the eager path, as before
         log.info("could not trace the encoder of %s (%s); searches load the model", entry.name, exc)
         return False
