@@ -25,6 +25,7 @@ import gzip
 import json
 import os
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -689,6 +690,61 @@ def test_a_registered_folder_that_starts_lying_is_refused_at_load_in_one_line(tm
     with pytest.raises(ArrError) as caught:
         weights_folder(entry)
     assert "\n" not in str(caught.value)
+
+
+BASE_LIES = {  # a base folder the user names: links may leave it (Hugging Face caches), lies may not
+    "weights linked to a text file": lambda base: _relink(base / "model.safetensors", "/etc/passwd"),
+    "config linked to a device": lambda base: _relink(base / "config.json", "/dev/zero"),
+    "shape against bytes": lambda base: (base / "model.safetensors").write_bytes(
+        _header(-1, {"a": {"dtype": "F32", "shape": [1 << 30], "data_offsets": [0, 16]}}) + b"\0" * 16),
+    "binary config": lambda base: (base / "config.json").write_bytes(bytes(range(256))),
+}
+
+
+def _relink(path, target):
+    path.unlink()
+    path.symlink_to(target)
+
+
+def _base_copy(tmp_path, tiny_llama_dir, links: bool = False):
+    """A copy of the tiny base; with `links`, its files are links into a folder beside it (how a
+    Hugging Face cache snapshot points at its blobs)."""
+    import shutil
+
+    base = tmp_path / "base"
+    if not links:
+        return Path(shutil.copytree(tiny_llama_dir, base))
+    blobs = Path(shutil.copytree(tiny_llama_dir, tmp_path / "blobs"))
+    base.mkdir()
+    for blob in blobs.iterdir():
+        (base / blob.name).symlink_to(blob)
+    return base
+
+
+def test_a_base_whose_files_link_to_blobs_outside_it_is_accepted(tmp_path, tiny_llama_dir, registry):
+    from arretrieve.encoding import load_embedder
+    from arretrieve.registry.new_entry import new_entry
+
+    entry = new_entry("linked", base=_base_copy(tmp_path, tiny_llama_dir, links=True).as_posix(), num_compress_tokens=3)
+    assert load_embedder(entry, device="cpu", dtype="float32").encode(["fonts"], role="query").shape == (1, 64)
+
+
+@pytest.mark.parametrize("how", BASE_LIES)
+def test_a_lying_base_folder_is_one_line_when_added_and_when_loaded(tmp_path, tiny_llama_dir, registry, how):
+    from dataclasses import replace
+
+    from arretrieve.encoding import load_embedder
+    from arretrieve.registry.new_entry import new_entry
+
+    base = _base_copy(tmp_path, tiny_llama_dir)
+    entry = replace(new_entry("honest", base=base.as_posix(), num_compress_tokens=3), base_sha256=None)
+    BASE_LIES[how](base)
+    with pytest.raises(ArrError) as at_add:
+        new_entry("lying", base=base.as_posix(), num_compress_tokens=3)
+    with pytest.raises(ArrError) as at_load:
+        load_embedder(entry, device="cpu", dtype="float32")
+    for caught in (at_add, at_load):
+        assert "\n" not in str(caught.value) and str(base) in str(caught.value), caught.value
 
 
 def test_concurrent_adds_to_one_index_keep_every_document(tmp_path, registry):

@@ -134,6 +134,10 @@ def check_base_hash(expected: str | None, source: BaseSource) -> str | None:
     """Refuse a local base whose content differs from the hash its registry entry recorded."""
     if source.kind == "hub":
         return None
+    if source.kind == "folder":  # before hashing: a link to /dev/zero would never finish
+        from ..registry.folder_checks import check_model_folder  # the registry package imports this module
+
+        check_model_folder(source.path, links_out=True)
     actual = verified_sha256(source.path)
     if expected and actual != expected:
         raise ArrError(

@@ -1,7 +1,8 @@
 """What a model folder must be before anything loads it: checked at `arr models import` and again at
 every load, from file headers only (no torch, no tensor data read).
 
-- no file in it is a link that leads out of the folder (a weight "file" pointing at /etc/...);
+- no file in it is a link that leads out of the folder (a weight "file" pointing at /etc/...), unless
+  it is a base the user named, whose links must still end in regular files;
 - every JSON file is UTF-8, parses, nests sanely and stays under a size cap;
 - every safetensors file's header is consistent with the file: its length fits, each tensor's byte
   range matches its dtype and shape, the ranges neither overlap nor leave gaps, and they cover the
@@ -28,9 +29,12 @@ DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2
                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 
 
-def check_model_folder(folder: Path, num_compress_tokens: int | None = None) -> None:
-    """Refuse, in one line, a folder whose files would crash, mislead or escape a loader."""
-    refuse_links_out(folder)
+def check_model_folder(folder: Path, num_compress_tokens: int | None = None, *, links_out: bool = False) -> None:
+    """Refuse, in one line, a folder whose files would crash, mislead or escape a loader.
+    `links_out` allows links that leave the folder (a base the user names, such as a Hugging Face
+    cache snapshot whose files link to its blobs); they must still lead to regular files."""
+    if not links_out:
+        refuse_links_out(folder)
     for path in sorted(Path(os.path.abspath(folder)).rglob("*")):
         if path.is_dir():
             continue
