@@ -747,6 +747,17 @@ def test_a_lying_base_folder_is_one_line_when_added_and_when_loaded(tmp_path, ti
         assert "\n" not in str(caught.value) and str(base) in str(caught.value), caught.value
 
 
+@pytest.mark.parametrize("content", [b"", b"GGUF\x03\x00\x00\x00garbage", b"GGUF" + bytes(range(256)) * 8,
+                                     b"not a gguf file at all"])
+def test_a_damaged_gguf_base_is_one_line(tmp_path, content):
+    from arretrieve.registry.new_entry import new_entry
+
+    (tmp_path / "base.gguf").write_bytes(content)
+    with pytest.raises(ArrError) as caught:
+        new_entry("broken", base=str(tmp_path / "base.gguf"))
+    assert "\n" not in str(caught.value) and "base.gguf" in str(caught.value)
+
+
 def test_concurrent_adds_to_one_index_keep_every_document(tmp_path, registry):
     """Two writers of one index: the lock makes the second wait and extend what the first committed."""
     store = IndexStore(tmp_path / "indexes")

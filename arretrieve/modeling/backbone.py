@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -197,8 +198,14 @@ def _convert_gguf(gguf: Path, sha256: str) -> Path:
 
     hf_logging.disable_progress_bar()
     log.warning("converting %s to a safetensors cache (once; ~15 s)", gguf.name)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except (ValueError, KeyError, IndexError, TypeError, EOFError, OSError, RuntimeError, struct.error) as exc:
+        # The GGUF reader trusts the file's own counts and shapes; a truncated or foreign file fails deep inside.
+        first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ArrError(f"cannot convert {gguf}: {first_line}; the file is truncated, damaged or not a GGUF model "
+                       "transformers can read") from None
     # The dequantised weights are plain tensors now; without this the folder would claim to be GGUF.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
