@@ -6,8 +6,10 @@ never reads the encoding cache after it is built; `--add` encodes only the new d
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -68,8 +70,27 @@ def prune(kinds: list[str], older_than_days: float = 0.0, dry_run: bool = False)
     chosen = [e for e in cache_entries(list(CACHES) if kinds == ["all"] else kinds) if e.age_days >= older_than_days]
     if not dry_run:
         for entry in chosen:
-            if entry.path.is_dir():
-                shutil.rmtree(entry.path)
-            else:
-                entry.path.unlink(missing_ok=True)
+            _remove(entry.path)
+        for kind in CACHES if kinds == ["all"] else kinds:  # what a killed prune left behind
+            location = CACHES[kind][0]()
+            for leftover in location.glob(f"{PRUNING_PREFIX}*") if location.is_dir() else []:
+                shutil.rmtree(leftover, ignore_errors=True)
     return chosen
+
+
+PRUNING_PREFIX = ".pruning-"
+
+
+def _remove(path: Path) -> None:
+    """Remove an entry in one step as its readers see it: a folder is first renamed to a hidden
+    name (never read, swept by the next prune), so a kill midway leaves no entry whose marker
+    survives its files."""
+    if not path.is_dir():
+        path.unlink(missing_ok=True)
+        return
+    doomed = path.with_name(f"{PRUNING_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(path, doomed)
+    except FileNotFoundError:  # another prune took it
+        return
+    shutil.rmtree(doomed)

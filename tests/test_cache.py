@@ -57,3 +57,28 @@ def test_the_hash_cache_is_listed_and_pruned(isolated_home, tmp_path):
     assert [(e.kind, e.path) for e in cache_entries(["hashes"])] == [("hashes", hash_cache_file())]
     assert [e.kind for e in prune(["hashes"])] == ["hashes"] and not hash_cache_file().exists()
     assert verified_sha256(weights) == digest  # recomputed after the prune
+
+
+def test_a_prune_killed_midway_leaves_no_entry_without_its_files(isolated_home):
+    """kill -9 while a converted base is being removed: its marker must not outlive its weights
+    (every later load would trust the marker), and the next prune sweeps what is left."""
+    import signal
+    import subprocess
+    import sys
+
+    from arretrieve.home import base_cache_dir
+
+    base = base_cache_dir() / "0123456789abcdef01234567"
+    base.mkdir(parents=True)
+    (base / "model.safetensors").write_bytes(b"w" * 1000)
+    (base / "arr_source.json").write_text("{}")
+    script = ("import os, signal, shutil; from pathlib import Path; import arretrieve.cache as cache\n"
+              "def killed_midway(path, *a, **k):\n"
+              "    (Path(path) / 'model.safetensors').unlink()\n"
+              "    os.kill(os.getpid(), signal.SIGKILL)\n"
+              "cache.shutil.rmtree = killed_midway\n"
+              "cache.prune(['bases'])\n")
+    killed = subprocess.run([sys.executable, "-c", script], env={**os.environ, "ARR_HOME": str(isolated_home)})
+    assert killed.returncode == -signal.SIGKILL
+    assert not base.exists() and cache_entries(["bases"]) == []  # nothing a load would trust
+    assert prune(["bases"]) == [] and list(base_cache_dir().iterdir()) == []

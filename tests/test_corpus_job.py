@@ -71,3 +71,25 @@ def test_two_device_processes_give_the_same_index(tmp_path, registry):
     store = IndexStore()
     assert (store.path("double") / "index-0.faiss").read_bytes() == (store.path("single") / "index-0.faiss").read_bytes()
     assert single.count == len(ROWS)
+
+
+def test_an_altered_shard_is_encoded_again_not_reused(tmp_path, registry, monkeypatch, isolated_home, caplog):
+    """A shard replaced by other vectors of the right shape would go into every later index built
+    from the cache: its recorded sha256 catches it, and only that shard is encoded again."""
+    import numpy as np
+
+    source = corpus(tmp_path)
+    build_index(source, name="a", model="tiny", encoding=SMALL_SHARDS, registry=registry, store=IndexStore(tmp_path / "a"))
+    (work_dir,) = (isolated_home / "cache" / "encodings").iterdir()
+    shard = work_dir / "shard-00001.npy"
+    written = shard.read_bytes()
+    np.save(shard, np.zeros_like(np.load(shard)))
+    encoded = []
+    monkeypatch.setattr(EncodeJob, "encode", _recording(EncodeJob.encode, encoded))
+    with caplog.at_level("WARNING"):
+        build_index(source, name="b", model="tiny", encoding=SMALL_SHARDS, registry=registry,
+                    store=IndexStore(tmp_path / "b"))
+    assert encoded == [{1}] and shard.read_bytes() == written
+    assert any("sha256 differs" in r.getMessage() for r in caplog.records)
+    for name in ("index-0.faiss", "docs.jsonl"):
+        assert (tmp_path / "a" / "a" / name).read_bytes() == (tmp_path / "b" / "b" / name).read_bytes(), name

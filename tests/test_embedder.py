@@ -187,3 +187,25 @@ def test_a_damaged_traced_encoder_falls_back_to_the_model_and_is_rewritten(tiny_
     repaired = load_embedder(entry, device="cpu", dtype="float32", traced=True)  # that load traced it again
     assert isinstance(repaired.model, TracedEncoder)
     np.testing.assert_array_equal(repaired.encode(["fonts"], role="query"), expected)
+
+
+def test_a_traced_encoder_replaced_by_another_module_is_detected_and_rebuilt(tiny_llama_dir, caplog):
+    """Any TorchScript module put in the cache would otherwise answer every query (an attacker's
+    constant vector, say): the content hash recorded at write time catches it."""
+    import torch
+
+    from arretrieve.modeling.traced import TRACE_FILE, TracedEncoder, traced_folder
+
+    class Constant(torch.nn.Module):
+        def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            return torch.ones(input_ids.shape[0], 64) / 8.0
+
+    entry = tiny_entry(tiny_llama_dir)
+    expected = load_embedder(entry, device="cpu", dtype="float32", traced=True).encode(["fonts"], role="query")
+    torch.jit.save(torch.jit.script(Constant()), str(traced_folder(entry, torch.float32) / TRACE_FILE))
+    with caplog.at_level(logging.WARNING):
+        embedder = load_embedder(entry, device="cpu", dtype="float32", traced=True)
+    assert not isinstance(embedder.model, TracedEncoder)
+    assert any("content hash" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    np.testing.assert_array_equal(embedder.encode(["fonts"], role="query"), expected)
+    assert isinstance(load_embedder(entry, device="cpu", dtype="float32", traced=True).model, TracedEncoder)

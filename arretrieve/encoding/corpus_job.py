@@ -1,8 +1,10 @@
 """Sharded, resumable corpus encoding, cached under the toolkit home.
 
 Documents are cut into shards of `shard_size` in corpus order; each shard's vectors are written to
-`shard-NNNNN.npy` atomically (temporary file, then rename), so after Ctrl-C, kill -9 or an
-out-of-memory kill, re-running the same command encodes only the missing shards. Memory stays
+`shard-NNNNN.npy` atomically (temporary file, then rename), then its sha256 beside it
+(`shard-NNNNN.sha256`), so after Ctrl-C, kill -9 or an out-of-memory kill, re-running the same
+command encodes only the missing shards; a shard whose content no longer matches its hash (edited,
+damaged) is encoded again, never reused. Memory stays
 bounded by one shard's texts and vectors whatever the corpus size. With several devices, one
 process per device encodes every n-th shard.
 
@@ -13,6 +15,8 @@ type, or evaluating the same corpus with `arr beir-eval`, reuses the vectors.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import traceback
@@ -25,7 +29,8 @@ import numpy as np
 
 from ..corpus import Chunking, CorpusSource, Document, FieldNames
 from ..errors import ArrError
-from ..home import encoding_cache_dir, save_npy_atomic, write_json_atomic
+from ..hashing import sha256_file
+from ..home import encoding_cache_dir, write_atomic, write_json_atomic
 from ..registry import ModelEntry
 
 log = logging.getLogger(__name__)
@@ -69,18 +74,39 @@ class EncodeJob:
         else:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(path, asdict(self.spec))
+        self._drop_altered_shards()
 
     def shard_path(self, number: int) -> Path:
         return self.work_dir / f"shard-{number:05d}.npy"
 
+    def _hash_path(self, number: int) -> Path:
+        return self.shard_path(number).with_suffix(".sha256")
+
+    def _is_done(self, number: int) -> bool:
+        return self.shard_path(number).is_file() and self._hash_path(number).is_file()
+
     def pending(self) -> list[int]:
-        return [n for n in range(self.shards) if not self.shard_path(n).is_file()]
+        return [n for n in range(self.shards) if not self._is_done(n)]
+
+    def _drop_altered_shards(self) -> None:
+        """A reused shard must be the bytes that were written: any other is encoded again."""
+        for number in range(self.shards):
+            if not self._is_done(number):
+                continue
+            try:
+                intact = sha256_file(self.shard_path(number)) == self._hash_path(number).read_text().strip()
+            except (OSError, UnicodeDecodeError):
+                intact = False
+            if not intact:
+                log.warning("%s is not what was written there (its sha256 differs); encoding it again",
+                            self.shard_path(number))
+                self._hash_path(number).unlink(missing_ok=True)
 
     def done_documents(self) -> int:
         return sum(
             min(self.spec.shard_size, self.spec.count - n * self.spec.shard_size)
             for n in range(self.shards)
-            if self.shard_path(n).is_file()
+            if self._is_done(n)
         )
 
     def encode(
@@ -102,7 +128,11 @@ class EncodeJob:
             self._save(number, vectors)
 
     def _save(self, number: int, vectors: np.ndarray) -> None:
-        save_npy_atomic(self.shard_path(number), vectors)
+        buffer = io.BytesIO()
+        np.save(buffer, vectors)
+        write_atomic(self.shard_path(number), lambda handle: handle.write(buffer.getbuffer()), binary=True)
+        # Written second: a shard without its hash (a kill between the two) counts as not done.
+        write_atomic(self._hash_path(number), lambda handle: handle.write(hashlib.sha256(buffer.getbuffer()).hexdigest()))
 
     def load_shard(self, number: int) -> np.ndarray:
         try:

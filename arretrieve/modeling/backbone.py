@@ -20,6 +20,7 @@ from typing import Any, Callable
 from ..errors import ArrError
 from ..hashing import sha256_path
 from ..home import WriteFault, base_cache_dir, hash_cache_file, write_folder_atomic, write_json_atomic
+from .folder_checks import check_model_folder
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +137,6 @@ def check_base_hash(expected: str | None, source: BaseSource) -> str | None:
     if source.kind == "hub":
         return None
     if source.kind == "folder":  # before hashing: a link to /dev/zero would never finish
-        from ..registry.folder_checks import check_model_folder  # the registry package imports this module
-
         check_model_folder(source.path, links_out=True)
     actual = verified_sha256(source.path)
     if expected and actual != expected:

@@ -18,6 +18,7 @@ executor's first calls cost more (about 0.2 s) than they save on a handful of qu
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -78,6 +79,10 @@ def traced_folder(entry: ModelEntry, dtype: torch.dtype) -> Path:
     return traced_cache_dir() / f"{entry.fingerprint}-{dtype_name(dtype)}-{entry.pooling}-torch{torch.__version__}"
 
 
+class TamperedCache(ValueError):
+    """A cached file whose content is not what was written (its recorded hash differs)."""
+
+
 class TracedEncoder(PromptedInputs):
     """The traced encoder with the parts of AutoRegEmbedModel that encoding uses (the inputs'
     layout, `embed`, `hidden_size`), so AutoRegEmbedEmbedder runs either."""
@@ -86,13 +91,19 @@ class TracedEncoder(PromptedInputs):
         import tokenizers
 
         layout = json.loads((folder / LAYOUT_FILE).read_text())
+        trace, tokenizer = (folder / TRACE_FILE).read_bytes(), (folder / TOKENIZER_FILE).read_text(encoding="utf-8")
+        recorded = layout.get("sha256") or {}
+        if (recorded.get(TRACE_FILE) != hashlib.sha256(trace).hexdigest()
+                or recorded.get(TOKENIZER_FILE) != hashlib.sha256(tokenizer.encode()).hexdigest()):
+            raise TamperedCache(f"the traced encoder in {folder} is not the one written there (its content hash "
+                                "differs); tracing the model again")
         self.bos_ids, self.compress_token_ids = layout["bos_ids"], layout["compress_token_ids"]
         self.pad_id, self.max_length, self.pooling = layout["pad_id"], layout["max_length"], layout["pooling"]
         self.hidden_size = layout["hidden_size"]
         self.device = torch.device("cpu")
-        self.tokenizer = tokenizers.Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+        self.tokenizer = tokenizers.Tokenizer.from_str(tokenizer)
         with _quiet_torchscript():
-            self.module = torch.jit.load(str(folder / TRACE_FILE), map_location="cpu")
+            self.module = torch.jit.load(io.BytesIO(trace), map_location="cpu")
 
     def _tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         return [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
@@ -111,6 +122,10 @@ def load_traced(entry: ModelEntry, dtype: torch.dtype) -> TracedEncoder | None:
         return None
     try:
         return TracedEncoder(folder)
+    except TamperedCache as exc:
+        log.warning("%s", exc)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
     except Exception as exc:  # a damaged cache only costs the eager load; never a failed search
         log.info("cannot load the traced encoder in %s (%s); loading the model, which traces it again", folder, exc)
         shutil.rmtree(folder, ignore_errors=True)
@@ -138,15 +153,21 @@ def save_traced(model: AutoRegEmbedModel, entry: ModelEntry, dtype: torch.dtype)
                       "max_length": model.max_length, "pooling": entry.pooling, "hidden_size": model.hidden_size,
                       "fingerprint": entry.fingerprint, "dtype": dtype_name(dtype), "torch": torch.__version__}
 
+            hashes = {}
+
             def write(staging: Path) -> None:
                 # Serialised in memory, written by Python: torch's own file writer aborts the whole
                 # process (an exception in a destructor) when the disk fills.
                 buffer = io.BytesIO()
                 torch.jit.save(traced, buffer)
                 (staging / TRACE_FILE).write_bytes(buffer.getbuffer())
-                backend.save(str(staging / TOKENIZER_FILE))
+                tokenizer = backend.to_str()
+                (staging / TOKENIZER_FILE).write_text(tokenizer, encoding="utf-8")
+                hashes.update({TRACE_FILE: hashlib.sha256(buffer.getbuffer()).hexdigest(),
+                               TOKENIZER_FILE: hashlib.sha256(tokenizer.encode()).hexdigest()})
 
-            write_folder_atomic(folder, write, LAYOUT_FILE, layout)
+            # The hashes let a load tell the module written here from any other one put in its place.
+            write_folder_atomic(folder, write, LAYOUT_FILE, lambda: {**layout, "sha256": hashes})
     except WriteFault as exc:  # a full disk is the user's to know about, though the search goes on
         log.warning("%s; searches load the model until the traced encoder can be cached", exc)
         return False

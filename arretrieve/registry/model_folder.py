@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import ArrError
 from ..hashing import sha256_tree
 from ..modeling.backbone import PACKAGE_SCHEME, locate_package_file, verified_sha256
-from .folder_checks import check_model_folder, read_json_file, refuse_links_out
+from ..modeling.folder_checks import check_model_folder, read_json_file, refuse_links_out
 from .model_entry import ModelEntry
 
 ENTRY_FILE = "entry.json"

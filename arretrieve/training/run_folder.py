@@ -23,7 +23,7 @@ import torch
 from ..errors import ArrError
 from ..hashing import sha256_json
 from ..home import reference_cache_dir, save_npy_atomic, write_atomic, write_json_atomic
-from ..registry.folder_checks import read_json_file, safetensors_header
+from ..modeling.folder_checks import read_json_file, safetensors_header
 from ..runtime import progress_bar
 from .batches import TripletCollator
 from .report import read_metrics
