@@ -826,3 +826,54 @@ def test_a_full_disk_only_costs_the_traced_and_hash_caches_a_warning(tiny_llama_
     load_embedder(entry, device="cpu", dtype="float32", traced=True)
     assert isinstance(load_embedder(entry, device="cpu", dtype="float32", traced=True).model, TracedEncoder)
     assert hash_cache_file().is_file()
+
+
+# --------------------------------------------------------------------------- text that is not text
+SURROGATE = "\ud800"
+
+
+def test_lone_surrogates_are_one_line_wherever_text_comes_in(tmp_path, registry, built):
+    """From a JSON "\\ud800" escape or from command-line bytes that are not UTF-8 (Python turns them
+    into lone surrogates), a string with no UTF-8 form must not reach a tokenizer or a file."""
+    import subprocess
+    import sys
+
+    from arretrieve.api import Index
+    from arretrieve.corpus.queries import read_queries
+    from arretrieve.encoding import load_embedder
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"_id": "ok", "text": "fine"}\n{"_id": "bad\\ud800", "text": "x"}\n')
+    with pytest.raises(ArrError, match=r"c.jsonl:2: field '_id' holds a lone surrogate \(U\+D800\)"):
+        build_index(corpus, name="s", model="tiny", store=IndexStore(tmp_path / "ix"), registry=registry)
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"_id": "q1", "text": "text \\udcff"}\n')
+    with pytest.raises(ArrError, match=r"q.jsonl:1: query 'q1' holds a lone surrogate \(U\+DCFF\)"):
+        read_queries(queries)
+    index = Index("idx", index_dir=built.root, registry=registry)
+    with pytest.raises(ArrError, match="query 2 holds a lone surrogate"):
+        index.search_many(["fine", "bad " + SURROGATE])
+    embedder = load_embedder(registry.get("tiny"), device="cpu", dtype="float32")
+    with pytest.raises(ArrError, match="text 1 holds a lone surrogate"):
+        embedder.encode([SURROGATE], role="query")
+
+    env = {**os.environ, "ARR_INDEXES": str(built.root)}
+    argv = [sys.executable, "-m", "arretrieve.cli.app", "search", os.fsencode("bad \udcff"), "--index", "idx"]
+    ran = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert ran.returncode == 1 and "Traceback" not in ran.stderr, ran.stderr
+    assert [line for line in ran.stderr.splitlines() if line.startswith("error:")] == [
+        "error: query 1 holds a lone surrogate (U+DCFF) at character 4, which is not text (a broken \\u escape, "
+        "or bytes that are not UTF-8)"]
+
+
+def test_mining_a_query_with_no_bm25_token_is_a_short_row_not_a_crash(tmp_path):
+    from arretrieve.training.mining import MiningSettings, mine_negatives
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"query": q, "pos": p}) + "\n" for q, p in [
+        ("yaml parser", "PyYAML parses yaml files"), ("!!! ???", "fonts for the desktop"),
+        ("the a of", "yaml files for the desktop"), ("yaml fonts", "fonts and yaml tools")]))
+    report = mine_negatives(str(data), tmp_path / "out.jsonl", settings=MiningSettings(sampling="top", max_score_ratio=None))
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["neg"] for r in rows[1:3]] == [[], []]  # nothing shares a term with them: no negative at all
+    assert rows[0]["neg"] and report.short_rows == 2

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def not_text(value: str) -> str | None:
+    """Why a string cannot be stored or tokenised as text, or None: a lone surrogate (from a JSON
+    "\\ud800" escape, or from bytes that were not UTF-8 on a command line) has no UTF-8 form."""
+    found = _SURROGATE.search(value)
+    if found is None:
+        return None
+    return (f"holds a lone surrogate (U+{ord(found.group()):04X}) at character {found.start()}, which is not text "
+            "(a broken \\u escape, or bytes that are not UTF-8)")
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .document import not_text
 from .readers import read_jsonl
 from ..errors import ArrError
 
@@ -20,6 +21,9 @@ def read_queries(path: Path) -> dict[str, str]:
             raise ArrError(f"{location}: duplicate query id {query_id!r}")
         if not text.strip():
             raise ArrError(f"{location}: query {query_id!r} is empty")
+        problem = not_text(query_id) or not_text(text)
+        if problem:
+            raise ArrError(f"{location}: query {query_id!r} {problem}")
         queries[query_id] = text
     if not queries:
         raise ArrError(f"{path} holds no queries")

@@ -11,7 +11,7 @@ from typing import Iterator
 from ..errors import ArrError
 from ..hashing import sha256_file
 from .chunking import Chunking
-from .document import Document
+from .document import Document, not_text
 from .readers import Row, corpus_files, read_rows
 
 
@@ -51,7 +51,11 @@ def _string(value, key: str) -> str:
         return ""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise BadRow("wrong type", f"field {key!r} must be a string")
-    return str(value)
+    text = str(value)
+    problem = not_text(text)
+    if problem:
+        raise BadRow("not text", f"field {key!r} {problem}")
+    return text
 
 
 class CorpusSource:

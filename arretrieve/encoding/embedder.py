@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from ..corpus.document import not_text
 from ..errors import ArrError
 from ..registry.model_entry import PROMPT_ROLES, ModelEntry
 from ..runtime import progress_bar
@@ -71,6 +72,10 @@ class Embedder(ABC):
             raise ArrError(f"unknown role {role!r}; known: {', '.join(PROMPT_ROLES)}")
         if batch_size < 1:
             raise ArrError("batch size must be at least 1")
+        for number, text in enumerate(texts, start=1):
+            problem = not_text(text) if isinstance(text, str) else "is not a string"
+            if problem:
+                raise ArrError(f"text {number} {problem}")
         output = np.zeros((len(texts), self.dim), dtype=np.float32)
         self.last_stats = EncodeStats(texts=len(texts), final_batch_size=batch_size)
         if not texts:

@@ -9,6 +9,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ..corpus.document import not_text
 from ..errors import ArrError
 from ..registry import Registry
 from .docstore import DocStore
@@ -74,6 +75,10 @@ def check_queries(queries: Sequence[str]) -> None:
     """The one check of query texts, made before anything loads where the caller can."""
     if not queries or any(not isinstance(q, str) or not q.strip() for q in queries):
         raise ArrError("empty query")
+    for number, query in enumerate(queries, start=1):
+        problem = not_text(query)
+        if problem:
+            raise ArrError(f"query {number} {problem}")
 
 
 class Searcher:
@@ -102,7 +107,7 @@ class Searcher:
         self.params = {**recorded, **(search_params or {})}
         apply_search_params(self.index, self.params)
         self._graph_width = self.params.get("ef_search")
-        self.docstore = DocStore(folder, manifest.files["offsets"], manifest.count)
+        self.docstore = DocStore(folder, manifest.files["offsets"], manifest.count, manifest.docs_bytes)
         self.vectors = None
         if manifest.files.get("vectors"):
             self.vectors = np.memmap(folder / manifest.files["vectors"], dtype=np.float32, mode="r",

@@ -119,7 +119,11 @@ def bm25_scorer(queries: Sequence[str], texts: Sequence[str]) -> Scorer:
     tokens = tokenize(queries)
 
     def score(rows: Sequence[int]) -> np.ndarray:
-        return np.stack([retriever.get_scores(tokens[r]) for r in rows]).astype(np.float32)
+        # A query left with no token (stop words, punctuation) matches nothing: bm25s cannot score it.
+        scores = np.stack([retriever.get_scores(tokens[r]) if tokens[r] else np.zeros(len(texts))
+                           for r in rows]).astype(np.float32)
+        scores[scores <= 0] = -np.inf  # no query term in that text: no candidate, as in search
+        return scores
 
     return score
 
