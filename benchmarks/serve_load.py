@@ -2,12 +2,16 @@
 
     python benchmarks/serve_load.py                         # the sample corpus, the default model
     python benchmarks/serve_load.py --requests 200 --max-seconds 120 --concurrency 1 --concurrency 8
+    python benchmarks/serve_load.py --concurrency 1 --beside 64   # a lone client beside 64 loaders
 
 Builds (once) an index of `examples/debian-sample` with the model in a scratch index folder under
 $ARR_HOME, starts `arr serve` on a free loopback port, sends k=10 GET /search requests with the
 sample's queries (a few warm-up requests first), and reports p50/p99 latency and QPS per
 concurrency. Never more than --requests requests or --max-seconds per concurrency level.
-Target (issue 14): p50 < 50 ms at concurrency 1 on this CPU.
+Target (issue 14): p50 < 50 ms at concurrency 1 on this CPU. `--beside N` then times one client
+sending requests one after another while N others send theirs as fast as they are answered (503s
+included: the loaders retry at once), the server with its default `ServerLimits`; extra arguments
+after `--` go to `arr serve` (e.g. `-- --max-queued 100000` to lift the queue bound).
 """
 
 from __future__ import annotations
@@ -56,6 +60,47 @@ def _level(httpx, url: str, queries: list[str], concurrency: int, requests: int,
             "p99_ms": round(float(np.percentile(ms, 99)), 1), "qps": round(len(latencies) / wall, 1)}
 
 
+def _beside(httpx, url: str, queries: list[str], loaders: int, requests: int, max_seconds: float) -> dict:
+    """One client's latencies while `loaders` others keep the server busy."""
+    import threading
+
+    stop, counts, lock = threading.Event(), {"ok": 0, "busy": 0}, threading.Lock()
+
+    def load(seed: int) -> None:
+        with httpx.Client(timeout=120) as client:
+            i = seed
+            while not stop.is_set():
+                status = client.get(url, params={"q": queries[i % len(queries)], "k": 10}).status_code
+                with lock:
+                    counts["ok" if status == 200 else "busy"] += 1
+                i += loaders
+
+    threads = [threading.Thread(target=load, args=(n,), daemon=True) for n in range(loaders)]
+    for thread in threads:
+        thread.start()
+    time.sleep(3)  # let the queue fill
+    latencies, refused, deadline = [], 0, time.monotonic() + max_seconds
+    with httpx.Client(timeout=120) as client:
+        for i in range(requests):
+            if time.monotonic() > deadline:
+                break
+            started = time.perf_counter()
+            response = client.get(url, params={"q": queries[(7 * i) % len(queries)], "k": 10})
+            if response.status_code == 503:
+                refused += 1
+            else:
+                response.raise_for_status()
+                latencies.append(time.perf_counter() - started)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=180)
+    ms = np.array(latencies) * 1000
+    return {"loaders": loaders, "lone_requests": len(latencies), "lone_refused_503": refused,
+            "lone_p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
+            "lone_p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None,
+            "loader_answers": counts["ok"], "loader_503": counts["busy"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="registry name (default: the registry's default)")
@@ -63,6 +108,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--max-seconds", type=float, default=120)
     parser.add_argument("--concurrency", type=int, action="append")
+    parser.add_argument("--beside", type=int, default=0, help="loaders beside a lone client (0: none)")
+    parser.add_argument("serve_args", nargs="*", help="after --: more `arr serve` arguments")
     args = parser.parse_args()
 
     import httpx
@@ -80,8 +127,8 @@ def main() -> None:
     queries = list(read_queries(Path(args.corpus) / "queries.jsonl").values())
     port = _free_port()
     env = {**os.environ, "ARR_INDEXES": str(store.root)}
-    server = subprocess.Popen([sys.executable, "-m", "arretrieve.cli.app", "serve", "--index", name, "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([sys.executable, "-m", "arretrieve.cli.app", "serve", "--index", name, "--port", str(port),
+                               *args.serve_args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/search"
     try:
         started = time.monotonic()
@@ -98,10 +145,12 @@ def main() -> None:
         for query in queries[:10]:  # warm-up: first-call allocations, oneDNN kernel selection
             httpx.get(url, params={"q": query, "k": 10}, timeout=60).raise_for_status()
         levels = [_level(httpx, url, queries, c, args.requests, args.max_seconds) for c in (args.concurrency or [1, 8])]
+        beside = _beside(httpx, url, queries, args.beside, args.requests, args.max_seconds) if args.beside else None
     finally:
         server.terminate()
         server.wait(timeout=30)
-    print(json.dumps({"model": entry.name, "corpus": args.corpus, "server_startup_s": startup, "levels": levels,
+    print(json.dumps({"model": entry.name, "corpus": args.corpus, "serve_args": args.serve_args,
+                      "server_startup_s": startup, "levels": levels, "beside": beside,
                       "machine": platform.node(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}, indent=2))
 
 

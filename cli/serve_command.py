@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from arretrieve.server.limits import ServerLimits
+
 from .options import Device, IndexDir
 from .output import console
+
+_LIMITS = {f.name: f for f in dataclasses.fields(ServerLimits)}
+
+
+def _limit(name: str, flag: str):
+    """A flag whose default and help are the `ServerLimits` field's (declared once there)."""
+    spec = _LIMITS[name]
+    if spec.default == ():
+        return typer.Option(None, flag, help=spec.metadata["help"] + " Repeat for several.")
+    return typer.Option(spec.default, flag, min=1, help=spec.metadata["help"])
 
 
 def serve(
@@ -17,10 +30,17 @@ def serve(
     port: int = typer.Option(8000, min=1, max=65535, help="Port to listen on."),
     index_dir: Optional[Path] = IndexDir,
     device: str = Device,
+    max_batch: int = _limit("max_batch", "--max-batch"),
+    max_query_chars: int = _limit("max_query_chars", "--max-query-chars"),
+    max_body_bytes: int = _limit("max_body_bytes", "--max-body-bytes"),
+    max_queued: int = _limit("max_queued", "--max-queued"),
+    allowed_host: Optional[List[str]] = _limit("allowed_hosts", "--allowed-host"),
 ) -> None:
     """Serve indexes over HTTP: GET/POST /search, GET /indexes, /models, /health; docs at /docs."""
     from arretrieve.server import LOOPBACK, serve as run_server
 
+    limits = ServerLimits(max_batch=max_batch, max_query_chars=max_query_chars, max_body_bytes=max_body_bytes,
+                          max_queued=max_queued, allowed_hosts=tuple(allowed_host or ()))
     if host not in LOOPBACK:
         console.print(f"listening on {host}: reachable from other machines (no authentication)")
-    run_server(index or [], host=host, port=port, index_dir=index_dir, device=device)
+    run_server(index or [], host=host, port=port, index_dir=index_dir, device=device, limits=limits)

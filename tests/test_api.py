@@ -96,4 +96,4 @@ def test_index_search_takes_every_option_and_equals_arr_search(tiny_default):
     with pytest.raises(ArrError, match="nprobe"):  # a flat index has no IVF lists
         arretrieve.Index("notes-api").search("yaml", nprobe=4)
     served = ServedIndexes(["notes-api"], IndexStore(), tiny_default)
-    assert isinstance(served.pick("notes-api"), arretrieve.Index)
+    assert isinstance(served.indexes[served.pick("notes-api")], arretrieve.Index)

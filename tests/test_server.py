@@ -102,3 +102,159 @@ def test_concurrent_requests_are_safe(server):
     with ThreadPoolExecutor(8) as pool:
         for query, ids in pool.map(ask, range(32)):
             assert ids == sequential[query]
+
+
+# --------------------------------------------------------------------------- one client must not stall the others
+@pytest.fixture
+def in_process(tmp_path, tiny_llama_dir):
+    """Start a server in this process (so a test can slow its model calls down); stopped after."""
+    import threading
+
+    import uvicorn
+
+    from arretrieve.index import IndexStore
+    from arretrieve.server import ServedIndexes, ServerLimits, create_app
+
+    registry = arretrieve.Registry()
+    registry.add(tiny_entry(tiny_llama_dir, name="tiny"))
+    registry.set_default("tiny")
+    arretrieve.Index.build(SENTENCES, name="one")
+    running = []
+
+    def start(limits=ServerLimits(), host="127.0.0.1"):
+        served = ServedIndexes(["one"], IndexStore(), registry, limits=limits)
+        app = create_app(served)
+        app.listening_on(host)
+        port = _free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.05)
+        running.append((server, thread))
+        return f"http://127.0.0.1:{port}", served
+
+    yield start
+    for server, thread in running:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def _slowed(served, seconds):
+    """Make every search take `seconds` on the model thread; returns the list of queries computed."""
+    index = served.indexes["one"]
+    computed, search_many = [], index.search_many
+
+    def slow(queries, *args, **kwargs):
+        time.sleep(seconds)
+        computed.extend(queries)
+        return search_many(queries, *args, **kwargs)
+
+    index.search_many = slow
+    return computed
+
+
+def test_requests_whose_clients_left_are_never_computed(in_process):
+    url, served = in_process()
+    computed = _slowed(served, 0.6)
+    with ThreadPoolExecutor(9) as pool:
+        first = pool.submit(httpx.get, url + "/search", params={"q": "first", "index": "one"}, timeout=30)
+        time.sleep(0.2)  # the first is on the model thread now
+
+        def abandon(i):
+            with pytest.raises(httpx.TimeoutException):
+                httpx.get(url + "/search", params={"q": f"abandoned {i}", "index": "one"}, timeout=0.2)
+
+        list(pool.map(abandon, range(8)))
+        assert first.result().status_code == 200
+    last = httpx.get(url + "/search", params={"q": "after", "index": "one"}, timeout=30)
+    assert last.status_code == 200
+    assert computed == ["first", "after"]  # none of the eight abandoned queries reached the model
+
+
+def test_a_full_queue_answers_503_and_the_caps_are_enforced(in_process):
+    from arretrieve.server import ServerLimits
+
+    url, served = in_process(ServerLimits(max_batch=3, max_queued=4, max_query_chars=50, max_body_bytes=2000))
+    _slowed(served, 0.5)
+    with ThreadPoolExecutor(3) as pool:
+        waiting = [pool.submit(httpx.post, url + "/search", json={"queries": ["a", "b"], "index": "one"}, timeout=30)
+                   for _ in range(2)]
+        time.sleep(0.2)
+        full = httpx.get(url + "/search", params={"q": "one more", "index": "one"}, timeout=30)
+        assert full.status_code == 503 and full.headers["retry-after"] == "1" and "busy" in full.json()["error"]
+        assert [w.result().status_code for w in waiting] == [200, 200]
+    assert httpx.get(url + "/search", params={"q": "room again", "index": "one"}, timeout=30).status_code == 200
+
+    cases = [
+        (httpx.post(url + "/search", json={"queries": ["a"] * 4, "index": "one"}), 422, "queries"),
+        (httpx.get(url + "/search", params={"q": "x" * 51, "index": "one"}), 422, "q"),
+        (httpx.post(url + "/search", json={"queries": ["x" * 1500, "y" * 1500]}), 413, "over 2000 bytes"),
+        (httpx.post(url + "/search", content=iter([b'{"queries": ["', b"z" * 3000, b'"]}']),
+                    headers={"content-type": "application/json"}), 413, "over 2000 bytes"),  # chunked: no length
+        (httpx.get(url + "/search", params={"q": "x", "index": "one"}, headers={"host": "evil.example"}), 421, "host"),
+    ]
+    for response, status, message in cases:
+        assert response.status_code == status, response.text
+        assert message in response.json()["error"]
+    for host in ("localhost:1234", "[::1]:80", "127.0.0.1"):
+        assert httpx.get(url + "/health", headers={"host": host}).status_code == 200, host
+
+
+def test_a_server_beyond_loopback_answers_only_the_allowed_names_when_given(in_process):
+    from arretrieve.server import ServerLimits
+
+    url, _ = in_process(host="0.0.0.0")
+    assert httpx.get(url + "/health", headers={"host": "search.example"}).status_code == 200
+    url, _ = in_process(ServerLimits(allowed_hosts=("search.example",)), host="0.0.0.0")
+    assert httpx.get(url + "/health", headers={"host": "search.example:8000"}).status_code == 200
+    assert httpx.get(url + "/health", headers={"host": "other.example"}).status_code == 421
+
+
+def test_error_bodies_name_no_file_of_the_server(in_process, isolated_home):
+    from arretrieve.server import public_message
+
+    url, served = in_process()
+    folder = served.indexes["one"].searcher.folder
+    docs = folder / "docs.jsonl"
+    with open(docs, "r+b") as handle:  # damaged in place: the file the server holds open
+        handle.write(b"\xff\xfe not json")
+    response = httpx.get(url + "/search", params={"q": SENTENCES[0], "index": "one", "mode": "bm25"})
+    assert response.status_code == 400 and "docs.jsonl is corrupted at row" in response.json()["error"]
+    assert str(folder) not in response.text and str(isolated_home.parent) not in response.text
+    assert public_message("cannot read /srv/data/x.json: gone; see owner/name") == "cannot read x.json: gone; see owner/name"
+
+
+def test_searches_during_overwrites_see_one_generation_whole(tmp_path, in_process):
+    """`arr index --overwrite` and `--add` while serving: every response is all old or all new
+    (ids and texts of one corpus), and once the writer is done the server answers from the last."""
+    import threading
+
+    url, _ = in_process()
+    old = {str(i): s for i, s in enumerate(SENTENCES)}
+    new = {f"n{i}": f"replacement {s}" for i, s in enumerate(reversed(SENTENCES))}
+    stop, seen, problems = threading.Event(), set(), []
+
+    def ask():
+        while not stop.is_set():
+            hits = httpx.get(url + "/search", params={"q": "fonts library", "index": "one", "k": 6}, timeout=60).json()
+            sets = {"old" if old.get(h["id"]) == h["text"] else "new" if new.get(h["id"]) == h["text"] else "mixed"
+                    for h in hits}
+            if len(sets) != 1 or "mixed" in sets or len(hits) != len(old):
+                problems.append(hits)
+            seen.update(sets)
+
+    askers = [threading.Thread(target=ask) for _ in range(2)]
+    for thread in askers:
+        thread.start()
+    for round in range(6):
+        corpus = new if round % 2 == 0 else old
+        arretrieve.Index.build(list(corpus.values()), ids=list(corpus), name="one", overwrite=True)
+        time.sleep(0.2)
+    stop.set()
+    for thread in askers:
+        thread.join()
+    assert not problems, problems[0]
+    assert seen == {"old", "new"}
+    final = httpx.get(url + "/search", params={"q": "fonts library", "index": "one", "k": 6}).json()
+    assert {h["id"] for h in final} == set(old)

@@ -190,7 +190,7 @@ def _add(corpus: Path, folder: Path, encoding: EncodingOptions, registry: Regist
     chunking = manifest.encoder.get("chunking")
     source = CorpusSource(corpus, encoding.fields, encoding.skip_invalid, Chunking(**chunking) if chunking else None)
     encoding = replace(encoding, dtype=manifest.encoder["dtype"])  # new vectors must match the old ones
-    docstore = DocStore(folder, manifest.files["offsets"], manifest.count)
+    docstore = DocStore(folder, manifest.files["offsets"], manifest.count, manifest.docs_bytes)
     existing = {parent for _, parent in docstore.iter_ids()}
     clashes = [d.doc_id for d in source.documents() if d.doc_id in existing]
     if clashes:

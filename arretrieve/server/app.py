@@ -1,0 +1,378 @@
+"""`arr serve`: one process, each index opened and its model loaded once, a small JSON API.
+
+    GET  /search?q=...&k=10&index=NAME&mode=...   one query → [{rank, score, id, title, text}, ...]
+    POST /search {"queries": [...], "k": 10, "index": NAME, "mode": ...} → [{"query", "hits": [...]}, ...]
+    GET  /indexes · GET /models · GET /health · OpenAPI docs at /docs
+
+Hits are the objects `arr search --json` prints. A model is not re-entrant, so requests are
+serialised: every model call (loading included) runs on one model thread (`ModelQueue`), in
+arrival order, while the event loop keeps answering; requests that waited together for the same
+index and options are searched as one batch, so a queue of single queries drains at batch speed. One thread also
+keeps torch fast: CPU kernels called from several threads each start their own OpenMP team, and on
+a small machine those teams fight for the cores (a k=10 query took twice as long). Bad requests
+get 4xx JSON errors, never a traceback, and no error names a file of the server's machine.
+
+One client must not stall the others (`ServerLimits`): the queries waiting for the model thread
+are bounded (beyond that, 503 and Retry-After), a request whose client has gone is dropped before
+it reaches the model, batches, query lengths and bodies are capped, and a Host header that names
+another machine than the loopback one is refused (DNS rebinding). Each search first checks that
+its index is still the generation it opened: after `arr index --add` or `--overwrite` the new one
+is opened and swapped in whole, so a response never mixes one generation's vectors with another's
+documents.
+"""
+
+import asyncio
+import dataclasses
+import logging
+import os
+import re
+import threading
+from collections import deque
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Annotated, Callable, Literal, Sequence
+
+from ..api import Index
+from ..errors import ArrError
+from ..index import IndexStore
+from ..index.lexical import MODES
+from ..index.manifest import MANIFEST_FILE
+from ..index.searcher import SearchOptions, check_queries
+from ..registry import Registry
+from .limits import LOOPBACK, ServerLimits
+
+try:
+    from fastapi import FastAPI, HTTPException, Query, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from pydantic import BaseModel, Field, create_model
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+except ImportError:
+    raise ArrError("arr serve needs FastAPI and uvicorn: pip install 'arretrieve[serve]'") from None
+
+log = logging.getLogger(__name__)
+
+MAX_K = 1000
+def _request_fields() -> dict:
+    """The request fields of a search, derived from `SearchOptions` (the modes are `lexical.MODES`)."""
+    types = {"k": Annotated[int, Field(ge=1, le=MAX_K)], "mode": Literal[MODES] | None,
+             "collapse": bool | None, "nprobe": Annotated[int, Field(ge=1)] | None,
+             "ef_search": Annotated[int, Field(ge=1)] | None, "rerank_factor": Annotated[int, Field(ge=1)] | None}
+    return {f.name: (types[f.name], Field(f.default, description=f.metadata["help"]))
+            for f in dataclasses.fields(SearchOptions)}
+
+
+_INDEX_FIELD = (str | None, Field(None, description="index name (optional when one is served)"))
+
+
+def request_models(limits: ServerLimits) -> tuple[type[BaseModel], type[BaseModel]]:
+    """The GET and POST request models, with this server's caps in their schema."""
+    query = Annotated[str, Field(max_length=limits.max_query_chars)]
+    one = create_model("SearchQuery", q=(query, Field(description="the query text")), index=_INDEX_FIELD,
+                       **_request_fields())
+    batch = create_model("SearchBatch", queries=(list[query], Field(min_length=1, max_length=limits.max_batch)),
+                         index=_INDEX_FIELD, **_request_fields())
+    return one, batch
+
+
+# An absolute path in an error message: the server's files are not its clients' business.
+_PATH = re.compile(r"(?<![\w.])/(?:[^\s'\"/]+/)*([^\s'\"/;,)]+)")
+
+
+def public_message(message: str) -> str:
+    return _PATH.sub(lambda m: m.group(1), message)
+
+
+class Busy(Exception):
+    """The queue of queries waiting for the model is full."""
+
+
+class ModelQueue:
+    """The one thread every model call runs on. Searches that waited together for the same index
+    and options run as one batch (their queries encoded together), in order of arrival; a search
+    whose future was cancelled before its turn is skipped."""
+
+    def __init__(self):
+        self._pending: deque = deque()
+        self._ready = threading.Condition()
+        threading.Thread(target=self._loop, name="arr-model", daemon=True).start()
+
+    def call(self, function: Callable[[], object]) -> Future:
+        return self._put(None, function)
+
+    def search(self, key: tuple, queries: list[str], run: Callable[[tuple, list[str]], list]) -> Future:
+        """`run(key, queries)` gives one result per query; jobs of one key may share a call."""
+        return self._put(key, (queries, run))
+
+    def _put(self, key, work) -> Future:
+        future: Future = Future()
+        with self._ready:
+            self._pending.append((key, work, future))
+            self._ready.notify()
+        return future
+
+    def _loop(self) -> None:
+        while True:
+            with self._ready:
+                while not self._pending:
+                    self._ready.wait()
+                jobs, self._pending = list(self._pending), deque()
+            groups: dict = {}
+            for key, work, future in jobs:
+                if future.set_running_or_notify_cancel():  # False: its client left, nothing to do
+                    groups.setdefault(key if key is not None else object(), []).append((key, work, future))
+            for group in groups.values():
+                self._run(group)
+
+    @staticmethod
+    def _run(group: list) -> None:
+        key, work, _ = group[0]
+        try:
+            if key is None:
+                group[0][2].set_result(work())
+                return
+            queries = [q for _, (job_queries, _), _ in group for q in job_queries]
+            results = iter(work[1](key, queries))
+            for _, (job_queries, _), future in group:
+                future.set_result([next(results) for _ in job_queries])
+        except BaseException as exc:  # noqa: BLE001 (each waiting request reports it, as a 4xx or 500)
+            for _, _, future in group:
+                if not future.done():
+                    future.set_exception(exc)
+
+
+class ServedIndexes:
+    """The indexes a server answers for, opened at start as `arretrieve.Index` objects (the API's):
+    one loaded model per model entry and dtype, every model call on one thread. Before each search
+    the index's manifest is checked: a new generation is opened and swapped in whole."""
+
+    def __init__(self, names: Sequence[str], store: IndexStore, registry: Registry, device: str = "auto",
+                 limits: ServerLimits | None = None):
+        if not names:
+            names = store.names()
+            if not names:
+                store.resolve(None)  # the "no index here" error, naming where it looked
+        self.store, self.registry, self.device = store, registry, device
+        self.limits = limits or ServerLimits()
+        self.model_queue = ModelQueue()
+        self._queued, self._queue_lock = 0, threading.Lock()
+        self._models: dict[tuple, object] = {}
+        self._opened: dict[str, tuple] = {}
+        self.indexes: dict[str, Index] = self.model_queue.call(lambda: self._open_all(names)).result()
+
+    def _open_all(self, names: Sequence[str]) -> dict[str, Index]:
+        indexes = {}
+        for name in names:
+            index = self._open(name)
+            indexes[index.name] = index
+        return indexes
+
+    def _generation(self, name: str) -> tuple:
+        stat = os.stat(self.store.path(name) / MANIFEST_FILE)
+        return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+    def _open(self, name: str) -> Index:
+        """Open an index and give it the loaded model its entry and dtype share (loading it once)."""
+        generation = self._generation(name)
+        index = Index(name, index_dir=self.store.root, registry=self.registry, device=self.device)
+        searcher = index.searcher
+        key = (searcher.entry.fingerprint, searcher.manifest.encoder["dtype"])
+        if key not in self._models:
+            self._models[key] = searcher.embedder  # loads the model now, not on the first request
+            index.search("warm-up", k=1)  # first-call allocations and kernel choice
+        searcher.embedder = self._models[key]
+        self._opened[index.name] = generation
+        return index
+
+    def _current(self, name: str) -> Index:
+        """The served index, reopened first if a writer committed a new generation (model thread)."""
+        index = self.indexes[name]
+        try:
+            changed = self._generation(name) != self._opened[name]
+        except OSError:  # removed meanwhile: keep answering from what is open
+            return index
+        if changed:
+            try:
+                fresh = self._open(name)
+            except ArrError as exc:
+                log.warning("index %r changed but cannot be opened (%s); still serving the open one", name, exc)
+                self._opened[name] = self._generation(name)  # not retried on every request
+                return index
+            log.info("index %r changed (%d → %d documents); serving the new generation", name, len(index), len(fresh))
+            self.indexes[name] = index = fresh
+        return index
+
+    def pick(self, name: str | None) -> str:
+        if name is None:
+            if len(self.indexes) == 1:
+                return next(iter(self.indexes))
+            raise HTTPException(400, f"several indexes are served ({', '.join(self.indexes)}); name one with index=")
+        if name not in self.indexes:
+            raise HTTPException(404, f"no index {name!r} is served (served: {', '.join(self.indexes)})")
+        return name
+
+    def _admit(self, count: int) -> None:
+        with self._queue_lock:
+            if self._queued + count > self.limits.max_queued:
+                raise Busy()
+            self._queued += count
+
+    def _release(self, count: int) -> None:
+        with self._queue_lock:
+            self._queued -= count
+
+    async def search(self, request: BaseModel, queries: list[str], client: Request) -> list | None:
+        """`Index.search_many` on the model thread, with the request's options; None when the
+        client left before its turn came (the work is then never done)."""
+        name = self.pick(request.index)
+        check_queries(queries)  # here, not in a shared batch: one bad query fails only its own request
+        options = {f.name: getattr(request, f.name) for f in dataclasses.fields(SearchOptions)}
+        k = options.pop("k")
+        self._admit(len(queries))
+        future = self.model_queue.search((name, k, tuple(sorted(options.items()))), queries, self._search_batch)
+        future.add_done_callback(lambda _: self._release(len(queries)))
+        waiting = asyncio.wrap_future(future)
+        while True:
+            done, _ = await asyncio.wait({waiting}, timeout=0.05)
+            if done:
+                return waiting.result()
+            if await client.is_disconnected() and future.cancel():  # only if it has not started
+                return None
+
+    def _search_batch(self, key: tuple, queries: list[str]) -> list:
+        name, k, options = key
+        return self._current(name).search_many(queries, k, **dict(options))
+
+def create_app(indexes: ServedIndexes) -> FastAPI:
+    from .. import __version__
+
+    limits = indexes.limits
+    SearchQuery, SearchBatch = request_models(limits)
+    app = FastAPI(title="arretrieve", version=__version__,
+                  description="Dense retrieval over arretrieve indexes: each index's model is loaded once.")
+
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's own (body parsing, unknown routes) too
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors())
+        return JSONResponse({"error": problems}, status_code=422)
+
+    @app.exception_handler(ArrError)
+    async def arr_error(request: Request, exc: ArrError):
+        return JSONResponse({"error": public_message(str(exc))}, status_code=400)
+
+    @app.exception_handler(Busy)
+    async def busy(request: Request, exc: Busy):
+        return JSONResponse({"error": f"the server is busy ({limits.max_queued} queries are waiting); retry shortly"},
+                            status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.error("internal error on %s", request.url.path, exc_info=exc)
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "indexes": len(indexes.indexes)}
+
+    @app.get("/indexes")
+    def list_indexes() -> list[dict]:
+        searchers = {name: index.searcher for name, index in indexes.indexes.items()}
+        return [{"name": name, "model": s.manifest.model, "model_fingerprint": s.manifest.model_fingerprint,
+                 "count": s.manifest.count, "dim": s.manifest.dim, "index_type": s.manifest.index_type,
+                 "modes": list(MODES) if s.bm25 is not None else ["dense"], "default_mode": s.default_mode}
+                for name, s in searchers.items()]
+
+    @app.get("/models")
+    def list_models() -> list[dict]:
+        seen = {i.searcher.entry.name: i.searcher.entry for i in indexes.indexes.values()}
+        return [{"name": e.name, "kind": e.kind, "dim": e.dim, "fingerprint": e.fingerprint,
+                 "description": e.description} for e in seen.values()]
+
+    @app.get("/search")
+    async def search_one(request: Annotated[SearchQuery, Query()], client: Request) -> list[dict]:
+        """The hits of one query, as `arr search --json` prints them."""
+        results = await indexes.search(request, [request.q], client)
+        return [] if results is None else [hit.to_dict() for hit in results[0]]
+
+    @app.post("/search")
+    async def search_batch(body: SearchBatch, client: Request) -> list[dict]:
+        """The hits of each query, in order, as `arr search --queries --json` writes them."""
+        results = await indexes.search(body, body.queries, client)
+        return [] if results is None else [{"query": q, "hits": [h.to_dict() for h in hits]}
+                                           for q, hits in zip(body.queries, results)]
+
+    return GuardedApp(app, limits)
+
+
+class GuardedApp:
+    """The checks made before FastAPI reads a request (ASGI middleware): the Host header, then the
+    body's size, declared or streamed."""
+
+    def __init__(self, app: FastAPI, limits: ServerLimits):
+        self.app, self.limits = app, limits
+        self.hosts = {h.lower() for h in (*LOOPBACK, *limits.allowed_hosts)}
+        self.any_host = False
+
+    def listening_on(self, host: str) -> None:
+        """A server bound beyond loopback answers to any name unless `allowed_hosts` narrows it."""
+        self.any_host = host not in LOOPBACK and not self.limits.allowed_hosts
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        host = _host_name(headers.get("host", ""))
+        if not self.any_host and host not in self.hosts:
+            return await _refuse(send, 421, f"this server does not answer to the host {host!r}")
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limits.max_body_bytes:
+            return await _refuse(send, 413, f"the body is over {self.limits.max_body_bytes} bytes")
+        seen, refused = 0, False
+
+        async def counted():
+            nonlocal seen, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limits.max_body_bytes and not refused:
+                    refused = True  # answered here; the app hears that the client left
+                    await _refuse(send, 413, f"the body is over {self.limits.max_body_bytes} bytes")
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def unless_refused(message):
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counted, unless_refused)
+
+
+def _host_name(header: str) -> str:
+    """The name in a Host header, without its port ("[::1]:8000" → "::1")."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+async def _refuse(send, status: int, message: str) -> None:
+    body = JSONResponse({"error": message}).body
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8000, index_dir: Path | None = None,
+          device: str = "auto", registry: Registry | None = None, limits: ServerLimits | None = None) -> None:
+    """Open the indexes (every index in the store when none is named), load their models, and serve
+    until interrupted."""
+    import uvicorn
+
+    served = ServedIndexes(list(names), IndexStore(index_dir), registry or Registry(), device, limits)
+    app = create_app(served)
+    app.listening_on(host)
+    uvicorn.run(app, host=host, port=port, log_level="info")
