@@ -3,14 +3,16 @@
     python benchmarks/serve_load.py                         # the sample corpus, the default model
     python benchmarks/serve_load.py --requests 200 --max-seconds 120 --concurrency 1 --concurrency 8
     python benchmarks/serve_load.py --concurrency 1 --beside 64   # a lone client beside 64 loaders
+    python benchmarks/serve_load.py --batch-gain                  # + 64 queued queries: one by one vs one batch
 
 Builds (once) an index of `examples/debian-sample` with the model in a scratch index folder under
 $ARR_HOME, starts `arr serve` on a free loopback port, sends k=10 GET /search requests with the
 sample's queries (a few warm-up requests first), and reports p50/p99 latency and QPS per
 concurrency. Never more than --requests requests or --max-seconds per concurrency level.
 Target (issue 14): p50 < 50 ms at concurrency 1 on this CPU. `--beside N` then times one client
-sending requests one after another while N others send theirs as fast as they are answered (503s
-included: the loaders retry at once), the server with its default `ServerLimits`; extra arguments
+sending requests one after another while N others send theirs as fast as they are answered (after
+a 503 they wait its Retry-After, as a well-behaved client does), the server with its default
+`ServerLimits`; extra arguments
 after `--` go to `arr serve` (e.g. `-- --max-queued 100000` to lift the queue bound).
 """
 
@@ -70,9 +72,11 @@ def _beside(httpx, url: str, queries: list[str], loaders: int, requests: int, ma
         with httpx.Client(timeout=120) as client:
             i = seed
             while not stop.is_set():
-                status = client.get(url, params={"q": queries[i % len(queries)], "k": 10}).status_code
+                response = client.get(url, params={"q": queries[i % len(queries)], "k": 10})
                 with lock:
-                    counts["ok" if status == 200 else "busy"] += 1
+                    counts["ok" if response.status_code == 200 else "busy"] += 1
+                if response.status_code == 503:  # a well-behaved client waits as it is told
+                    time.sleep(float(response.headers.get("retry-after", 1)))
                 i += loaders
 
     threads = [threading.Thread(target=load, args=(n,), daemon=True) for n in range(loaders)]
@@ -101,6 +105,25 @@ def _beside(httpx, url: str, queries: list[str], loaders: int, requests: int, ma
             "loader_answers": counts["ok"], "loader_503": counts["busy"]}
 
 
+def _batch_gain(store, name: str, queries: list[str], repeats: int = 3) -> dict:
+    """Best of `repeats`: the queries searched one by one against the same queries as one batch."""
+    from arretrieve.api import Index
+
+    index = Index(name, index_dir=store.root)
+    index.search_many(queries[:8], 10)  # load and warm up
+    single, batch = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for query in queries:
+            index.search(query, 10)
+        single.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        index.search_many(queries, 10)
+        batch.append(time.perf_counter() - started)
+    return {"queries": len(queries), "one_by_one_ms": round(min(single) * 1000), "one_batch_ms": round(min(batch) * 1000),
+            "ratio": round(min(single) / min(batch), 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="registry name (default: the registry's default)")
@@ -109,6 +132,9 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=120)
     parser.add_argument("--concurrency", type=int, action="append")
     parser.add_argument("--beside", type=int, default=0, help="loaders beside a lone client (0: none)")
+    parser.add_argument("--batch-gain", action="store_true",
+                        help="also time, in this process, 64 queries searched one by one and as the one batch "
+                             "the server's model thread makes of queued requests")
     parser.add_argument("serve_args", nargs="*", help="after --: more `arr serve` arguments")
     args = parser.parse_args()
 
@@ -125,6 +151,7 @@ def main() -> None:
     if name not in store.names():
         build_index(Path(args.corpus), name=name, model=entry.name, store=store)
     queries = list(read_queries(Path(args.corpus) / "queries.jsonl").values())
+    batch_gain = _batch_gain(store, name, queries[:64]) if args.batch_gain else None
     port = _free_port()
     env = {**os.environ, "ARR_INDEXES": str(store.root)}
     server = subprocess.Popen([sys.executable, "-m", "arretrieve.cli.app", "serve", "--index", name, "--port", str(port),
@@ -151,6 +178,7 @@ def main() -> None:
         server.wait(timeout=30)
     print(json.dumps({"model": entry.name, "corpus": args.corpus, "serve_args": args.serve_args,
                       "server_startup_s": startup, "levels": levels, "beside": beside,
+                      "batch_gain": batch_gain,
                       "machine": platform.node(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}, indent=2))
 
 

@@ -58,7 +58,7 @@ def train(**values) -> None:
         from arretrieve.errors import ArrError
 
         raise ArrError(f"{', '.join(unused)} belong to --recipe")
-    settings = build_config(read_config_file(config_file) if config_file else {}, flags)
+    settings = build_config(read_config_file(config_file) if config_file else {}, flags, config_file)
     result = run_training(settings, show_progress=True)
     if not result.registered:  # a non-main torchrun process: rank 0 reports
         return

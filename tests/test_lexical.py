@@ -81,3 +81,19 @@ def test_beir_eval_runs_the_hybrid(tmp_path, registry):
     assert 0 < by_model["bm25+tiny"].metrics["NDCG@10"] <= 1
     with pytest.raises(ArrError):
         run_beir_eval([str(folder)], ["bm25+nope"], output=tmp_path / "out", registry=registry)
+
+
+def test_the_bm25_files_are_the_same_in_every_process(tmp_path):
+    """bm25s numbers its vocabulary in set order, which follows the process's hash seed: the same
+    texts must still give the same files (an interrupted build or an --add re-run is byte-identical)."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import sys; from pathlib import Path; from arretrieve.index.lexical import build_bm25, save_bm25;"
+              f"save_bm25(build_bm25({SENTENCES!r} * 3), Path(sys.argv[1]))")
+    for seed in ("1", "2"):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / seed)], check=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed})
+    files = sorted(p.relative_to(tmp_path / "1") for p in (tmp_path / "1").rglob("*") if p.is_file())
+    assert files and all((tmp_path / "1" / f).read_bytes() == (tmp_path / "2" / f).read_bytes() for f in files)

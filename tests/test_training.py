@@ -870,3 +870,29 @@ def test_a_run_with_no_step_is_an_error_and_a_foreign_folder_is_never_deleted(tm
         train(config(tmp_path, data, name="intruder", stage="compress", output_dir=str(foreign), overwrite=True),
               registry=registry)
     assert (foreign / "thesis.tex").read_text() == "years of work"
+
+
+def test_a_config_file_cannot_send_a_run_outside_the_working_folder_and_home(tmp_path, monkeypatch, isolated_home):
+    """With `overwrite = true` such a file would clear a folder of its own choosing (an old run of
+    the user's, say); naming the folder with --output-dir is what makes it the user's choice."""
+    from typer.testing import CliRunner
+
+    from arretrieve.cli.app import app
+    from arretrieve.training import read_config_file
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "config.json").write_text("{}")  # it looks like an old run: overwrite would clear it
+    (victim / "notes.txt").write_text("keep")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    file = work / "hostile.toml"
+    file.write_text(f'name = "x"\nbase = "tiny"\nobjective = "contrastive"\noutput_dir = "{victim}"\noverwrite = true\n')
+    ran = CliRunner().invoke(app, ["train", "--config", str(file)])
+    assert "outside the working folder" in str(ran.exception) and "pass --output-dir" in str(ran.exception)
+    assert (victim / "notes.txt").read_text() == "keep"
+    assert build_config(read_config_file(file), {"output_dir": str(victim)}, file).output_dir == str(victim)
+    for inside in (work / "runs" / "x", isolated_home / "runs" / "x", "runs/x"):
+        file.write_text(f'name = "x"\noutput_dir = "{inside}"\n')
+        assert build_config(read_config_file(file), {}, file).output_dir == str(inside)

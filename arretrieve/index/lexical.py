@@ -40,7 +40,12 @@ def tokenize(texts: Sequence[str]) -> list[list[str]]:
 def build_bm25(texts: Sequence[str]):
     """A bm25s retriever over `texts` (row i = text i)."""
     retriever = _bm25s().BM25(method=BM25_SETTINGS["method"], k1=BM25_SETTINGS["k1"], b=BM25_SETTINGS["b"])
-    retriever.index(tokenize(texts), show_progress=False)
+    tokens = tokenize(texts)
+    # Token ids in order of first occurrence: bm25s numbers a set of strings, whose order changes
+    # with every process's hash seed, so the same texts gave other files on every run.
+    vocabulary: dict[str, int] = {}
+    ids = [[vocabulary.setdefault(token, len(vocabulary)) for token in row] for row in tokens]
+    retriever.index((ids, vocabulary), show_progress=False)
     return retriever
 
 

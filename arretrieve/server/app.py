@@ -83,6 +83,12 @@ def public_message(message: str) -> str:
     return _PATH.sub(lambda m: m.group(1), message)
 
 
+async def _disconnect(client: Request) -> None:
+    """Returns when the client goes away (waiting on the connection, not polling it)."""
+    while (await client.receive())["type"] != "http.disconnect":
+        pass
+
+
 class Busy(Exception):
     """The queue of queries waiting for the model is full."""
 
@@ -231,13 +237,12 @@ class ServedIndexes:
         self._admit(len(queries))
         future = self.model_queue.search((name, k, tuple(sorted(options.items()))), queries, self._search_batch)
         future.add_done_callback(lambda _: self._release(len(queries)))
-        waiting = asyncio.wrap_future(future)
-        while True:
-            done, _ = await asyncio.wait({waiting}, timeout=0.05)
-            if done:
-                return waiting.result()
-            if await client.is_disconnected() and future.cancel():  # only if it has not started
-                return None
+        waiting, gone = asyncio.wrap_future(future), asyncio.ensure_future(_disconnect(client))
+        await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done() and future.cancel():  # the client left before its turn: never computed
+            return None
+        gone.cancel()
+        return await waiting
 
     def _search_batch(self, key: tuple, queries: list[str]) -> list:
         name, k, options = key

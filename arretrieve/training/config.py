@@ -298,12 +298,30 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return payload
 
 
-def build_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> TrainConfig:
+def build_config(file_values: dict[str, Any], flag_values: dict[str, Any], config_file: Path | None = None) -> TrainConfig:
     """Preset < config file < command-line flags."""
-    merged = _merge(file_values, {k: v for k, v in flag_values.items() if v is not None})
+    given = {k: v for k, v in flag_values.items() if v is not None}
+    if "output_dir" in file_values and "output_dir" not in given:
+        _check_file_output_dir(file_values["output_dir"], config_file)
+    merged = _merge(file_values, given)
     if "name" not in merged:
         raise ArrError("a name for the trained model is required (--name or `name` in the config file)")
     try:
         return TrainConfig(**apply_preset(merged))
     except TypeError as exc:
         raise ArrError(f"bad training settings: {exc}") from None
+
+
+def _check_file_output_dir(value: Any, config_file: Path | None) -> None:
+    """A config file (which may come from anyone) chooses the run folder only inside the working
+    folder or the toolkit home: elsewhere, and `--overwrite` would clear a folder of the file's
+    choosing. The user confirms another place by naming it on the command line."""
+    from ..home import arr_home
+
+    if not isinstance(value, str):
+        return  # TrainConfig's typed check says what is wrong with it
+    target = Path(value).expanduser().resolve()
+    if any(target.is_relative_to(root.resolve()) for root in (Path.cwd(), arr_home())):
+        return
+    raise ArrError(f"{config_file or 'the config file'} sets output_dir = {value!r}, outside the working folder and "
+                   f"the toolkit home ({arr_home()}); pass --output-dir {value} to train there")

@@ -119,11 +119,10 @@ def bm25_scorer(queries: Sequence[str], texts: Sequence[str]) -> Scorer:
     tokens = tokenize(queries)
 
     def score(rows: Sequence[int]) -> np.ndarray:
-        # A query left with no token (stop words, punctuation) matches nothing: bm25s cannot score it.
-        scores = np.stack([retriever.get_scores(tokens[r]) if tokens[r] else np.zeros(len(texts))
-                           for r in rows]).astype(np.float32)
-        scores[scores <= 0] = -np.inf  # no query term in that text: no candidate, as in search
-        return scores
+        # A query left with no token (stop words, punctuation) scores every text 0, as a query whose
+        # terms no text holds does (bm25s cannot score it): its negatives are then any other texts.
+        return np.stack([retriever.get_scores(tokens[r]) if tokens[r] else np.zeros(len(texts))
+                         for r in rows]).astype(np.float32)
 
     return score
 
