@@ -7,7 +7,8 @@ functions that need them.
 __version__ = "0.1.0"
 
 # The Python API (see `arretrieve.api`), imported on first use so `import arretrieve` stays cheap.
-_API = {"Index": "api", "encode": "api", "Hit": "index", "load_embedder": "encoding", "Registry": "registry"}
+_API = {"Index": "api", "encode": "api", "Hit": "index", "load_embedder": "encoding", "Registry": "registry",
+        "similarity": "encoding.embedder"}
 __all__ = ["__version__", *_API]
 
 

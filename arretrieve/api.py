@@ -4,12 +4,15 @@
     index = arretrieve.Index.build(["PyYAML parses YAML", "ImageMagick converts images"], name="notes")
     hits = index.search("yaml parser", k=5)      # [Hit(rank=1, score=…, id='0', title='', text='PyYAML…'), …]
     vectors = arretrieve.encode(["yaml parser"], role="query")   # (1, dim) float32, L2-normalised
+    scores = arretrieve.similarity(arretrieve.encode("yaml", role="query"), vectors)   # (1, 1) cosine
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -34,11 +37,21 @@ class Index:
     def build(cls, corpus: str | Path | Sequence[str], *, ids: Sequence[str] | None = None,
               titles: Sequence[str] | None = None, name: str | None = None, model: str | None = None,
               index_type: str = "auto", index_dir: str | Path | None = None, overwrite: bool = False,
-              encoding: EncodingOptions | None = None, registry: Registry | None = None) -> Index:
+              encoding: EncodingOptions | None = None, registry: Registry | None = None,
+              id_field: str | None = None, text_field: str | None = None, title_field: str | None = None) -> Index:
         """Build from a corpus path (any format `arr index` reads) or from a list of texts, with
-        optional ids (default "0", "1", …) and titles; then open it."""
+        optional ids (default "0", "1", …) and titles; then open it. `id_field`, `text_field` and
+        `title_field` name a corpus file's fields (`arr index --id-field …`; BEIR's by default)."""
         store = IndexStore(Path(index_dir) if index_dir else None)
         registry = registry or Registry()
+        named = {"id": id_field, "text": text_field, "title": title_field}
+        if any(value is not None for value in named.values()):
+            if not isinstance(corpus, (str, Path)):
+                raise ArrError("id_field, text_field and title_field name a corpus file's fields; texts given in "
+                               "Python take ids= and titles=")
+            encoding = encoding or EncodingOptions()
+            given = {role: value for role, value in named.items() if value is not None}
+            encoding = replace(encoding, fields=replace(encoding.fields, **given))
         if isinstance(corpus, (str, Path)):
             manifest = build_index(Path(corpus), name=name, model=model, spec=IndexSpec(index_type), encoding=encoding,
                                    store=store, registry=registry, overwrite=overwrite)
@@ -97,11 +110,25 @@ def _write_texts(path: Path, texts: Sequence[str], ids: Sequence[str] | None, ti
     return path
 
 
-def encode(texts: Sequence[str], model: str | None = None, role: str = "document", *, batch_size: int = 32,
-           device: str = "auto", dtype: str | None = None, registry: Registry | None = None) -> np.ndarray:
-    """(N, dim) float32 L2-normalised vectors of `texts` with a registry model (default: the
-    registry's default) in a role: `query`, `document` or `symmetric`."""
+# Models loaded by `encode`, most recent last: repeated calls reuse them; the oldest goes beyond this.
+_LOADED: OrderedDict[tuple, object] = OrderedDict()
+_KEEP_LOADED = 2
+
+
+def encode(texts: str | Sequence[str], model: str | None = None, role: str = "document", *, batch_size: int = 32,
+           normalize_embeddings: bool | None = None, convert_to_tensor: bool = False, show_progress_bar: bool = False,
+           device: str = "auto", dtype: str | None = None, registry: Registry | None = None):
+    """Vectors of `texts` with a registry model (default: the registry's default) in a role:
+    `query`, `document` or `symmetric`. As sentence-transformers' `encode`: (N, dim) float32 for a
+    list, (dim,) for one string, a tensor with `convert_to_tensor`; see `Embedder.encode`. The model
+    is loaded once and kept for later calls (the two most recently used)."""
     from .encoding import load_embedder
 
     entry = (registry or Registry()).resolve(model)
-    return load_embedder(entry, device=device, dtype=dtype).encode(list(texts), role=role, batch_size=batch_size)
+    key = (entry.fingerprint, device, dtype)
+    embedder = _LOADED.pop(key, None) or load_embedder(entry, device=device, dtype=dtype)
+    _LOADED[key] = embedder
+    while len(_LOADED) > _KEEP_LOADED:
+        _LOADED.popitem(last=False)
+    return embedder.encode(texts, role=role, batch_size=batch_size, normalize_embeddings=normalize_embeddings,
+                           convert_to_tensor=convert_to_tensor, show_progress_bar=show_progress_bar)

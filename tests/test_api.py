@@ -97,3 +97,41 @@ def test_index_search_takes_every_option_and_equals_arr_search(tiny_default):
         arretrieve.Index("notes-api").search("yaml", nprobe=4)
     served = ServedIndexes(["notes-api"], IndexStore(), tiny_default)
     assert isinstance(served.indexes[served.pick("notes-api")], arretrieve.Index)
+
+
+def test_encode_has_sentence_transformers_shape_and_loads_the_model_once(tiny_default, monkeypatch):
+    import torch
+
+    import arretrieve.encoding as encoding
+    from arretrieve import api
+
+    api._LOADED.clear()
+    loads = []
+    real = encoding.load_embedder
+    monkeypatch.setattr(encoding, "load_embedder", lambda *a, **k: loads.append(1) or real(*a, **k))
+    one = arretrieve.encode("yaml parser", role="query")
+    assert one.shape == (64,) and one.dtype == np.float32
+    many = arretrieve.encode(["yaml parser", "image tools"], role="query")
+    assert many.shape == (2, 64) and np.allclose(many[0], one, atol=1e-6)
+    tensor = arretrieve.encode(["fonts"], convert_to_tensor=True, normalize_embeddings=True)
+    assert isinstance(tensor, torch.Tensor) and tensor.shape == (1, 64)
+    assert len(loads) == 1  # three calls, one load
+    with pytest.raises(ArrError, match="normalize_embeddings=False cannot be honoured"):
+        arretrieve.encode("fonts", normalize_embeddings=False)
+
+
+def test_similarity_is_the_cosine_and_the_embedder_has_the_st_methods(tiny_default):
+    import torch
+
+    a, b = np.array([[3.0, 4.0], [1.0, 0.0]]), np.array([0.0, 2.0])
+    expected = np.array([[0.8], [0.0]], dtype=np.float32)
+    np.testing.assert_allclose(arretrieve.similarity(a, b), expected, atol=1e-6)
+    assert isinstance(arretrieve.similarity(torch.tensor(a), b), torch.Tensor)
+    with pytest.raises(ArrError, match="one dimension"):
+        arretrieve.similarity(a, np.ones(3))
+    embedder = arretrieve.load_embedder("tiny", device="cpu", dtype="float32")
+    query, documents = embedder.encode_query("yaml parser"), embedder.encode_document(SENTENCES[:3])
+    scores = embedder.similarity(query, documents)
+    assert scores.shape == (1, 3)
+    np.testing.assert_allclose(scores[0], documents @ query, atol=1e-5)
+    np.testing.assert_array_equal(query, embedder.encode("yaml parser", role="query"))

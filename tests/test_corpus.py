@@ -137,3 +137,30 @@ def test_queries_jsonl_and_tsv(tmp_path):
     (tmp_path / "dup.jsonl").write_text('{"_id": "q1", "text": "a"}\n{"_id": "q1", "text": "b"}\n')
     with pytest.raises(ArrError, match=r"dup.jsonl:2: duplicate query id 'q1'"):
         read_queries(tmp_path / "dup.jsonl")
+
+
+def test_a_corpus_whose_fields_have_other_names_gets_the_flag_that_fixes_it(tmp_path, registry):
+    """Rows {"id", "body"}: the error names the row's fields and the flag, not --skip-invalid
+    (which would skip every row); the API takes the same names."""
+    import arretrieve
+    from arretrieve.corpus import CorpusSource
+    from arretrieve.errors import ArrError
+
+    corpus = tmp_path / "notes.jsonl"
+    corpus.write_text('{"id": "a", "body": "yaml parser"}\n{"id": "b", "body": "image tools"}\n')
+    with pytest.raises(ArrError) as caught:
+        CorpusSource(corpus).scan()
+    message = str(caught.value)
+    assert "notes.jsonl:1: missing field '_id'" in message and "--id-field id" in message
+    assert "'id', 'body'" in message and "skip-invalid" not in message
+    with pytest.raises(ArrError, match="--text-field body"):
+        CorpusSource(corpus, FieldNames(id="id")).scan()
+    with pytest.raises(ArrError, match="holds no usable documents.*--id-field id"):
+        CorpusSource(corpus, skip_invalid=True).scan()
+    index = arretrieve.Index.build(corpus, name="notes", id_field="id", text_field="body", registry=registry,
+                                   index_dir=tmp_path / "ix")
+    assert index.search("yaml parser", k=1)[0].id == "a"
+    second = tmp_path / "mixed.jsonl"
+    second.write_text('{"_id": "a", "text": "fine"}\n{"text": "no id"}\n')
+    with pytest.raises(ArrError, match=r"mixed.jsonl:2: missing field '_id' \(pass --skip-invalid"):
+        CorpusSource(second).scan()

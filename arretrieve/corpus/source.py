@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ class CorpusScan:
     chunks: int = 0
     skipped: Counter = field(default_factory=Counter)
     skipped_examples: list[str] = field(default_factory=list)
+    advice: str | None = None  # the first skipped row's advice (a field named otherwise, say)
 
     def summary(self) -> str:
         if not self.skipped:
@@ -39,11 +41,30 @@ class CorpusScan:
 
 
 class BadRow(Exception):
-    """A row that cannot become a document: `reason` is the category counted when skipping."""
+    """A row that cannot become a document: `reason` is the category counted when skipping;
+    `advice` replaces the --skip-invalid suggestion where skipping is not the fix."""
 
-    def __init__(self, reason: str, detail: str | None = None):
+    def __init__(self, reason: str, detail: str | None = None, advice: str | None = None):
         super().__init__(detail or reason)
-        self.reason = reason
+        self.reason, self.advice = reason, advice
+
+
+# Names corpora give their fields, for the advice on a missing one (BEIR's own names first).
+_USUAL_NAMES = {"id": ("_id", "id", "doc_id", "docid", "pid", "key"),
+                "text": ("text", "body", "content", "contents", "passage", "document", "abstract"),
+                "title": ("title", "name", "heading")}
+
+
+def _missing_field_advice(role: str, payload: dict) -> str:
+    """What to pass when a row lacks the field for `role`: the row's own fields, and the likeliest."""
+    present = [str(key) for key in payload]
+    guess = next((name for name in _USUAL_NAMES[role] if name in payload), None)
+    if guess is None:
+        close = difflib.get_close_matches(_USUAL_NAMES[role][0], present, n=1, cutoff=0.5)
+        guess = close[0] if close else None
+    flag = f"--{role}-field"
+    suggestion = f"; if it is {guess!r}, pass {flag} {guess}" if guess else f"; name it with {flag}"
+    return f" (the row's fields: {', '.join(map(repr, present)) or 'none'}{suggestion}, or {role}_field= in Python)"
 
 
 def _string(value, key: str) -> str:
@@ -80,9 +101,9 @@ class CorpusSource:
         if row.problem:
             raise BadRow(row.problem.split(" (")[0], row.problem)
         payload = row.fields or {}
-        for key in (self.fields.id, self.fields.text):
+        for role, key in (("id", self.fields.id), ("text", self.fields.text)):
             if key not in payload:
-                raise BadRow("missing field", f"missing field {key!r}")
+                raise BadRow("missing field", f"missing field {key!r}", _missing_field_advice(role, payload))
         doc_id = _string(payload[self.fields.id], self.fields.id).strip()
         if not doc_id:
             raise BadRow("empty id")
@@ -104,7 +125,10 @@ class CorpusSource:
                 if scan is None:  # a problem found while scanning was skipped then; skip again
                     continue
                 if not self.skip_invalid:
-                    raise ArrError(f"{row.location}: {exc} (pass --skip-invalid to skip such rows)") from None
+                    # Before any good row, a missing field is likelier a field named otherwise than a bad row.
+                    advice = exc.advice if exc.advice and not first_seen else " (pass --skip-invalid to skip such rows)"
+                    raise ArrError(f"{row.location}: {exc}{advice}") from None
+                scan.advice = scan.advice or exc.advice
                 scan.skipped[exc.reason] += 1
                 if len(scan.skipped_examples) < 3:
                     scan.skipped_examples.append(f"{row.location}: {exc}")
@@ -120,7 +144,7 @@ class CorpusSource:
                 scan.documents += 1
                 scan.chunks += sum(1 for _ in self.chunking.split(document)) if self.chunking else 1
             if scan.documents == 0:
-                raise ArrError(f"{self.path} holds no usable documents ({scan.summary()})")
+                raise ArrError(f"{self.path} holds no usable documents ({scan.summary()}){scan.advice or ''}")
             self._scan = scan
         return self._scan
 

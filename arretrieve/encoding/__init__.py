@@ -16,12 +16,19 @@ if TYPE_CHECKING:
     from .embedder import Embedder
 
 
-def load_embedder(entry: ModelEntry, device: str = "auto", dtype: str | None = None, traced: bool = False) -> Embedder:
-    """An embedder for a registry entry; `dtype` overrides the entry's dtype (`auto` by default).
-    `traced`: on a CPU, run an AutoRegEmbed model's cached traced encoder, which loads without
-    importing transformers (a cold search's start), writing it on the first load; same vectors
-    (arretrieve.modeling.traced)."""
+def load_embedder(entry: ModelEntry | str | None = None, device: str = "auto", dtype: str | None = None,
+                  traced: bool = False) -> Embedder:
+    """An embedder (`encode`, `encode_query`, `encode_document`, `similarity`) for a registry entry
+    or name (default: the registry's default); `dtype` overrides the entry's dtype (`auto` by
+    default). `traced`: on a CPU, run an AutoRegEmbed model's cached traced encoder, which loads
+    without importing transformers (a cold search's start), writing it on the first load; same
+    vectors (arretrieve.modeling.traced)."""
     from ..runtime import resolve_device, resolve_dtype
+
+    if not isinstance(entry, ModelEntry):
+        from ..registry import Registry
+
+        entry = Registry().resolve(entry)
 
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype or entry.dtype, torch_device)

@@ -34,6 +34,19 @@ class EncodeStats:
     truncated_examples: list[int] = field(default_factory=list)
 
 
+def similarity(a, b) -> np.ndarray | torch.Tensor:
+    """Cosine similarity of every vector of `a` with every vector of `b`: (len a, len b), a 1-D
+    input counting as one vector (sentence-transformers' `similarity`); a tensor if either is one."""
+    as_tensor = isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor)
+    rows = [np.atleast_2d(np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float32))
+            for x in (a, b)]
+    if rows[0].ndim != 2 or rows[1].ndim != 2 or rows[0].shape[1] != rows[1].shape[1]:
+        raise ArrError(f"similarity needs vectors of one dimension, not shapes {rows[0].shape} and {rows[1].shape}")
+    left, right = (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) for x in rows)
+    scores = left @ right.T
+    return torch.from_numpy(scores) if as_tensor else scores
+
+
 class Embedder(ABC):
     """Turns texts into float32 numpy vectors for one registry entry on one device and dtype."""
 
@@ -58,16 +71,47 @@ class Embedder(ABC):
     def embed_batch(self, items: list[Any]) -> torch.Tensor:
         """(B, dim) float32 embeddings for prepared items."""
 
+    # Whether the model itself L2-normalises its vectors (sentence-transformers entries say).
+    normalized = True
+
     def encode(
         self,
-        texts: Sequence[str],
+        texts: str | Sequence[str],
         role: str = "document",
         batch_size: int = 32,
-        show_progress: bool = False,
+        show_progress_bar: bool = False,
         on_progress: Callable[[int], None] | None = None,
-    ) -> np.ndarray:
-        """(N, dim) float32 vectors in input order. `on_progress(n)` hears of every n texts done;
-        `show_progress` draws a bar of its own instead."""
+        *,
+        normalize_embeddings: bool | None = None,
+        convert_to_tensor: bool = False,
+    ) -> np.ndarray | torch.Tensor:
+        """Float32 vectors in input order, as sentence-transformers' `encode` gives them: (N, dim)
+        for a list, (dim,) for one string; a torch tensor with `convert_to_tensor`.
+        `normalize_embeddings`: None gives the vectors as the entry makes them (what its indexes
+        hold), True L2-normalises them, False is refused where the model normalises them itself.
+        `on_progress(n)` hears of every n texts done; `show_progress_bar` draws a bar instead."""
+        single = isinstance(texts, str)
+        if normalize_embeddings is False and self.normalized:
+            raise ArrError(f"the vectors of {self.entry.name!r} are L2-normalised by the model (its indexes hold them "
+                           "so); normalize_embeddings=False cannot be honoured")
+        vectors = self._encode([texts] if single else list(texts), role, batch_size, show_progress_bar, on_progress)
+        if normalize_embeddings and not self.normalized:
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        vectors = vectors[0] if single else vectors
+        return torch.from_numpy(vectors) if convert_to_tensor else vectors
+
+    def encode_query(self, texts: str | Sequence[str], **options) -> np.ndarray | torch.Tensor:
+        return self.encode(texts, role="query", **options)
+
+    def encode_document(self, texts: str | Sequence[str], **options) -> np.ndarray | torch.Tensor:
+        return self.encode(texts, role="document", **options)
+
+    @staticmethod
+    def similarity(a, b) -> np.ndarray | torch.Tensor:
+        return similarity(a, b)
+
+    def _encode(self, texts: list[str], role: str, batch_size: int, show_progress: bool,
+                on_progress: Callable[[int], None] | None) -> np.ndarray:
         if role not in PROMPT_ROLES:
             raise ArrError(f"unknown role {role!r}; known: {', '.join(PROMPT_ROLES)}")
         if batch_size < 1:

@@ -32,6 +32,7 @@ class SentenceTransformerEmbedder(Embedder):
         )
         self.model.max_seq_length = entry.max_length
         self.tokenizer = self.model.tokenizer
+        self.normalized = entry.normalize
 
     @property
     def dim(self) -> int:

@@ -134,8 +134,8 @@ def dense_scorer(queries: Sequence[str], texts: Sequence[str], model: str, batch
     from ..registry import Registry
 
     embedder = load_embedder(Registry().resolve(model), device=device, dtype=dtype)
-    query_vectors = embedder.encode(list(queries), role="query", batch_size=batch_size, show_progress=show_progress)
-    text_vectors = embedder.encode(list(texts), role="document", batch_size=batch_size, show_progress=show_progress)
+    query_vectors = embedder.encode(list(queries), role="query", batch_size=batch_size, show_progress_bar=show_progress)
+    text_vectors = embedder.encode(list(texts), role="document", batch_size=batch_size, show_progress_bar=show_progress)
 
     def score(rows: Sequence[int]) -> np.ndarray:
         return dense_scores(query_vectors[list(rows)], text_vectors)
