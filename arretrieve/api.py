@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections import OrderedDict
 from dataclasses import replace
@@ -21,16 +22,24 @@ import numpy as np
 from .errors import ArrError
 from .encoding import EncodingOptions
 from .index import Hit, IndexManifest, IndexSpec, IndexStore, Searcher, build_index
+from .index.manifest import MANIFEST_FILE
 from .registry import Registry
 
 
 class Index:
     """A built index, opened for search; its model loads on the first query and stays loaded."""
 
-    def __init__(self, name: str | None = None, *, index_dir: str | Path | None = None, device: str = "auto",
+    def __init__(self, name: str | Path | None = None, *, index_dir: str | Path | None = None, device: str = "auto",
                  registry: Registry | None = None, search_params: dict[str, int] | None = None):
-        """`search_params`: nprobe, ef_search, rerank_factor for every search (a call's own win)."""
-        folder = IndexStore(Path(index_dir) if index_dir else None).resolve(name)
+        """`name`: an index in the store (`index_dir`, else $ARR_INDEXES or ./indexes; None: the only
+        one there), or the path of an index folder wherever it lies (a Path, or a str with a `/`).
+        `search_params`: nprobe, ef_search, rerank_factor for every search (a call's own win)."""
+        if isinstance(name, Path) or (isinstance(name, str) and ("/" in name or os.sep in name)):
+            folder = Path(name).expanduser()
+            if not (folder / MANIFEST_FILE).is_file():
+                raise ArrError(f"{folder} is not an index folder (no {MANIFEST_FILE}); build one with `arr index`")
+        else:
+            folder = IndexStore(Path(index_dir) if index_dir else None).resolve(name)
         self.searcher = Searcher(folder, registry, device=device, search_params=search_params)
 
     @classmethod

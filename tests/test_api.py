@@ -135,3 +135,14 @@ def test_similarity_is_the_cosine_and_the_embedder_has_the_st_methods(tiny_defau
     assert scores.shape == (1, 3)
     np.testing.assert_allclose(scores[0], documents @ query, atol=1e-5)
     np.testing.assert_array_equal(query, embedder.encode("yaml parser", role="query"))
+
+
+def test_an_index_opens_where_it_lies(tmp_path, tiny_default):
+    built = arretrieve.Index.build(SENTENCES, name="here", index_dir=tmp_path / "elsewhere")
+    folder = tmp_path / "elsewhere" / "here"
+    for where in (folder, str(folder), f"{folder}/"):
+        assert arretrieve.Index(where).search(SENTENCES[1], k=1)[0].id == built.search(SENTENCES[1], k=1)[0].id
+    with pytest.raises(ArrError, match="is not an index folder"):
+        arretrieve.Index(str(tmp_path))
+    with pytest.raises(ArrError, match="no index named 'here'"):
+        arretrieve.Index("here")  # a bare name is looked up in the store
