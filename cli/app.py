@@ -15,6 +15,22 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from arretrieve import __version__
+
+        print(f"arr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")) -> None:
+    """AutoRegEmbed LLM embedders: train, index with FAISS, search, and evaluate on BEIR."""
+
+
 app.add_typer(models_command.app, name="models")
 app.add_typer(indexes_command.app, name="indexes")
 app.add_typer(cache_command.app, name="cache")

@@ -92,3 +92,34 @@ def test_help_starts_fast():
 def _arr_imports() -> str:
     code = "import sys; import arretrieve.cli.app; print(' '.join(sorted(sys.modules)))"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+
+
+def test_version_and_close_match_suggestions(tmp_path, tiny_llama_dir):
+    from arretrieve import __version__
+    from arretrieve.errors import ArrError
+
+    assert runner.invoke(app, ["--version"]).output.strip() == f"arr {__version__}"
+    runner.invoke(app, ["models", "add", "my-tiny-model", "--base", str(tiny_llama_dir), "--k", "3"])
+    missed = runner.invoke(app, ["index", str(write_beir_corpus(tmp_path / "c", [{"_id": "a", "text": "x"}])),
+                                 "--name", "notes", "--model", "my-tiny-modle"])
+    assert isinstance(missed.exception, ArrError) and "did you mean 'my-tiny-model'?" in str(missed.exception)
+    built = runner.invoke(app, ["index", str(tmp_path / "c"), "--name", "notes", "--model", "my-tiny-model"])
+    assert built.exit_code == 0, built.exception
+    missed = runner.invoke(app, ["search", "x", "--index", "note"])
+    assert "did you mean 'notes'?" in str(missed.exception)
+
+
+def test_slow_first_steps_say_so(tmp_path, tiny_llama_dir, caplog):
+    """The first search builds the traced encoder (once): one line says so and how long it took; a
+    corpus truncated at max_length is told about --chunk-words."""
+    from arretrieve.encoding import load_embedder
+
+    entry = tiny_entry(tiny_llama_dir)
+    with caplog.at_level("WARNING"):
+        load_embedder(entry, device="cpu", dtype="float32", traced=True)
+        load_embedder(entry, device="cpu", dtype="float32", traced=True)  # cached now: silent
+        load_embedder(entry, device="cpu", dtype="float32").encode(["long " * 2000], role="document")
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("building its fast query encoder" in m for m in messages) == 1
+    assert any("fast query encoder of tiny built in" in m for m in messages)
+    assert any("--chunk-words" in m for m in messages)

@@ -97,3 +97,10 @@ def test_the_bm25_files_are_the_same_in_every_process(tmp_path):
                        env={**os.environ, "PYTHONHASHSEED": seed})
     files = sorted(p.relative_to(tmp_path / "1") for p in (tmp_path / "1").rglob("*") if p.is_file())
     assert files and all((tmp_path / "1" / f).read_bytes() == (tmp_path / "2" / f).read_bytes() for f in files)
+
+
+def test_texts_without_any_token_build_a_bm25_that_matches_nothing():
+    from arretrieve.index.lexical import build_bm25, search_bm25
+
+    scores, rows = search_bm25(build_bm25(["x", "a of the"]), ["x"], depth=2, count=2)
+    assert (rows == -1).all()

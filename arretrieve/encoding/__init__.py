@@ -7,6 +7,8 @@ code loads when an embedder is made.
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import TYPE_CHECKING
 
 from ..registry.model_entry import ModelEntry
@@ -14,6 +16,8 @@ from .corpus_job import EncodeJob, EncodingOptions, encode_corpus
 
 if TYPE_CHECKING:
     from .embedder import Embedder
+
+log = logging.getLogger(__name__)
 
 
 def load_embedder(entry: ModelEntry | str | None = None, device: str = "auto", dtype: str | None = None,
@@ -47,11 +51,16 @@ def load_embedder(entry: ModelEntry | str | None = None, device: str = "auto", d
             return AutoRegEmbedEmbedder(entry, encoder, torch_device, torch_dtype)
     from ..modeling.loading import load_autoregembed
 
+    if traced:  # the slow first search: say why it is slow, once
+        log.warning("first search with %s: building its fast query encoder (once per model and dtype)", entry.name)
+        started = time.monotonic()
     model = load_autoregembed(entry, torch_dtype, torch_device)
     if traced:
         from ..modeling.traced import save_traced
 
-        save_traced(model, entry, torch_dtype)
+        if save_traced(model, entry, torch_dtype):
+            log.warning("fast query encoder of %s built in %.0f s; later searches load it", entry.name,
+                        time.monotonic() - started)
     return AutoRegEmbedEmbedder(entry, model, torch_device, torch_dtype)
 
 

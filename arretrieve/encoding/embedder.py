@@ -128,9 +128,12 @@ class Embedder(ABC):
         self.last_stats.truncated = sum(truncated)
         self.last_stats.truncated_examples = [i for i, cut in enumerate(truncated) if cut][:5]
         if self.last_stats.truncated:
+            # Words per chunk that fit: a token is about 0.75 English words; half the limit leaves room.
+            chunking = (f"; `arr index --chunk-words {max(self.entry.max_length // 2, 1)}` indexes every part of "
+                        "long documents instead" if role == "document" else "")
             log.warning(
-                "%d of %d texts were longer than max_length=%d tokens; %s",
-                self.last_stats.truncated, len(texts), self.entry.max_length, self.truncation_note,
+                "%d of %d texts were longer than max_length=%d tokens; %s%s",
+                self.last_stats.truncated, len(texts), self.entry.max_length, self.truncation_note, chunking,
             )
         # Longest first: an out-of-memory shows up on the first batch, not after an hour.
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])

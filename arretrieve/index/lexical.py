@@ -45,6 +45,8 @@ def build_bm25(texts: Sequence[str]):
     # with every process's hash seed, so the same texts gave other files on every run.
     vocabulary: dict[str, int] = {}
     ids = [[vocabulary.setdefault(token, len(vocabulary)) for token in row] for row in tokens]
+    if not vocabulary:  # no text has a token (all stop words or one letter): bm25s needs its empty token
+        vocabulary[""] = 0
     retriever.index((ids, vocabulary), show_progress=False)
     return retriever
 

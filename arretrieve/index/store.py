@@ -6,6 +6,8 @@ current folder has one (a project's own store, as in this repository), else `$AR
 
 from __future__ import annotations
 
+import difflib
+
 import fcntl
 import logging
 import os
@@ -53,8 +55,10 @@ class IndexStore:
         if name:
             folder = self.path(name)
             if not (folder / MANIFEST_FILE).is_file():
+                close = difflib.get_close_matches(name, self.names(), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
                 known = ", ".join(self.names()) or "none"
-                raise ArrError(f"no index named {name!r} in {self._looked()}; indexes there: {known}")
+                raise ArrError(f"no index named {name!r} in {self._looked()}; {hint}indexes there: {known}")
             return folder
         names = self.names()
         if not names:

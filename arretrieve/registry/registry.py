@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 import json
 from pathlib import Path
 
@@ -62,7 +64,9 @@ class Registry:
             return self._builtins[name]
         path = self._entry_path(name)
         if not path.is_file():
-            raise ArrError(f"no model named {name!r} in the registry; see `arr models list`")
+            close = difflib.get_close_matches(name, self.names(), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ArrError(f"no model named {name!r} in the registry; {hint}see `arr models list`")
         return self._load_user(path)
 
     def add(self, entry: ModelEntry, overwrite: bool = False) -> Path:
