@@ -101,3 +101,14 @@ def test_the_registry_imports_no_torch_at_module_level():
         external.update(i.split(".")[0] for i in _imports(path, top_level_only=True) if not i.startswith("arretrieve"))
     assert not external & {"torch", "transformers", "peft", "sentence_transformers", "safetensors", "faiss"}, sorted(
         m for m in seen)
+
+
+def test_every_package_is_listed_for_the_wheel():
+    """pyproject lists packages one by one (cli/ is installed as arretrieve.cli): one left out is
+    missing from a built wheel while an editable install hides it."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "arretrieve").rglob("__init__.py")}
+    assert found | {"arretrieve.cli"} == listed
