@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .corpus import Document
 from .errors import ArrError
 from .encoding import EncodingOptions
 from .index import Hit, IndexManifest, IndexSpec, IndexStore, Searcher, build_index
@@ -84,6 +85,11 @@ class Index:
 
     def __len__(self) -> int:
         return self.manifest.count
+
+    def get(self, doc_id: str) -> Document | None:
+        """The stored document (a chunk, in a chunked index: `parent` names its document) with this
+        id, or None."""
+        return self.searcher.document(str(doc_id))
 
     def search(self, query: str, k: int = 10, *, mode: str | None = None, collapse: bool | None = None,
                nprobe: int | None = None, ef_search: int | None = None, rerank_factor: int | None = None) -> list[Hit]:

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from arretrieve.server.limits import ServerLimits
+from arretrieve.server.limits import TOKEN_VARIABLE, ServerLimits
 
 from .options import Device, IndexDir
 from .output import console
@@ -35,12 +35,19 @@ def serve(
     max_body_bytes: int = _limit("max_body_bytes", "--max-body-bytes"),
     max_queued: int = _limit("max_queued", "--max-queued"),
     allowed_host: Optional[List[str]] = _limit("allowed_hosts", "--allowed-host"),
+    token: Optional[str] = typer.Option(None, envvar=TOKEN_VARIABLE, show_envvar=True,
+                                        help="Bearer token every request but /health and /docs must carry "
+                                             "(required beyond loopback; the variable keeps it out of `ps`)."),
+    no_auth: bool = typer.Option(False, "--no-auth", help="Serve beyond loopback without a token."),
 ) -> None:
-    """Serve indexes over HTTP: GET/POST /search, GET /indexes, /models, /health; docs at /docs."""
+    """Serve indexes over HTTP: GET/POST /search, GET /doc/ID, POST /encode and /similarity, GET
+    /indexes, /models, /health; docs at /docs."""
     from arretrieve.server import LOOPBACK, serve as run_server
 
     limits = ServerLimits(max_batch=max_batch, max_query_chars=max_query_chars, max_body_bytes=max_body_bytes,
                           max_queued=max_queued, allowed_hosts=tuple(allowed_host or ()))
     if host not in LOOPBACK:
-        console.print(f"listening on {host}: reachable from other machines (no authentication)")
-    run_server(index or [], host=host, port=port, index_dir=index_dir, device=device, limits=limits)
+        console.print(f"listening on {host}: reachable from other machines"
+                      + (" (no authentication: --no-auth)" if no_auth else " (token required)"))
+    run_server(index or [], host=host, port=port, index_dir=index_dir, device=device, limits=limits, token=token,
+               no_auth=no_auth)

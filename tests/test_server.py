@@ -7,6 +7,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
 import arretrieve
@@ -71,7 +72,7 @@ def test_search_endpoints_give_what_arr_search_json_gives(server):
     assert {i["name"] for i in httpx.get(server + "/indexes").json()} == {"one", "two"}
     assert httpx.get(server + "/indexes").json()[0]["default_mode"] == "hybrid"
     assert [m["name"] for m in httpx.get(server + "/models").json()] == ["tiny"]
-    assert httpx.get(server + "/health").json() == {"status": "ok", "indexes": 2}
+    assert httpx.get(server + "/health").json() == {"status": "ok", "indexes": 2, "queued": 0}
     assert httpx.get(server + "/docs").status_code == 200
 
 
@@ -121,9 +122,9 @@ def in_process(tmp_path, tiny_llama_dir):
     arretrieve.Index.build(SENTENCES, name="one")
     running = []
 
-    def start(limits=ServerLimits(), host="127.0.0.1"):
+    def start(limits=ServerLimits(), host="127.0.0.1", token=None):
         served = ServedIndexes(["one"], IndexStore(), registry, limits=limits)
-        app = create_app(served)
+        app = create_app(served, token)
         app.listening_on(host)
         port = _free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -258,3 +259,59 @@ def test_searches_during_overwrites_see_one_generation_whole(tmp_path, in_proces
     assert seen == {"old", "new"}
     final = httpx.get(url + "/search", params={"q": "fonts library", "index": "one", "k": 6}).json()
     assert {h["id"] for h in final} == set(old)
+
+
+def test_the_token_guards_everything_but_health_and_docs(in_process):
+    url, _ = in_process(token="s3cret")
+    search = {"q": "fonts", "index": "one"}
+    refused = httpx.get(url + "/search", params=search)
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    assert httpx.get(url + "/search", params=search, headers={"authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.get(url + "/search", params=search, headers={"authorization": "Bearer s3cret"}).status_code == 200
+    for open_path in ("/health", "/docs", "/openapi.json"):
+        assert httpx.get(url + open_path).status_code == 200, open_path
+
+
+def test_serving_beyond_loopback_needs_a_token_or_no_auth():
+    from arretrieve.errors import ArrError
+    from arretrieve.server import serve
+
+    with pytest.raises(ArrError, match="give a token"):
+        serve(["one"], host="0.0.0.0")
+    with pytest.raises(ArrError, match="contradict"):
+        serve(["one"], host="0.0.0.0", token="t", no_auth=True)
+
+
+def test_documents_vectors_and_similarity_over_http(in_process):
+    url, served = in_process()
+    index = arretrieve.Index("one")
+    doc = httpx.get(url + "/doc/2", params={"index": "one"}).json()
+    assert doc == {"id": "2", "title": "", "text": SENTENCES[2], "parent": "2"}
+    assert index.get("2").text == SENTENCES[2] and index.get("nope") is None
+    missing = httpx.get(url + "/doc/nope")
+    assert missing.status_code == 404 and "no document 'nope'" in missing.json()["error"]
+
+    encoded = httpx.post(url + "/encode", json={"texts": ["yaml parser", "fonts"], "role": "query"}).json()
+    expected = arretrieve.encode(["yaml parser", "fonts"], role="query")
+    assert encoded["model"] == "tiny" and encoded["dim"] == 64
+    np.testing.assert_allclose(np.array(encoded["vectors"]), expected, atol=1e-5)
+    scores = httpx.post(url + "/similarity", json={"queries": ["yaml parser"], "documents": SENTENCES[:3]}).json()
+    hand = expected[:1] @ arretrieve.encode(SENTENCES[:3], role="document").T
+    np.testing.assert_allclose(np.array(scores["scores"]), hand, atol=1e-5)
+    bad_role = httpx.post(url + "/encode", json={"texts": ["x"], "role": "i_next"})
+    assert bad_role.status_code == 422
+    not_json = httpx.post(url + "/encode", content=b"texts=x", headers={"content-type": "text/plain"})
+    assert not_json.status_code == 422 and "the body must be a JSON object" in not_json.json()["error"]
+
+
+def test_openapi_describes_responses_and_docs_need_no_network(in_process):
+    url, _ = in_process()
+    schema = httpx.get(url + "/openapi.json").json()
+    ok = schema["paths"]["/search"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok["items"]["$ref"].endswith("/HitOut")
+    for name in ("HitOut", "BatchOut", "DocumentOut", "EncodeOut", "SimilarityOut", "HealthOut"):
+        assert name in schema["components"]["schemas"], name
+    page = httpx.get(url + "/docs").text
+    assert "/docs/static/swagger-ui-bundle.js" in page and "cdn" not in page.lower()
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert httpx.get(url + "/docs/static/" + asset).status_code == 200, asset

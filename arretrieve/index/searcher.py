@@ -9,7 +9,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..corpus.document import not_text
+from ..corpus.document import Document, not_text
 from ..errors import ArrError
 from ..registry import Registry
 from .docstore import DocStore
@@ -118,6 +118,7 @@ class Searcher:
         self._device = device
         self._embedder = None
         self._ids: list[str] | None = None
+        self._rows: dict[str, int] | None = None
 
     @property
     def embedder(self):
@@ -217,14 +218,26 @@ class Searcher:
             apply_search_params(self.index, before)
             self._graph_width = before.get("ef_search")
 
+    @property
+    def ids(self) -> list[str]:
+        """Every row's id, in row order (read once)."""
+        if self._ids is None:
+            self._ids = [doc_id for doc_id, _ in self.docstore.iter_ids()]
+        return self._ids
+
+    def document(self, doc_id: str) -> Document | None:
+        """The stored row of an id (a chunk's id in a chunked index), or None."""
+        if self._rows is None:
+            self._rows = {doc: row for row, doc in enumerate(self.ids)}
+        row = self._rows.get(doc_id)
+        return None if row is None else self.docstore.get([row])[0]
+
     def search_ids(self, queries: Sequence[str], k: int, mode: str = "dense",
                    batch_size: int = 32) -> list[list[tuple[str, float]]]:
         """(document id, score) per query without reading texts: what evaluation needs."""
         mode = self._check_mode(mode)
-        if self._ids is None:
-            self._ids = [doc_id for doc_id, _ in self.docstore.iter_ids()]
         scores, rows = self._ranked(queries, self._query_vectors(queries, mode, batch_size), k, mode)
-        return [[(self._ids[r], float(s)) for s, r in zip(row_scores, row_ids) if r >= 0]
+        return [[(self.ids[r], float(s)) for s, r in zip(row_scores, row_ids) if r >= 0]
                 for row_scores, row_ids in zip(scores, rows)]
 
     def _hits(self, scores: np.ndarray, rows: np.ndarray, k: int, collapse: bool) -> list[Hit]:

@@ -5,11 +5,11 @@ The app is imported on first use, so that the limits (the CLI's flags) need no F
 
 import importlib
 
-from .limits import LOOPBACK, ServerLimits
+from .limits import LOOPBACK, TOKEN_VARIABLE, ServerLimits
 
 _APP_NAMES = ("ServedIndexes", "create_app", "public_message", "serve")
 
-__all__ = ["LOOPBACK", "ServerLimits", *_APP_NAMES]
+__all__ = ["LOOPBACK", "TOKEN_VARIABLE", "ServerLimits", *_APP_NAMES]
 
 
 def __getattr__(name: str):

@@ -23,6 +23,7 @@ documents.
 
 import asyncio
 import dataclasses
+import hmac
 import logging
 import os
 import re
@@ -39,7 +40,7 @@ from ..index.lexical import MODES
 from ..index.manifest import MANIFEST_FILE
 from ..index.searcher import SearchOptions, check_queries
 from ..registry import Registry
-from .limits import LOOPBACK, ServerLimits
+from .limits import LOOPBACK, TOKEN_VARIABLE, ServerLimits
 
 try:
     from fastapi import FastAPI, HTTPException, Query, Request
@@ -73,6 +74,76 @@ def request_models(limits: ServerLimits) -> tuple[type[BaseModel], type[BaseMode
     batch = create_model("SearchBatch", queries=(list[query], Field(min_length=1, max_length=limits.max_batch)),
                          index=_INDEX_FIELD, **_request_fields())
     return one, batch
+
+
+class HitOut(BaseModel):
+    rank: int
+    score: float
+    id: str
+    title: str
+    text: str
+
+
+class BatchOut(BaseModel):
+    query: str
+    hits: list[HitOut]
+
+
+class IndexOut(BaseModel):
+    name: str
+    model: str
+    model_fingerprint: str
+    count: int
+    dim: int
+    index_type: str
+    modes: list[str]
+    default_mode: str
+
+
+class ModelOut(BaseModel):
+    name: str
+    kind: str
+    dim: int
+    fingerprint: str
+    description: str
+
+
+class HealthOut(BaseModel):
+    status: str
+    indexes: int
+    queued: int = Field(description="queries waiting for the model now")
+
+
+class DocumentOut(BaseModel):
+    id: str
+    title: str
+    text: str
+    parent: str = Field(description="the document a chunk was cut from (its own id when not chunked)")
+
+
+ENCODING_ROLES = ("query", "document", "symmetric")  # the others are training's
+_MODEL_FIELD = (str | None, Field(None, description="a served model's name (optional when one is served)"))
+
+
+def encode_models(limits: ServerLimits) -> tuple[type[BaseModel], type[BaseModel]]:
+    """The /encode and /similarity request models, with this server's caps."""
+    text = Annotated[str, Field(min_length=1, max_length=limits.max_query_chars)]
+    texts = (list[text], Field(min_length=1, max_length=limits.max_batch))
+    encode = create_model("EncodeRequest", texts=texts, model=_MODEL_FIELD,
+                          role=(Literal[ENCODING_ROLES], Field("query", description="the prompt the texts get")))
+    similarity = create_model("SimilarityRequest", queries=texts, documents=texts, model=_MODEL_FIELD)
+    return encode, similarity
+
+
+class EncodeOut(BaseModel):
+    model: str
+    dim: int
+    vectors: list[list[float]]
+
+
+class SimilarityOut(BaseModel):
+    model: str
+    scores: list[list[float]] = Field(description="cosine of each query (row) with each document (column)")
 
 
 # An absolute path in an error message: the server's files are not its clients' business.
@@ -208,6 +279,28 @@ class ServedIndexes:
             self.indexes[name] = index = fresh
         return index
 
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    def model(self, name: str | None):
+        """A loaded embedder by its entry's name (None: the only one)."""
+        loaded = {embedder.entry.name: embedder for embedder in self._models.values()}
+        if name is None:
+            if len(loaded) == 1:
+                return next(iter(loaded.values()))
+            raise HTTPException(400, f"several models are served ({', '.join(loaded)}); name one with model=")
+        if name not in loaded:
+            raise HTTPException(404, f"no model {name!r} is served (served: {', '.join(loaded)})")
+        return loaded[name]
+
+    async def on_model_thread(self, function: Callable[[], object], count: int = 1):
+        """Any other model call, queued and bounded like a search of `count` queries."""
+        self._admit(count)
+        future = self.model_queue.call(function)
+        future.add_done_callback(lambda _: self._release(count))
+        return await asyncio.wrap_future(future)
+
     def pick(self, name: str | None) -> str:
         if name is None:
             if len(self.indexes) == 1:
@@ -248,13 +341,16 @@ class ServedIndexes:
         name, k, options = key
         return self._current(name).search_many(queries, k, **dict(options))
 
-def create_app(indexes: ServedIndexes) -> FastAPI:
+def create_app(indexes: ServedIndexes, token: str | None = None) -> "GuardedApp":
+    """The application: FastAPI's routes behind the Host, body-size and (with `token`) bearer-token checks."""
     from .. import __version__
 
     limits = indexes.limits
     SearchQuery, SearchBatch = request_models(limits)
-    app = FastAPI(title="arretrieve", version=__version__,
+    EncodeRequest, SimilarityRequest = encode_models(limits)
+    app = FastAPI(title="arretrieve", version=__version__, docs_url=None, redoc_url=None,
                   description="Dense retrieval over arretrieve indexes: each index's model is loaded once.")
+    _offline_docs(app)
 
     @app.exception_handler(StarletteHTTPException)  # FastAPI's own (body parsing, unknown routes) too
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -262,8 +358,13 @@ def create_app(indexes: ServedIndexes) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors())
-        return JSONResponse({"error": problems}, status_code=422)
+        def problem(error: dict) -> str:
+            where = ".".join(str(p) for p in error["loc"][1:])
+            if not where and error["loc"][:1] == ("body",):
+                return f"the body must be a JSON object (content-type: application/json): {error['msg']}"
+            return f"{where or error['loc'][0]}: {error['msg']}"
+
+        return JSONResponse({"error": "; ".join(problem(e) for e in exc.errors())}, status_code=422)
 
     @app.exception_handler(ArrError)
     async def arr_error(request: Request, exc: ArrError):
@@ -280,47 +381,95 @@ def create_app(indexes: ServedIndexes) -> FastAPI:
         return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
 
     @app.get("/health")
-    def health() -> dict:
-        return {"status": "ok", "indexes": len(indexes.indexes)}
+    def health() -> HealthOut:
+        return HealthOut(status="ok", indexes=len(indexes.indexes), queued=indexes.queued)
 
     @app.get("/indexes")
-    def list_indexes() -> list[dict]:
+    def list_indexes() -> list[IndexOut]:
         searchers = {name: index.searcher for name, index in indexes.indexes.items()}
-        return [{"name": name, "model": s.manifest.model, "model_fingerprint": s.manifest.model_fingerprint,
-                 "count": s.manifest.count, "dim": s.manifest.dim, "index_type": s.manifest.index_type,
-                 "modes": list(MODES) if s.bm25 is not None else ["dense"], "default_mode": s.default_mode}
+        return [IndexOut(name=name, model=s.manifest.model, model_fingerprint=s.manifest.model_fingerprint,
+                         count=s.manifest.count, dim=s.manifest.dim, index_type=s.manifest.index_type,
+                         modes=list(MODES) if s.bm25 is not None else ["dense"], default_mode=s.default_mode)
                 for name, s in searchers.items()]
 
     @app.get("/models")
-    def list_models() -> list[dict]:
+    def list_models() -> list[ModelOut]:
         seen = {i.searcher.entry.name: i.searcher.entry for i in indexes.indexes.values()}
-        return [{"name": e.name, "kind": e.kind, "dim": e.dim, "fingerprint": e.fingerprint,
-                 "description": e.description} for e in seen.values()]
+        return [ModelOut(name=e.name, kind=e.kind, dim=e.dim, fingerprint=e.fingerprint, description=e.description)
+                for e in seen.values()]
 
     @app.get("/search")
-    async def search_one(request: Annotated[SearchQuery, Query()], client: Request) -> list[dict]:
+    async def search_one(request: Annotated[SearchQuery, Query()], client: Request) -> list[HitOut]:
         """The hits of one query, as `arr search --json` prints them."""
         results = await indexes.search(request, [request.q], client)
-        return [] if results is None else [hit.to_dict() for hit in results[0]]
+        return [] if results is None else [HitOut(**hit.to_dict()) for hit in results[0]]
 
     @app.post("/search")
-    async def search_batch(body: SearchBatch, client: Request) -> list[dict]:
+    async def search_batch(body: SearchBatch, client: Request) -> list[BatchOut]:
         """The hits of each query, in order, as `arr search --queries --json` writes them."""
         results = await indexes.search(body, body.queries, client)
-        return [] if results is None else [{"query": q, "hits": [h.to_dict() for h in hits]}
+        return [] if results is None else [BatchOut(query=q, hits=[HitOut(**h.to_dict()) for h in hits])
                                            for q, hits in zip(body.queries, results)]
 
-    return GuardedApp(app, limits)
+    @app.get("/doc/{doc_id:path}")
+    async def document(doc_id: str, index: Annotated[str | None, Query(description="index name")] = None) -> DocumentOut:
+        """A stored document (or chunk) by its id, as indexed."""
+        found = indexes.indexes[indexes.pick(index)].get(doc_id)
+        if found is None:
+            raise HTTPException(404, f"no document {doc_id!r} in index {indexes.pick(index)!r}")
+        return DocumentOut(id=found.id, title=found.title, text=found.text, parent=found.doc_id)
+
+    @app.post("/encode")
+    async def encode(body: EncodeRequest) -> EncodeOut:
+        """Vectors of the texts with a served model (L2-normalised, as its indexes hold them)."""
+        embedder = indexes.model(body.model)
+        vectors = await indexes.on_model_thread(lambda: embedder.encode(body.texts, role=body.role), len(body.texts))
+        return EncodeOut(model=embedder.entry.name, dim=int(vectors.shape[1]), vectors=vectors.tolist())
+
+    @app.post("/similarity")
+    async def similarity(body: SimilarityRequest) -> SimilarityOut:
+        """Cosine of each query (query prompt) with each document (document prompt)."""
+        embedder = indexes.model(body.model)
+
+        def scores():
+            return embedder.similarity(embedder.encode_query(body.queries), embedder.encode_document(body.documents))
+
+        result = await indexes.on_model_thread(scores, len(body.queries) + len(body.documents))
+        return SimilarityOut(model=embedder.entry.name, scores=result.tolist())
+
+    return GuardedApp(app, limits, token)
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """/docs from Swagger UI's files installed with the server (swagger-ui-bundle), not a CDN: the
+    page works on a machine without a network."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs/static", StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="arretrieve",
+                                   swagger_js_url="/docs/static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/static/swagger-ui.css",
+                                   swagger_favicon_url="/docs/static/favicon-32x32.png")
+
+
+# Reachable without the token: whether the server is up, and its API's description.
+OPEN_PATHS = ("/health", "/docs", "/openapi.json")
 
 
 class GuardedApp:
     """The checks made before FastAPI reads a request (ASGI middleware): the Host header, then the
     body's size, declared or streamed."""
 
-    def __init__(self, app: FastAPI, limits: ServerLimits):
+    def __init__(self, app: FastAPI, limits: ServerLimits, token: str | None = None):
         self.app, self.limits = app, limits
         self.hosts = {h.lower() for h in (*LOOPBACK, *limits.allowed_hosts)}
         self.any_host = False
+        self.expected = f"Bearer {token}".encode() if token else None
 
     def listening_on(self, host: str) -> None:
         """A server bound beyond loopback answers to any name unless `allowed_hosts` narrows it."""
@@ -333,6 +482,12 @@ class GuardedApp:
         host = _host_name(headers.get("host", ""))
         if not self.any_host and host not in self.hosts:
             return await _refuse(send, 421, f"this server does not answer to the host {host!r}")
+        path = scope.get("path", "")
+        open_path = path in OPEN_PATHS or path.startswith("/docs/static/")
+        if self.expected and not open_path and not hmac.compare_digest(
+                headers.get("authorization", "").encode("latin-1"), self.expected):  # constant time
+            return await _refuse(send, 401, "this server needs its token: Authorization: Bearer TOKEN",
+                                 [(b"www-authenticate", b"Bearer")])
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.limits.max_body_bytes:
             return await _refuse(send, 413, f"the body is over {self.limits.max_body_bytes} bytes")
@@ -364,20 +519,27 @@ def _host_name(header: str) -> str:
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
-async def _refuse(send, status: int, message: str) -> None:
+async def _refuse(send, status: int, message: str, headers: list | None = None) -> None:
     body = JSONResponse({"error": message}).body
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
 
 
 def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8000, index_dir: Path | None = None,
-          device: str = "auto", registry: Registry | None = None, limits: ServerLimits | None = None) -> None:
+          device: str = "auto", registry: Registry | None = None, limits: ServerLimits | None = None,
+          token: str | None = None, no_auth: bool = False) -> None:
     """Open the indexes (every index in the store when none is named), load their models, and serve
-    until interrupted."""
+    until interrupted. Beyond loopback a token is required unless `no_auth` says otherwise."""
     import uvicorn
 
+    if host not in LOOPBACK and not token and not no_auth:
+        raise ArrError(f"listening on {host} lets other machines in: give a token (--token or ${TOKEN_VARIABLE}), "
+                       "or pass --no-auth to serve without one")
+    if token and no_auth:
+        raise ArrError("--no-auth and a token contradict each other; give one")
     served = ServedIndexes(list(names), IndexStore(index_dir), registry or Registry(), device, limits)
-    app = create_app(served)
+    app = create_app(served, token)
     app.listening_on(host)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from ..errors import ArrError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# Where `arr serve` reads its bearer token when --token is not given (a flag shows in `ps`).
+TOKEN_VARIABLE = "ARR_SERVE_TOKEN"
 
 
 @dataclass(frozen=True)
