@@ -41,6 +41,7 @@ class Index:
                 raise ArrError(f"{folder} is not an index folder (no {MANIFEST_FILE}); build one with `arr index`")
         else:
             folder = IndexStore(Path(index_dir) if index_dir else None).resolve(name)
+        self._open = {"registry": registry, "device": device, "search_params": search_params}
         self.searcher = Searcher(folder, registry, device=device, search_params=search_params)
 
     @classmethod
@@ -84,7 +85,53 @@ class Index:
         return self.manifest.name
 
     def __len__(self) -> int:
-        return self.manifest.count
+        """Documents (chunks, in a chunked index) a search can return: deleted ones do not count."""
+        return self.searcher.live_count
+
+    def add(self, corpus: str | Path | Sequence[str], *, ids: Sequence[str] | None = None,
+            titles: Sequence[str] | None = None, encoding: EncodingOptions | None = None) -> Index:
+        """Encode and append documents (a corpus path or texts with ids), as `arr index --add`
+        does: all of them or, after a failure, none. An id already in the index is refused."""
+        return self._write(corpus, ids, titles, encoding, upsert=False)
+
+    def upsert(self, corpus: str | Path | Sequence[str], *, ids: Sequence[str] | None = None,
+               titles: Sequence[str] | None = None, encoding: EncodingOptions | None = None) -> Index:
+        """`add`, where a document whose id is in the index replaces it (in the same commit)."""
+        return self._write(corpus, ids, titles, encoding, upsert=True)
+
+    def delete(self, ids: str | Sequence[str], *, missing_ok: bool = False) -> Index:
+        """Remove documents by id (every chunk of each) in one commit; an unknown id is refused
+        (nothing changes) unless `missing_ok`."""
+        from .index.builder import delete_from_index
+
+        delete_from_index([ids] if isinstance(ids, str) else ids, name=self.searcher.folder, missing_ok=missing_ok)
+        return self._reopen()
+
+    def _write(self, corpus, ids, titles, encoding, upsert: bool) -> Index:
+        from .index.builder import add_to_index
+
+        registry = self._open["registry"] or Registry()
+        if isinstance(corpus, (str, Path)):
+            if ids is not None or titles is not None:
+                raise ArrError("ids= and titles= go with texts given in Python; a corpus file has its own")
+            add_to_index(Path(corpus), name=self.searcher.folder, encoding=encoding, registry=registry, upsert=upsert)
+        else:
+            if ids is None:
+                raise ArrError("texts added to an index need their ids (ids=...): the default 0, 1, … would repeat")
+            with tempfile.TemporaryDirectory() as scratch:
+                path = _write_texts(Path(scratch) / "texts.jsonl", corpus, ids, titles)
+                add_to_index(path, name=self.searcher.folder, encoding=encoding, registry=registry, upsert=upsert,
+                             corpus_label="texts given in Python")
+        return self._reopen()
+
+    def _reopen(self) -> Index:
+        """The new generation, with the model already loaded."""
+        loaded = self.searcher._embedder
+        self.searcher = Searcher(self.searcher.folder, self._open["registry"], device=self._open["device"],
+                                 search_params=self._open["search_params"])
+        if loaded is not None:
+            self.searcher.embedder = loaded
+        return self
 
     def get(self, doc_id: str) -> Document | None:
         """The stored document (a chunk, in a chunked index: `parent` names its document) with this

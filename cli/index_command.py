@@ -12,12 +12,14 @@ from .output import console, parse_size
 
 
 def index(
-    corpus: Path = typer.Argument(..., help="BEIR folder, .jsonl(.gz)/.json/.csv/.tsv/.parquet file, or a folder of .txt/.md files."),
+    corpus: Optional[Path] = typer.Argument(None, help="BEIR folder, .jsonl(.gz)/.json/.csv/.tsv/.parquet file, or a folder of .txt/.md files."),
     name: Optional[str] = typer.Option(None, help="Index name (default: the corpus folder or file name)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry model (default: `arr models default`)."),
     index_type: str = typer.Option("auto", "--index-type", help="auto, flat, hnsw, hnsw-pca, ivf-flat, ivf-pq, sq-fp16 or sq-int8."),
     memory_budget: Optional[str] = typer.Option(None, help="Index memory budget for --index-type auto, e.g. 2GB or 500MB."),
     add: bool = typer.Option(False, "--add", help="Append CORPUS to the existing index NAME (same model)."),
+    upsert: bool = typer.Option(False, "--upsert", help="As --add, and a document whose id is in the index replaces it."),
+    delete: Optional[Path] = typer.Option(None, "--delete", help="Remove from index NAME the documents whose ids this file lists, one per line."),
     id_field: str = typer.Option("_id", help="Id field of jsonl/json/csv/parquet rows."),
     text_field: str = typer.Option("text", help="Text field of jsonl/json/csv/parquet rows."),
     title_field: str = typer.Option("title", help="Title field (optional in rows)."),
@@ -40,7 +42,21 @@ def index(
     """Encode CORPUS (resumable: re-run after an interruption) and build a FAISS index."""
     from arretrieve.corpus import Chunking, FieldNames
     from arretrieve.encoding import EncodingOptions
+    from arretrieve.errors import ArrError
     from arretrieve.index import IndexSpec, IndexStore, add_to_index, build_index
+
+    store = IndexStore(index_dir)
+    if delete is not None:
+        if corpus is not None or add or upsert:
+            raise ArrError("--delete removes documents; give no CORPUS, --add or --upsert with it")
+        from arretrieve.index.builder import delete_from_index
+
+        manifest = delete_from_index(_read_ids(delete), name=name, store=store)
+        console.print(f"index {manifest.name} now holds {_live(manifest, store)} vectors → {store.path(manifest.name)}",
+                      highlight=False)
+        return
+    if corpus is None:
+        raise ArrError("give the CORPUS to index (or --delete IDS_FILE)")
 
     encoding = EncodingOptions(
         fields=FieldNames(id=id_field, text=text_field, title=title_field),
@@ -53,14 +69,12 @@ def index(
         shard_size=shard_size,
         show_progress=True,
     )
-    store = IndexStore(index_dir)
-    if add:
+    if add or upsert:
         if no_bm25:
-            from arretrieve.errors import ArrError
-
             raise ArrError("--no-bm25 shapes a new index; --add keeps both sides of the index as they were built")
-        manifest = add_to_index(corpus, name=name, encoding=encoding, store=store)
-        console.print(f"index {manifest.name} now holds {manifest.count} vectors ({manifest.model}) → {store.path(manifest.name)}")
+        manifest = add_to_index(corpus, name=name, encoding=encoding, store=store, upsert=upsert)
+        console.print(f"index {manifest.name} now holds {_live(manifest, store)} vectors ({manifest.model}) → "
+                      f"{store.path(manifest.name)}", highlight=False)
         return
     manifest = build_index(
         corpus,
@@ -78,3 +92,18 @@ def index(
         f"→ {store.path(manifest.name)}",
         highlight=False,
     )
+
+
+def _live(manifest, store) -> int:
+    return manifest.count - len(manifest.deleted_rows(store.path(manifest.name)))
+
+
+def _read_ids(path: Path) -> list[str]:
+    """One id per line (blank lines skipped), the way `arr search -o` run files name documents."""
+    from arretrieve.errors import ArrError
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArrError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]

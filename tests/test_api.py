@@ -146,3 +146,76 @@ def test_an_index_opens_where_it_lies(tmp_path, tiny_default):
         arretrieve.Index(str(tmp_path))
     with pytest.raises(ArrError, match="no index named 'here'"):
         arretrieve.Index("here")  # a bare name is looked up in the store
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_add_upsert_delete_and_get_keep_both_sides_in_step(tmp_path, tiny_default):
+    index = arretrieve.Index.build(SENTENCES[:4], ids=["a", "b", "c", "d"], name="live", index_dir=tmp_path)
+    index.add(SENTENCES[4:], ids=["e", "f"])
+    assert len(index) == 6 and index.get("e").text == SENTENCES[4]
+    with pytest.raises(ArrError, match="already in index 'live'.*upsert replaces them"):
+        index.add(["again"], ids=["a"])
+    index.upsert(["yaml yaml yaml replacement"], ids=["a"])
+    assert len(index) == 6 and index.get("a").text == "yaml yaml yaml replacement"
+    for mode in ("dense", "bm25", "hybrid"):
+        hits = index.search("yaml", k=6, mode=mode)
+        assert [h.id for h in hits].count("a") <= 1 and SENTENCES[0] not in [h.text for h in hits], mode
+    index.delete(["b", "c"])
+    assert len(index) == 4 and index.get("b") is None
+    for mode in ("dense", "bm25", "hybrid"):
+        ids = {h.id for h in index.search(SENTENCES[1], k=10, mode=mode)}
+        assert not ids & {"b", "c"} and len(ids) == (4 if mode != "bm25" else len(ids)), mode
+    assert {i for i, _ in index.searcher.search_ids([SENTENCES[2]], 10)[0]} == {"a", "d", "e", "f"}
+    with pytest.raises(ArrError, match="not in index 'live'.*nothing was deleted"):
+        index.delete(["d", "b"])  # b is gone already
+    assert len(index) == 4
+    reopened = arretrieve.Index(tmp_path / "live")
+    assert len(reopened) == 4 and reopened.get("d").text == SENTENCES[3]
+
+
+def test_a_delete_or_upsert_killed_before_its_commit_leaves_the_index_as_it_was(tmp_path, tiny_default, monkeypatch):
+    from arretrieve.index.manifest import IndexManifest
+
+    index = arretrieve.Index.build(SENTENCES, ids=list("abcdef"), name="safe", index_dir=tmp_path)
+    folder = tmp_path / "safe"
+    before, hits = _files(folder), [h.id for h in index.search("fonts", k=6)]
+
+    def killed(self, folder):
+        raise KeyboardInterrupt  # as a kill at the commit point would
+
+    with monkeypatch.context() as patched:
+        patched.setattr(IndexManifest, "save", killed)
+        for write in (lambda: index.delete(["a"]), lambda: index.upsert(["new text"], ids=["b"])):
+            with pytest.raises(KeyboardInterrupt):
+                write()
+            assert _files(folder) == before
+    assert [h.id for h in arretrieve.Index(folder).search("fonts", k=6)] == hits
+
+
+def test_arr_index_delete_and_upsert(tmp_path, tiny_default):
+    from typer.testing import CliRunner
+
+    from arretrieve.cli.app import app
+
+    arretrieve.Index.build(SENTENCES, ids=list("abcdef"), name="cli", index_dir=tmp_path)
+    (tmp_path / "gone.txt").write_text("a\n\nb\n")
+    ran = CliRunner().invoke(app, ["index", "--delete", str(tmp_path / "gone.txt"), "--name", "cli",
+                                   "--index-dir", str(tmp_path)])
+    assert ran.exit_code == 0 and "now holds 4 vectors" in ran.output, ran.output
+    (tmp_path / "new.jsonl").write_text('{"_id": "c", "text": "replaced"}\n{"_id": "g", "text": "new"}\n')
+    ran = CliRunner().invoke(app, ["index", str(tmp_path / "new.jsonl"), "--upsert", "--name", "cli",
+                                   "--index-dir", str(tmp_path)])
+    assert ran.exit_code == 0 and "now holds 5 vectors" in ran.output, ran.output
+    assert arretrieve.Index(tmp_path / "cli").get("c").text == "replaced"
+
+
+def test_the_search_docs_block_runs_as_it_is(tiny_default):
+    text = (README.parent / "docs" / "search.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- DOCS-API:[^>]*-->\n```python\n(.*?)```", text, re.S).group(1)
+    scope: dict = {}
+    exec(compile(block, "docs/search.md", "exec"), scope)
+    assert scope["hits"][0].id == "pyyaml" and len(scope["index"]) == 2
+    assert scope["index"].get("pyyaml").text == "PyYAML reads and writes YAML" and scope["index"].get("imagemagick") is None

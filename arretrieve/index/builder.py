@@ -20,7 +20,7 @@ from .. import __version__
 from ..corpus import Chunking, CorpusSource, Document
 from ..encoding.corpus_job import EncodeJob, EncodingOptions, encode_corpus
 from ..errors import ArrError
-from ..home import disk_writes, write_folder_atomic
+from ..home import disk_writes, save_npy_atomic, write_folder_atomic
 from ..registry import Registry
 from .docstore import DOCS_FILE, DocStore, append_documents
 from .faiss_index import (TRAINED_TYPES, IndexSpec, create_index, faiss_module, plan_index, training_sample,
@@ -171,30 +171,93 @@ def _build(corpus: Path, name: str, folder: Path, spec: IndexSpec, encoding: Enc
 def add_to_index(
     corpus: Path,
     *,
-    name: str | None = None,
+    name: str | Path | None = None,
     encoding: EncodingOptions | None = None,
     store: IndexStore | None = None,
     registry: Registry | None = None,
+    upsert: bool = False,
+    corpus_label: str | None = None,
 ) -> IndexManifest:
-    """Encode new documents with the index's own model and append them (no id may repeat)."""
+    """Encode new documents with the index's own model and append them. No id may repeat, unless
+    `upsert`: then a document whose id is in the index replaces it, in the same commit."""
     encoding = encoding or EncodingOptions()
     store, registry = store or IndexStore(), registry or Registry()
-    folder = store.resolve(name)
+    folder = _folder(store, name)
     with store.writing(folder.name):
-        return _add(Path(corpus), folder, encoding, registry)
+        return _add(Path(corpus), folder, encoding, registry, upsert, corpus_label)
 
 
-def _add(corpus: Path, folder: Path, encoding: EncodingOptions, registry: Registry) -> IndexManifest:
+def _folder(store: IndexStore, name: str | Path | None) -> Path:
+    """An index in the store by name, or an index folder given as a Path."""
+    if isinstance(name, Path):
+        if not (name / MANIFEST_FILE).is_file():
+            raise ArrError(f"{name} is not an index folder (no {MANIFEST_FILE})")
+        return name
+    return store.resolve(name)
+
+
+def delete_from_index(ids: Iterable[str], *, name: str | Path | None = None, store: IndexStore | None = None,
+                      missing_ok: bool = False) -> IndexManifest:
+    """Hide documents by id (every chunk of each) from search, get and len, in one commit; their
+    rows stay in the files until the index is rebuilt. An id not in the index is refused (nothing
+    changes) unless `missing_ok`."""
+    store = store or IndexStore()
+    folder = _folder(store, name)
+    wanted = list(dict.fromkeys(str(i) for i in ids))
+    if not wanted:
+        raise ArrError("no ids to delete")
+    with store.writing(folder.name):
+        manifest = IndexManifest.load(folder)
+        docstore = DocStore(folder, manifest.files["offsets"], manifest.count, manifest.docs_bytes)
+        hidden = set(manifest.deleted_rows(folder).tolist())
+        rows_of: dict[str, list[int]] = {}
+        for row, (_, parent) in enumerate(docstore.iter_ids()):
+            if row not in hidden:
+                rows_of.setdefault(parent, []).append(row)
+        missing = [i for i in wanted if i not in rows_of]
+        if missing and not missing_ok:
+            raise ArrError(f"{len(missing)} of the ids to delete are not in index {manifest.name!r} "
+                           f"(e.g. {missing[0]!r}); nothing was deleted")
+        rows = [r for i in wanted for r in rows_of.get(i, ())]
+        if not rows:
+            return manifest
+        return _commit_deletes(folder, manifest, hidden | set(rows))
+
+
+def _commit_deletes(folder: Path, manifest: IndexManifest, rows: set[int]) -> IndexManifest:
+    generation = manifest.generation + 1
+    name = f"deleted-{generation}.npy"
+    try:
+        with disk_writes(folder, f"index {manifest.name!r} is as it was"):
+            save_npy_atomic(folder / name, np.array(sorted(rows), dtype=np.int64))
+            changed = replace(manifest, files={**manifest.files, "deleted": name}, generation=generation)
+            changed.save(folder)  # the commit point
+    except BaseException:
+        (folder / name).unlink(missing_ok=True)
+        raise
+    if manifest.files.get("deleted"):
+        (folder / manifest.files["deleted"]).unlink(missing_ok=True)
+    return changed
+
+
+def _add(corpus: Path, folder: Path, encoding: EncodingOptions, registry: Registry,
+         upsert: bool = False, corpus_label: str | None = None) -> IndexManifest:
     manifest = IndexManifest.load(folder)  # under the lock: a writer before us has committed
     entry = model_for_index(manifest, registry)
     chunking = manifest.encoder.get("chunking")
     source = CorpusSource(corpus, encoding.fields, encoding.skip_invalid, Chunking(**chunking) if chunking else None)
     encoding = replace(encoding, dtype=manifest.encoder["dtype"])  # new vectors must match the old ones
     docstore = DocStore(folder, manifest.files["offsets"], manifest.count, manifest.docs_bytes)
-    existing = {parent for _, parent in docstore.iter_ids()}
-    clashes = [d.doc_id for d in source.documents() if d.doc_id in existing]
-    if clashes:
-        raise ArrError(f"{len(clashes)} documents of {corpus} are already in index {manifest.name!r} (e.g. {clashes[0]!r})")
+    hidden = set(manifest.deleted_rows(folder).tolist())
+    rows_of: dict[str, list[int]] = {}
+    for row, (_, parent) in enumerate(docstore.iter_ids()):
+        if row not in hidden:
+            rows_of.setdefault(parent, []).append(row)
+    clashes = list(dict.fromkeys(d.doc_id for d in source.documents() if d.doc_id in rows_of))
+    if clashes and not upsert:
+        raise ArrError(f"{len(clashes)} documents of {corpus} are already in index {manifest.name!r} (e.g. {clashes[0]!r}); "
+                       "upsert replaces them")
+    replaced = hidden | {r for doc_id in clashes for r in rows_of[doc_id]}
     job = encode_corpus(source, entry, encoding)
 
     faiss = faiss_module()
@@ -205,6 +268,8 @@ def _add(corpus: Path, folder: Path, encoding: EncodingOptions, registry: Regist
     new_files = {"index": f"index-{generation}.faiss", "offsets": f"offsets-{generation}.npy"}
     if old_files.get("bm25"):
         new_files["bm25"] = f"bm25-{generation}"
+    if replaced != hidden:  # the replaced documents' rows are hidden in the same commit as the new ones
+        new_files["deleted"] = f"deleted-{generation}.npy"
     try:
         with disk_writes(folder, f"index {manifest.name!r} is as it was ({manifest.count} documents)"):
             if vectors_path:
@@ -222,15 +287,18 @@ def _add(corpus: Path, folder: Path, encoding: EncodingOptions, registry: Regist
             np.save(folder / new_files["offsets"], np.concatenate([np.asarray(docstore.offsets), new_offsets]))
             if texts is not None:
                 _write_bm25(folder, texts, generation)
+            if "deleted" in new_files:
+                save_npy_atomic(folder / new_files["deleted"], np.array(sorted(replaced), dtype=np.int64))
             added = replace(manifest, files={**old_files, **new_files}, generation=generation,
                             count=manifest.count + job.spec.count, docs_bytes=docs_bytes,
-                            corpus=[*manifest.corpus, {**_corpus_record(corpus, source, job), "added": _now()}])
+                            corpus=[*manifest.corpus, {**_corpus_record(corpus, source, job, corpus_label), "added": _now()}])
             added.save(folder)  # the commit point
     except BaseException:  # what this attempt wrote goes, so that the space comes back; nothing read it
         _roll_back(folder, manifest, vectors_path, new_files.values())
         raise
-    for key in ("index", "offsets"):
-        (folder / old_files[key]).unlink(missing_ok=True)
+    for key in ("index", "offsets", "deleted"):
+        if old_files.get(key) and key in new_files:
+            (folder / old_files[key]).unlink(missing_ok=True)
     if old_files.get("bm25"):
         shutil.rmtree(folder / old_files["bm25"], ignore_errors=True)
     return added

@@ -48,6 +48,21 @@ class IndexManifest:
             raise ArrError(f"{path}: {problem}; rebuild the index with `arr index`")
         return manifest
 
+    def deleted_rows(self, folder: Path):
+        """The rows deletes have hidden (sorted int64; none for an index never deleted from)."""
+        import numpy as np
+
+        name = self.files.get("deleted")
+        if not name:
+            return np.zeros(0, dtype=np.int64)
+        try:
+            rows = np.load(folder / name, allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            raise ArrError(f"{folder / name} is missing or corrupted; rebuild the index") from None
+        if rows.ndim != 1 or rows.dtype.kind != "i" or (len(rows) and (rows.min() < 0 or rows.max() >= self.count)):
+            raise ArrError(f"{folder / name} does not list rows of this index; rebuild the index")
+        return rows.astype(np.int64)
+
     def _problem(self) -> str | None:
         """What makes a loaded manifest unusable: wrong types, or a file outside its own folder."""
         if not isinstance(self.files, dict):

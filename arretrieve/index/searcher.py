@@ -112,6 +112,11 @@ class Searcher:
         if manifest.files.get("vectors"):
             self.vectors = np.memmap(folder / manifest.files["vectors"], dtype=np.float32, mode="r",
                                      shape=(manifest.count, manifest.dim))
+        self.hidden = manifest.deleted_rows(folder)
+        self._hidden_mask = None
+        if len(self.hidden):
+            self._hidden_mask = np.zeros(manifest.count, dtype=bool)
+            self._hidden_mask[self.hidden] = True
         self.chunked = bool(manifest.encoder.get("chunking"))
         self.bm25 = load_bm25(folder / manifest.files["bm25"]) if manifest.files.get("bm25") else None
         self.default_mode = DEFAULT_MODE if self.bm25 is not None else "dense"
@@ -166,15 +171,37 @@ class Searcher:
                            "use --mode dense or rebuild it")
         return mode
 
+    @property
+    def live_count(self) -> int:
+        """Rows a search can return: all but those deletes hid."""
+        return self.manifest.count - len(self.hidden)
+
+    def _visible(self, ranked: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Deleted rows out of a candidate list (as rows -1, what FAISS gives for no match)."""
+        scores, rows = ranked
+        if self._hidden_mask is not None:
+            gone = (rows >= 0) & self._hidden_mask[np.clip(rows, 0, None)]
+            rows, scores = np.where(gone, -1, rows), np.where(gone, -np.inf, scores).astype(np.float32)
+        return scores, rows
+
     def _ranked(self, queries: Sequence[str], query_vectors: np.ndarray | None, depth: int,
                 mode: str) -> tuple[np.ndarray, np.ndarray]:
         if mode == "dense":
-            return self._candidates(query_vectors, depth)
+            return self._visible(self._candidates(query_vectors, depth))
         if mode == "bm25":
-            return search_bm25(self.bm25, queries, depth, self.manifest.count)
+            return self._visible(search_bm25(self.bm25, queries, depth, self.manifest.count))
         each = max(depth, FUSION_DEPTH)
-        return fuse(self._candidates(query_vectors, each), search_bm25(self.bm25, queries, each, self.manifest.count),
+        return fuse(self._visible(self._candidates(query_vectors, each)),
+                    self._visible(search_bm25(self.bm25, queries, each, self.manifest.count)),
                     min(depth, self.manifest.count), HYBRID["fusion"], HYBRID["weight"])
+
+    def _first_depth(self, k: int, collapse: bool) -> int:
+        """How deep to search first: deeper by the share of rows deletes hid, so that one pass
+        usually finds k live rows (the loop in `search` goes deeper when it does not)."""
+        depth = k * 4 if collapse else k
+        if len(self.hidden):
+            depth = int(depth * self.manifest.count / max(self.live_count, 1)) + len(self.hidden) // 100 + 1
+        return min(depth, self.manifest.count)
 
     def _query_vectors(self, queries: Sequence[str], mode: str, batch_size: int = 32) -> np.ndarray | None:
         return None if mode == "bm25" else self.embedder.encode(list(queries), role="query", batch_size=batch_size)
@@ -190,14 +217,14 @@ class Searcher:
         collapse = self.chunked if collapse is None else collapse
         with self._search_settings(options.search_params()):
             query_vectors = self._query_vectors(queries, mode)
-            depth = k * 4 if collapse else k
+            depth = self._first_depth(k, collapse)
             while True:
                 scores, rows = self._ranked(queries, query_vectors, depth, mode)
                 results = [self._hits(s, r, k, collapse) for s, r in zip(scores, rows)]
-                short = any(len(h) < k for h in results)
-                if not (collapse and short and depth < self.manifest.count):
+                short = any(len(h) < min(k, self.live_count) for h in results)
+                if not ((collapse or len(self.hidden)) and short and depth < self.manifest.count):
                     return results
-                depth *= 4
+                depth = min(depth * 4, self.manifest.count)
 
     @contextlib.contextmanager
     def _search_settings(self, overrides: dict[str, int]) -> Iterator[None]:
@@ -228,7 +255,8 @@ class Searcher:
     def document(self, doc_id: str) -> Document | None:
         """The stored row of an id (a chunk's id in a chunked index), or None."""
         if self._rows is None:
-            self._rows = {doc: row for row, doc in enumerate(self.ids)}
+            hidden = set(self.hidden.tolist())
+            self._rows = {doc: row for row, doc in enumerate(self.ids) if row not in hidden}
         row = self._rows.get(doc_id)
         return None if row is None else self.docstore.get([row])[0]
 
@@ -236,8 +264,9 @@ class Searcher:
                    batch_size: int = 32) -> list[list[tuple[str, float]]]:
         """(document id, score) per query without reading texts: what evaluation needs."""
         mode = self._check_mode(mode)
-        scores, rows = self._ranked(queries, self._query_vectors(queries, mode, batch_size), k, mode)
-        return [[(self.ids[r], float(s)) for s, r in zip(row_scores, row_ids) if r >= 0]
+        depth = min(k + len(self.hidden), self.manifest.count)  # enough to leave k live rows
+        scores, rows = self._ranked(queries, self._query_vectors(queries, mode, batch_size), depth, mode)
+        return [[(self.ids[r], float(s)) for s, r in zip(row_scores, row_ids) if r >= 0][:k]
                 for row_scores, row_ids in zip(scores, rows)]
 
     def _hits(self, scores: np.ndarray, rows: np.ndarray, k: int, collapse: bool) -> list[Hit]:
