@@ -17,7 +17,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from .corpus import Document
 from .errors import ArrError
@@ -49,10 +48,13 @@ class Index:
               titles: Sequence[str] | None = None, name: str | None = None, model: str | None = None,
               index_type: str = "auto", index_dir: str | Path | None = None, overwrite: bool = False,
               encoding: EncodingOptions | None = None, registry: Registry | None = None,
-              id_field: str | None = None, text_field: str | None = None, title_field: str | None = None) -> Index:
+              id_field: str | None = None, text_field: str | None = None, title_field: str | None = None,
+              metadata_fields: Sequence[str] | None = None, metadata: Sequence[dict] | None = None) -> Index:
         """Build from a corpus path (any format `arr index` reads) or from a list of texts, with
         optional ids (default "0", "1", …) and titles; then open it. `id_field`, `text_field` and
-        `title_field` name a corpus file's fields (`arr index --id-field …`; BEIR's by default)."""
+        `title_field` name a corpus file's fields (`arr index --id-field …`; BEIR's by default);
+        `metadata_fields` are stored with each document for `where=` filters (texts given in Python
+        take `metadata=`, one dict per text)."""
         store = IndexStore(Path(index_dir) if index_dir else None)
         registry = registry or Registry()
         named = {"id": id_field, "text": text_field, "title": title_field}
@@ -63,6 +65,12 @@ class Index:
             encoding = encoding or EncodingOptions()
             given = {role: value for role, value in named.items() if value is not None}
             encoding = replace(encoding, fields=replace(encoding.fields, **given))
+        if metadata is not None:
+            if isinstance(corpus, (str, Path)):
+                raise ArrError("metadata= goes with texts given in Python; a corpus file names metadata_fields=")
+            metadata_fields = sorted({key for row in metadata for key in row})
+        if metadata_fields:
+            encoding = replace(encoding or EncodingOptions(), metadata_fields=tuple(metadata_fields))
         if isinstance(corpus, (str, Path)):
             manifest = build_index(Path(corpus), name=name, model=model, spec=IndexSpec(index_type), encoding=encoding,
                                    store=store, registry=registry, overwrite=overwrite)
@@ -70,7 +78,7 @@ class Index:
             if name is None:
                 raise ArrError("name the index built from texts (name=...)")
             with tempfile.TemporaryDirectory() as scratch:
-                path = _write_texts(Path(scratch) / f"{name}.jsonl", corpus, ids, titles)
+                path = _write_texts(Path(scratch) / f"{name}.jsonl", corpus, ids, titles, metadata)
                 manifest = build_index(path, name=name, model=model, spec=IndexSpec(index_type), encoding=encoding,
                                        store=store, registry=registry, overwrite=overwrite,
                                        corpus_label="texts given in Python")
@@ -89,15 +97,17 @@ class Index:
         return self.searcher.live_count
 
     def add(self, corpus: str | Path | Sequence[str], *, ids: Sequence[str] | None = None,
-            titles: Sequence[str] | None = None, encoding: EncodingOptions | None = None) -> Index:
+            titles: Sequence[str] | None = None, encoding: EncodingOptions | None = None,
+            metadata: Sequence[dict] | None = None) -> Index:
         """Encode and append documents (a corpus path or texts with ids), as `arr index --add`
         does: all of them or, after a failure, none. An id already in the index is refused."""
-        return self._write(corpus, ids, titles, encoding, upsert=False)
+        return self._write(corpus, ids, titles, encoding, metadata, upsert=False)
 
     def upsert(self, corpus: str | Path | Sequence[str], *, ids: Sequence[str] | None = None,
-               titles: Sequence[str] | None = None, encoding: EncodingOptions | None = None) -> Index:
+               titles: Sequence[str] | None = None, encoding: EncodingOptions | None = None,
+               metadata: Sequence[dict] | None = None) -> Index:
         """`add`, where a document whose id is in the index replaces it (in the same commit)."""
-        return self._write(corpus, ids, titles, encoding, upsert=True)
+        return self._write(corpus, ids, titles, encoding, metadata, upsert=True)
 
     def delete(self, ids: str | Sequence[str], *, missing_ok: bool = False) -> Index:
         """Remove documents by id (every chunk of each) in one commit; an unknown id is refused
@@ -107,19 +117,19 @@ class Index:
         delete_from_index([ids] if isinstance(ids, str) else ids, name=self.searcher.folder, missing_ok=missing_ok)
         return self._reopen()
 
-    def _write(self, corpus, ids, titles, encoding, upsert: bool) -> Index:
+    def _write(self, corpus, ids, titles, encoding, metadata, upsert: bool) -> Index:
         from .index.builder import add_to_index
 
         registry = self._open["registry"] or Registry()
         if isinstance(corpus, (str, Path)):
-            if ids is not None or titles is not None:
-                raise ArrError("ids= and titles= go with texts given in Python; a corpus file has its own")
+            if ids is not None or titles is not None or metadata is not None:
+                raise ArrError("ids=, titles= and metadata= go with texts given in Python; a corpus file has its own")
             add_to_index(Path(corpus), name=self.searcher.folder, encoding=encoding, registry=registry, upsert=upsert)
         else:
             if ids is None:
                 raise ArrError("texts added to an index need their ids (ids=...): the default 0, 1, … would repeat")
             with tempfile.TemporaryDirectory() as scratch:
-                path = _write_texts(Path(scratch) / "texts.jsonl", corpus, ids, titles)
+                path = _write_texts(Path(scratch) / "texts.jsonl", corpus, ids, titles, metadata)
                 add_to_index(path, name=self.searcher.folder, encoding=encoding, registry=registry, upsert=upsert,
                              corpus_label="texts given in Python")
         return self._reopen()
@@ -139,24 +149,27 @@ class Index:
         return self.searcher.document(str(doc_id))
 
     def search(self, query: str, k: int = 10, *, mode: str | None = None, collapse: bool | None = None,
-               nprobe: int | None = None, ef_search: int | None = None, rerank_factor: int | None = None) -> list[Hit]:
-        """The top-k hits of one query, best first; the options are `arr search`'s (`SearchOptions`)."""
+               nprobe: int | None = None, ef_search: int | None = None, rerank_factor: int | None = None,
+               where: dict | None = None) -> list[Hit]:
+        """The top-k hits of one query, best first; the options are `arr search`'s (`SearchOptions`);
+        `where` keeps rows whose metadata match (`index/filters.py`)."""
         if not isinstance(query, str):
             raise ArrError("search takes one query string; use search_many for a list")
         return self.search_many([query], k, mode=mode, collapse=collapse, nprobe=nprobe, ef_search=ef_search,
-                                rerank_factor=rerank_factor)[0]
+                                rerank_factor=rerank_factor, where=where)[0]
 
     def search_many(self, queries: Sequence[str], k: int = 10, *, mode: str | None = None, collapse: bool | None = None,
                     nprobe: int | None = None, ef_search: int | None = None,
-                    rerank_factor: int | None = None) -> list[list[Hit]]:
+                    rerank_factor: int | None = None, where: dict | None = None) -> list[list[Hit]]:
         """The top-k hits of each query, encoded in batches: what `arr search --queries` and the server answer."""
         if isinstance(queries, str):
             raise ArrError("search_many takes a list of query strings; use search for one")
         return self.searcher.search(list(queries), k, collapse, mode, nprobe=nprobe, ef_search=ef_search,
-                                    rerank_factor=rerank_factor)
+                                    rerank_factor=rerank_factor, where=where)
 
 
-def _write_texts(path: Path, texts: Sequence[str], ids: Sequence[str] | None, titles: Sequence[str] | None) -> Path:
+def _write_texts(path: Path, texts: Sequence[str], ids: Sequence[str] | None, titles: Sequence[str] | None,
+                 metadata: Sequence[dict] | None = None) -> Path:
     texts = list(texts)
     if not texts:
         raise ArrError("no texts to index")
@@ -166,9 +179,15 @@ def _write_texts(path: Path, texts: Sequence[str], ids: Sequence[str] | None, ti
     titles = [""] * len(texts) if titles is None else list(titles)
     if len(ids) != len(texts) or len(titles) != len(texts):
         raise ArrError(f"{len(texts)} texts but {len(ids)} ids and {len(titles)} titles")
+    metadata = [{}] * len(texts) if metadata is None else list(metadata)
+    if len(metadata) != len(texts) or not all(isinstance(m, dict) for m in metadata):
+        raise ArrError(f"metadata= needs one dict per text ({len(texts)} texts, {len(metadata)} given)")
+    reserved = {"_id", "title", "text"} & {key for m in metadata for key in m}
+    if reserved:
+        raise ArrError(f"metadata fields may not be named {', '.join(sorted(reserved))}")
     with open(path, "w", encoding="utf-8") as handle:
-        for doc_id, title, text in zip(ids, titles, texts):
-            handle.write(json.dumps({"_id": doc_id, "title": title, "text": text}, ensure_ascii=False) + "\n")
+        for doc_id, title, text, meta in zip(ids, titles, texts, metadata):
+            handle.write(json.dumps({**meta, "_id": doc_id, "title": title, "text": text}, ensure_ascii=False) + "\n")
     return path
 
 

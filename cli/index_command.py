@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -23,6 +23,7 @@ def index(
     id_field: str = typer.Option("_id", help="Id field of jsonl/json/csv/parquet rows."),
     text_field: str = typer.Option("text", help="Text field of jsonl/json/csv/parquet rows."),
     title_field: str = typer.Option("title", help="Title field (optional in rows)."),
+    metadata_field: Optional[List[str]] = typer.Option(None, "--metadata-field", help="A row field to store with each document, for `arr search --where` (repeat for several; --add keeps the index's)."),
     chunk_words: Optional[int] = typer.Option(None, help="Cut documents into chunks of this many words (ids doc#0, doc#1…)."),
     chunk_overlap: int = typer.Option(0, help="Words shared by consecutive chunks."),
     skip_invalid: bool = typer.Option(False, help="Skip (and count) malformed, duplicate or empty rows instead of stopping."),
@@ -62,6 +63,7 @@ def index(
         fields=FieldNames(id=id_field, text=text_field, title=title_field),
         skip_invalid=skip_invalid,
         chunking=Chunking(chunk_words, chunk_overlap) if chunk_words else None,
+        metadata_fields=tuple(metadata_field or ()),
         batch_size=batch_size,
         device=device,
         devices=[d.strip() for d in devices.split(",") if d.strip()] if devices else None,

@@ -47,6 +47,7 @@ def search(
     rerank_factor: Optional[int] = typer.Option(None, min=1, help="Re-score k × this many candidates exactly (ivf-pq, hnsw-pca)."),
     no_collapse: bool = typer.Option(False, help="On a chunked index, list chunks instead of one hit per document."),
     mode: Optional[str] = typer.Option(None, "--mode", help="dense, bm25 or hybrid (default: hybrid when the index has a BM25 side, else dense)."),
+    where: Optional[str] = typer.Option(None, "--where", help='Only documents whose metadata match, as JSON: \'{"section": "utils"}\' or \'{"year": {"gte": 2020}}\'.'),
     index_dir: Optional[Path] = IndexDir,
     device: str = Device,
 ) -> None:
@@ -59,9 +60,18 @@ def search(
         raise ArrError("give either a query or --queries FILE")
     if query is not None:
         check_queries([query])  # before the index and its model load
+    conditions = None
+    if where is not None:
+        from arretrieve.index.filters import check_where
+
+        try:
+            conditions = json.loads(where)
+        except json.JSONDecodeError as exc:
+            raise ArrError(f"--where is not JSON ({exc.msg} at column {exc.colno}): {where}") from None
+        check_where(conditions)
     opened = Index(index, index_dir=index_dir, device=device)
     options = {"mode": mode, "collapse": False if no_collapse else None, "nprobe": nprobe, "ef_search": ef_search,
-               "rerank_factor": rerank_factor}
+               "rerank_factor": rerank_factor, "where": conditions}
     manifest = opened.manifest
     if queries is not None:
         from arretrieve.corpus.queries import read_queries

@@ -29,6 +29,7 @@ def test_the_readme_block_runs_as_it_is(tiny_default):
     exec(compile(block, "README.md", "exec"), scope)
     assert scope["hits"][0].id == "0" and scope["hits"][0].text.startswith("PyYAML")
     assert scope["vectors"].shape == (1, 64) and scope["vectors"].dtype == np.float32
+    assert [h.id for h in scope["tools"]] == ["1"] and scope["scores"].shape == (1, 1)
 
 
 def test_build_from_texts_or_a_path_then_open_and_search(tmp_path, tiny_default):
@@ -219,3 +220,54 @@ def test_the_search_docs_block_runs_as_it_is(tiny_default):
     exec(compile(block, "docs/search.md", "exec"), scope)
     assert scope["hits"][0].id == "pyyaml" and len(scope["index"]) == 2
     assert scope["index"].get("pyyaml").text == "PyYAML reads and writes YAML" and scope["index"].get("imagemagick") is None
+
+
+def test_where_filters_on_stored_metadata_in_every_mode(tmp_path, tiny_default):
+    from arretrieve.index.filters import check_where
+
+    meta = [{"section": "libs", "year": 2019}, {"section": "utils", "year": 2021}, {"section": "libs", "year": 2023},
+            {"section": "fonts"}, {"section": "utils", "year": "2022"}, {"section": "libs", "year": 2024}]
+    index = arretrieve.Index.build(SENTENCES, ids=list("abcdef"), metadata=meta, name="meta", index_dir=tmp_path)
+    cases = [({"section": "libs"}, {"a", "c", "f"}), ({"year": {"gte": 2021, "lt": 2024}}, {"b", "c"}),
+             ({"section": {"in": ["fonts", "utils"]}}, {"b", "d", "e"}), ({"section": {"ne": "libs"}}, {"b", "d", "e"}),
+             ({"section": "libs", "year": {"gt": 2020}}, {"c", "f"}), ({"section": "none"}, set())]
+    for where, expected in cases:
+        for mode in ("dense", "bm25", "hybrid"):
+            hits = index.search("fonts library yaml", k=6, mode=mode, where=where)
+            got = {h.id for h in hits}
+            assert got <= expected and (mode == "bm25" or got == expected), (where, mode, got)
+    hit = index.search("fonts", k=1, where={"section": "fonts"})[0]
+    assert hit.id == "d" and hit.metadata == {"section": "fonts", "year": None}
+    assert hit.to_dict()["metadata"] == {"section": "fonts", "year": None}
+    index.add(["new fonts text"], ids=["g"], metadata=[{"section": "fonts", "year": 2025}])
+    assert {h.id for h in index.search("fonts", k=6, where={"section": "fonts"})} == {"d", "g"}
+    index.delete(["d"])
+    assert {h.id for h in index.search("fonts", k=6, where={"section": "fonts"})} == {"g"}
+    for bad, message in [({"year": {"about": 3}}, "unknown operator"), ({"year": {"in": 3}}, "takes a list"),
+                         ([], "object of field conditions"), ({"year": {"gte": [1]}}, "strings, numbers")]:
+        with pytest.raises(ArrError, match=message):
+            check_where(bad)
+    with pytest.raises(ArrError, match="unknown operator"):
+        index.search("fonts", where={"year": {"about": 3}})
+
+
+def test_where_from_the_cli_and_the_server_options(tmp_path, tiny_default):
+    import json
+
+    from typer.testing import CliRunner
+
+    from arretrieve.cli.app import app
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": s, "kind": "odd" if i % 2 else "even"}) + "\n"
+                              for i, s in enumerate(SENTENCES)))
+    built = CliRunner().invoke(app, ["index", str(corpus), "--name", "kinds", "--metadata-field", "kind",
+                                     "--index-dir", str(tmp_path / "ix")])
+    assert built.exit_code == 0, built.output
+    ran = CliRunner().invoke(app, ["search", "fonts", "--index", "kinds", "--index-dir", str(tmp_path / "ix"),
+                                   "--where", '{"kind": "odd"}', "--json", "-k", "6"])
+    assert ran.exit_code == 0, ran.output
+    assert {h["id"] for h in json.loads(ran.output)} == {"d1", "d3", "d5"}
+    bad = CliRunner().invoke(app, ["search", "fonts", "--index", "kinds", "--index-dir", str(tmp_path / "ix"),
+                                   "--where", "{kind: odd}"])
+    assert "--where is not JSON" in str(bad.exception)

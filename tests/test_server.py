@@ -315,3 +315,13 @@ def test_openapi_describes_responses_and_docs_need_no_network(in_process):
     assert "/docs/static/swagger-ui-bundle.js" in page and "cdn" not in page.lower()
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
         assert httpx.get(url + "/docs/static/" + asset).status_code == 200, asset
+
+
+def test_where_reaches_the_search_from_both_requests(in_process):
+    url, _ = in_process()
+    assert httpx.get(url + "/search", params={"q": "fonts", "where": '{"section": "x"}'}).json() == []
+    assert httpx.post(url + "/search", json={"queries": ["fonts"], "where": {"section": "x"}}).json() == [
+        {"query": "fonts", "hits": []}]
+    assert httpx.get(url + "/search", params={"q": "fonts", "where": "{not json"}).status_code == 422
+    bad = httpx.post(url + "/search", json={"queries": ["fonts"], "where": {"year": {"about": 1}}})
+    assert bad.status_code == 400 and "unknown operator" in bad.json()["error"]

@@ -31,4 +31,5 @@ class Chunking:
                 title=document.title,
                 text=" ".join(words[start : start + self.words]),
                 parent=document.id,
+                metadata=document.metadata,
             )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -25,6 +26,8 @@ class Document:
     text: str
     # The document a chunk was cut from (its own id when it was not chunked).
     parent: str = ""
+    # Stored fields a search can filter on (`where=`): strings, numbers, true/false or null.
+    metadata: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def full_text(self) -> str:

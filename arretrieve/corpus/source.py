@@ -88,12 +88,15 @@ class CorpusSource:
         fields: FieldNames = FieldNames(),
         skip_invalid: bool = False,
         chunking: Chunking | None = None,
+        metadata_fields: tuple[str, ...] = (),
     ):
         self.path = Path(path)
         self.files = corpus_files(self.path)
         self.fields = fields
         self.skip_invalid = skip_invalid
         self.chunking = chunking
+        # Stored with each document, never encoded: not part of the fingerprint the vectors are cached by.
+        self.metadata_fields = tuple(metadata_fields)
         self._scan: CorpusScan | None = None
 
     def _document(self, row: Row) -> Document:
@@ -111,7 +114,14 @@ class CorpusSource:
         text = _string(payload[self.fields.text], self.fields.text)
         if not (title.strip() or text.strip()):
             raise BadRow("empty text", f"document {doc_id!r} has no text")
-        return Document(doc_id, title, text)
+        metadata = {}
+        for key in self.metadata_fields:
+            value = payload.get(key)
+            if value is not None and (not isinstance(value, (str, int, float, bool)) or
+                                      (isinstance(value, str) and not_text(value))):
+                raise BadRow("wrong type", f"metadata field {key!r} must be a string, number, true/false or null")
+            metadata[key] = value
+        return Document(doc_id, title, text, metadata=metadata or None)
 
     def _walk(self, scan: CorpusScan | None) -> Iterator[Document]:
         """Good documents in order; with `scan` given, problems are raised or counted into it."""

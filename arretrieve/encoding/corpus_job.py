@@ -202,6 +202,8 @@ class EncodingOptions:
     fields: FieldNames = field(default_factory=FieldNames)
     skip_invalid: bool = False
     chunking: Chunking | None = None
+    # Row fields stored with each document for `where=` filters (not encoded).
+    metadata_fields: tuple[str, ...] = ()
     batch_size: int = 16
     device: str = "auto"
     devices: list[str] | None = None

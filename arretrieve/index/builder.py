@@ -89,6 +89,7 @@ def _encoder_record(entry, dtype: str, encoding: EncodingOptions) -> dict:
         "batch_size": encoding.batch_size,
         "chunking": None if encoding.chunking is None else {"words": encoding.chunking.words, "overlap": encoding.chunking.overlap},
         "fields": vars(encoding.fields),
+        "metadata_fields": list(encoding.metadata_fields),
     }
 
 
@@ -122,7 +123,7 @@ def _build(corpus: Path, name: str, folder: Path, spec: IndexSpec, encoding: Enc
            corpus_label: str | None, bm25: bool, store: IndexStore) -> IndexManifest:
     if folder.exists() and not overwrite:
         raise ArrError(f"index {name!r} already exists in {store.root}; pass --overwrite to rebuild it or --add to extend it")
-    source = CorpusSource(corpus, encoding.fields, encoding.skip_invalid, encoding.chunking)
+    source = CorpusSource(corpus, encoding.fields, encoding.skip_invalid, encoding.chunking, encoding.metadata_fields)
     job = encode_corpus(source, entry, encoding)
 
     dim = job.load_shard(0).shape[1]
@@ -245,7 +246,10 @@ def _add(corpus: Path, folder: Path, encoding: EncodingOptions, registry: Regist
     manifest = IndexManifest.load(folder)  # under the lock: a writer before us has committed
     entry = model_for_index(manifest, registry)
     chunking = manifest.encoder.get("chunking")
-    source = CorpusSource(corpus, encoding.fields, encoding.skip_invalid, Chunking(**chunking) if chunking else None)
+    # New rows keep the index's metadata fields unless the call names its own.
+    metadata_fields = tuple(encoding.metadata_fields) or tuple(manifest.encoder.get("metadata_fields") or ())
+    source = CorpusSource(corpus, encoding.fields, encoding.skip_invalid, Chunking(**chunking) if chunking else None,
+                          metadata_fields)
     encoding = replace(encoding, dtype=manifest.encoder["dtype"])  # new vectors must match the old ones
     docstore = DocStore(folder, manifest.files["offsets"], manifest.count, manifest.docs_bytes)
     hidden = set(manifest.deleted_rows(folder).tolist())

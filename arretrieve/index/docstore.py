@@ -33,7 +33,10 @@ def append_documents(path: Path, documents: Iterable[Document], keep_bytes: int 
         position = keep_bytes
         for doc in documents:
             offsets.append(position)
-            line = json.dumps({"id": doc.id, "parent": doc.doc_id, "title": doc.title, "text": doc.text}, ensure_ascii=False)
+            row = {"id": doc.id, "parent": doc.doc_id, "title": doc.title, "text": doc.text}
+            if doc.metadata:
+                row["meta"] = doc.metadata
+            line = json.dumps(row, ensure_ascii=False)
             data = (line + "\n").encode("utf-8")
             handle.write(data)
             position += len(data)
@@ -81,13 +84,28 @@ class DocStore:
         for row in rows:
             payload = self._payload(row)
             try:
-                documents.append(Document(payload["id"], payload["title"], payload["text"], payload["parent"]))
+                documents.append(Document(payload["id"], payload["title"], payload["text"], payload["parent"],
+                                          payload.get("meta")))
             except KeyError:
                 raise ArrError(f"{self.path} is corrupted at row {row}; rebuild the index") from None
         return documents
 
     def iter_ids(self) -> Iterator[tuple[str, str]]:
-        """(id, parent document id) of every row, streamed in large positional reads."""
+        """(id, parent document id) of every row, streamed."""
+        for row, payload in enumerate(self._payloads()):
+            try:
+                yield payload["id"], payload["parent"]
+            except (KeyError, TypeError):
+                raise ArrError(f"{self.path} is corrupted at row {row}; rebuild the index") from None
+
+    def iter_metadata(self) -> Iterator[dict]:
+        """Every row's stored metadata ({} where it has none), streamed."""
+        for payload in self._payloads():
+            meta = payload.get("meta") if isinstance(payload, dict) else None
+            yield meta if isinstance(meta, dict) else {}
+
+    def _payloads(self) -> Iterator[dict]:
+        """Every row's JSON object, in large positional reads."""
         row, position, pending = 0, 0, b""
         while row < len(self.offsets):
             block = os.pread(self._file.fileno(), min(_BLOCK, self.end - position), position) if position < self.end else b""
@@ -101,9 +119,9 @@ class DocStore:
                     break
                 try:
                     payload = json.loads(line)
-                    yield payload["id"], payload["parent"]
-                except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                except (json.JSONDecodeError, UnicodeDecodeError):
                     raise ArrError(f"{self.path} is corrupted at row {row}; rebuild the index") from None
+                yield payload
                 row += 1
 
     def close(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -16,6 +16,7 @@ from .docstore import DocStore
 from .exact import best_first, dense_scores
 from .faiss_index import (SEARCH_SETTINGS, apply_search_params, check_search_params, current_search_params, faiss_module,
                           to_gpu_if_available)
+from .filters import check_where, matching_rows
 from .lexical import FUSION_DEPTH, MODES, fuse, load_bm25, search_bm25
 from .manifest import IndexManifest, model_for_index
 
@@ -33,9 +34,12 @@ class Hit:
     title: str
     text: str
     chunk: str | None = None
+    metadata: dict | None = None
 
     def to_dict(self) -> dict:
         payload = {"rank": self.rank, "score": self.score, "id": self.id, "title": self.title, "text": self.text}
+        if self.metadata is not None:
+            payload["metadata"] = self.metadata
         if self.chunk is not None:
             payload["chunk"] = self.chunk
         return payload
@@ -56,19 +60,23 @@ class SearchOptions:
     nprobe: int | None = _option(None, "IVF lists to visit (IVF index types).")
     ef_search: int | None = _option(None, "HNSW search depth (hnsw, hnsw-pca).")
     rerank_factor: int | None = _option(None, "Re-score k x this many candidates exactly (ivf-pq, hnsw-pca).")
+    where: dict | None = _option(None, 'Only rows whose metadata match, e.g. {"section": "utils"} or '
+                                       '{"year": {"gte": 2020}} (see index/filters.py).')
 
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
             raise ArrError("k must be at least 1")
         if self.mode is not None and self.mode not in MODES:
             raise ArrError(f"unknown mode {self.mode!r}; use {', '.join(MODES)}")
+        if self.where is not None:
+            check_where(self.where)
         for name, value in self.search_params().items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ArrError(f"{name} must be a whole number of at least 1")
 
     def search_params(self) -> dict[str, int]:
         """The index-type settings given (nprobe, ef_search, rerank_factor)."""
-        return {k: v for k, v in asdict(self).items() if k in ("nprobe", "ef_search", "rerank_factor") and v is not None}
+        return {k: getattr(self, k) for k in ("nprobe", "ef_search", "rerank_factor") if getattr(self, k) is not None}
 
 
 def check_queries(queries: Sequence[str]) -> None:
@@ -124,6 +132,7 @@ class Searcher:
         self._embedder = None
         self._ids: list[str] | None = None
         self._rows: dict[str, int] | None = None
+        self._metadata: list[dict] | None = None
 
     @property
     def embedder(self):
@@ -176,31 +185,43 @@ class Searcher:
         """Rows a search can return: all but those deletes hid."""
         return self.manifest.count - len(self.hidden)
 
-    def _visible(self, ranked: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Deleted rows out of a candidate list (as rows -1, what FAISS gives for no match)."""
+    def _visible(self, ranked: tuple[np.ndarray, np.ndarray], excluded: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Excluded rows (deleted, or not matching `where`) out of a candidate list, as rows -1
+        (what FAISS gives for no match)."""
         scores, rows = ranked
-        if self._hidden_mask is not None:
-            gone = (rows >= 0) & self._hidden_mask[np.clip(rows, 0, None)]
+        if excluded is not None:
+            gone = (rows >= 0) & excluded[np.clip(rows, 0, None)]
             rows, scores = np.where(gone, -1, rows), np.where(gone, -np.inf, scores).astype(np.float32)
         return scores, rows
 
     def _ranked(self, queries: Sequence[str], query_vectors: np.ndarray | None, depth: int,
-                mode: str) -> tuple[np.ndarray, np.ndarray]:
+                mode: str, excluded: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if mode == "dense":
-            return self._visible(self._candidates(query_vectors, depth))
+            return self._visible(self._candidates(query_vectors, depth), excluded)
         if mode == "bm25":
-            return self._visible(search_bm25(self.bm25, queries, depth, self.manifest.count))
+            return self._visible(search_bm25(self.bm25, queries, depth, self.manifest.count), excluded)
         each = max(depth, FUSION_DEPTH)
-        return fuse(self._visible(self._candidates(query_vectors, each)),
-                    self._visible(search_bm25(self.bm25, queries, each, self.manifest.count)),
+        return fuse(self._visible(self._candidates(query_vectors, each), excluded),
+                    self._visible(search_bm25(self.bm25, queries, each, self.manifest.count), excluded),
                     min(depth, self.manifest.count), HYBRID["fusion"], HYBRID["weight"])
 
-    def _first_depth(self, k: int, collapse: bool) -> int:
-        """How deep to search first: deeper by the share of rows deletes hid, so that one pass
-        usually finds k live rows (the loop in `search` goes deeper when it does not)."""
+    def _excluded(self, where: dict | None) -> tuple[np.ndarray | None, int]:
+        """The rows a search must not return (deleted, or not matching `where`), and how many may be."""
+        if where is None:
+            return self._hidden_mask, self.live_count
+        if self._metadata is None:
+            self._metadata = list(self.docstore.iter_metadata())
+        excluded = ~matching_rows(check_where(where), self._metadata)
+        if self._hidden_mask is not None:
+            excluded |= self._hidden_mask
+        return excluded, int(len(excluded) - excluded.sum())
+
+    def _first_depth(self, k: int, collapse: bool, allowed: int) -> int:
+        """How deep to search first: deeper by the share of rows excluded, so that one pass usually
+        finds k of the allowed rows (the loop in `search` goes deeper when it does not)."""
         depth = k * 4 if collapse else k
-        if len(self.hidden):
-            depth = int(depth * self.manifest.count / max(self.live_count, 1)) + len(self.hidden) // 100 + 1
+        if allowed < self.manifest.count:
+            depth = int(depth * self.manifest.count / max(allowed, 1)) + (self.manifest.count - allowed) // 100 + 1
         return min(depth, self.manifest.count)
 
     def _query_vectors(self, queries: Sequence[str], mode: str, batch_size: int = 32) -> np.ndarray | None:
@@ -215,14 +236,15 @@ class Searcher:
         check_queries(queries)
         mode = self._check_mode(options.mode)
         collapse = self.chunked if collapse is None else collapse
+        excluded, allowed = self._excluded(options.where)
         with self._search_settings(options.search_params()):
             query_vectors = self._query_vectors(queries, mode)
-            depth = self._first_depth(k, collapse)
+            depth = self._first_depth(k, collapse, allowed)
             while True:
-                scores, rows = self._ranked(queries, query_vectors, depth, mode)
+                scores, rows = self._ranked(queries, query_vectors, depth, mode, excluded)
                 results = [self._hits(s, r, k, collapse) for s, r in zip(scores, rows)]
-                short = any(len(h) < min(k, self.live_count) for h in results)
-                if not ((collapse or len(self.hidden)) and short and depth < self.manifest.count):
+                short = any(len(h) < min(k, allowed) for h in results)
+                if not ((collapse or excluded is not None) and short and depth < self.manifest.count):
                     return results
                 depth = min(depth * 4, self.manifest.count)
 
@@ -265,7 +287,8 @@ class Searcher:
         """(document id, score) per query without reading texts: what evaluation needs."""
         mode = self._check_mode(mode)
         depth = min(k + len(self.hidden), self.manifest.count)  # enough to leave k live rows
-        scores, rows = self._ranked(queries, self._query_vectors(queries, mode, batch_size), depth, mode)
+        scores, rows = self._ranked(queries, self._query_vectors(queries, mode, batch_size), depth, mode,
+                                    self._hidden_mask)
         return [[(self.ids[r], float(s)) for s, r in zip(row_scores, row_ids) if r >= 0][:k]
                 for row_scores, row_ids in zip(scores, rows)]
 
@@ -278,7 +301,8 @@ class Searcher:
             if key in seen:
                 continue
             seen.add(key)
-            hits.append(Hit(len(hits) + 1, score, key, doc.title, doc.text, chunk=doc.id if collapse else None))
+            hits.append(Hit(len(hits) + 1, score, key, doc.title, doc.text, chunk=doc.id if collapse else None,
+                            metadata=doc.metadata))
             if len(hits) == k:
                 break
         return hits

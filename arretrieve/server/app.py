@@ -24,6 +24,7 @@ documents.
 import asyncio
 import dataclasses
 import hmac
+import json
 import logging
 import os
 import re
@@ -31,7 +32,7 @@ import threading
 from collections import deque
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Annotated, Callable, Literal, Sequence
+from typing import Annotated, Any, Callable, Literal, Sequence
 
 from ..api import Index
 from ..errors import ArrError
@@ -46,7 +47,7 @@ try:
     from fastapi import FastAPI, HTTPException, Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
-    from pydantic import BaseModel, Field, create_model
+    from pydantic import BaseModel, Field, Json, create_model
     from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError:
     raise ArrError("arr serve needs FastAPI and uvicorn: pip install 'arretrieve[serve]'") from None
@@ -54,11 +55,13 @@ except ImportError:
 log = logging.getLogger(__name__)
 
 MAX_K = 1000
-def _request_fields() -> dict:
-    """The request fields of a search, derived from `SearchOptions` (the modes are `lexical.MODES`)."""
+def _request_fields(query_string: bool) -> dict:
+    """The request fields of a search, derived from `SearchOptions` (the modes are `lexical.MODES`);
+    in a query string `where` is JSON text."""
     types = {"k": Annotated[int, Field(ge=1, le=MAX_K)], "mode": Literal[MODES] | None,
              "collapse": bool | None, "nprobe": Annotated[int, Field(ge=1)] | None,
-             "ef_search": Annotated[int, Field(ge=1)] | None, "rerank_factor": Annotated[int, Field(ge=1)] | None}
+             "ef_search": Annotated[int, Field(ge=1)] | None, "rerank_factor": Annotated[int, Field(ge=1)] | None,
+             "where": (Json[dict[str, Any]] if query_string else dict[str, Any]) | None}
     return {f.name: (types[f.name], Field(f.default, description=f.metadata["help"]))
             for f in dataclasses.fields(SearchOptions)}
 
@@ -70,9 +73,9 @@ def request_models(limits: ServerLimits) -> tuple[type[BaseModel], type[BaseMode
     """The GET and POST request models, with this server's caps in their schema."""
     query = Annotated[str, Field(max_length=limits.max_query_chars)]
     one = create_model("SearchQuery", q=(query, Field(description="the query text")), index=_INDEX_FIELD,
-                       **_request_fields())
+                       **_request_fields(query_string=True))
     batch = create_model("SearchBatch", queries=(list[query], Field(min_length=1, max_length=limits.max_batch)),
-                         index=_INDEX_FIELD, **_request_fields())
+                         index=_INDEX_FIELD, **_request_fields(query_string=False))
     return one, batch
 
 
@@ -82,6 +85,8 @@ class HitOut(BaseModel):
     id: str
     title: str
     text: str
+    chunk: str | None = Field(None, description="the chunk that matched, on a chunked index")
+    metadata: dict[str, Any] | None = Field(None, description="stored fields, on an index that has them")
 
 
 class BatchOut(BaseModel):
@@ -328,7 +333,8 @@ class ServedIndexes:
         options = {f.name: getattr(request, f.name) for f in dataclasses.fields(SearchOptions)}
         k = options.pop("k")
         self._admit(len(queries))
-        future = self.model_queue.search((name, k, tuple(sorted(options.items()))), queries, self._search_batch)
+        key = (name, k, json.dumps(options, sort_keys=True))  # hashable, `where` included
+        future = self.model_queue.search(key, queries, self._search_batch)
         future.add_done_callback(lambda _: self._release(len(queries)))
         waiting, gone = asyncio.wrap_future(future), asyncio.ensure_future(_disconnect(client))
         await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -339,7 +345,7 @@ class ServedIndexes:
 
     def _search_batch(self, key: tuple, queries: list[str]) -> list:
         name, k, options = key
-        return self._current(name).search_many(queries, k, **dict(options))
+        return self._current(name).search_many(queries, k, **json.loads(options))
 
 def create_app(indexes: ServedIndexes, token: str | None = None) -> "GuardedApp":
     """The application: FastAPI's routes behind the Host, body-size and (with `token`) bearer-token checks."""
@@ -398,13 +404,13 @@ def create_app(indexes: ServedIndexes, token: str | None = None) -> "GuardedApp"
         return [ModelOut(name=e.name, kind=e.kind, dim=e.dim, fingerprint=e.fingerprint, description=e.description)
                 for e in seen.values()]
 
-    @app.get("/search")
+    @app.get("/search", response_model_exclude_none=True)
     async def search_one(request: Annotated[SearchQuery, Query()], client: Request) -> list[HitOut]:
         """The hits of one query, as `arr search --json` prints them."""
         results = await indexes.search(request, [request.q], client)
         return [] if results is None else [HitOut(**hit.to_dict()) for hit in results[0]]
 
-    @app.post("/search")
+    @app.post("/search", response_model_exclude_none=True)
     async def search_batch(body: SearchBatch, client: Request) -> list[BatchOut]:
         """The hits of each query, in order, as `arr search --queries --json` writes them."""
         results = await indexes.search(body, body.queries, client)
