@@ -21,7 +21,7 @@ def beir_eval(
                                        help="Drop hits whose id equals the query id, as BEIR's evaluator does."),
     output: Path = typer.Option(Path("results"), help="Folder for the results JSON files."),
     metric: str = typer.Option("NDCG@10", help="Metric shown in the table."),
-    plot: bool = typer.Option(False, help="Also write a bar chart PNG to the output folder."),
+    plot: bool = typer.Option(False, "--plot", help="Also write a bar chart PNG to the output folder."),
     batch_size: int = BatchSize,
     device: str = Device,
     dtype: Optional[str] = Dtype,

@@ -24,7 +24,7 @@ def debian_desc(
     arch: str = typer.Option("amd64", help="Architecture of the Packages files (any: every one found)."),
     seed: int = typer.Option(13, help="Seed of the query and distractor samples and the triplets' negatives."),
     gzip: str = typer.Option("auto", help="Gzip the big files (train/, meta/, full/corpus): auto (above 40 MB in all), always or never."),
-    overwrite: bool = typer.Option(False, help="Replace OUT if it exists (only once the new set is whole)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists (only once the new set is whole)."),
 ) -> None:
     """The Debian package-description set: synopses as queries, long descriptions as documents."""
     from arretrieve.data.debian_desc import build_debian_desc, fetch_apt_lists, find_apt_lists

@@ -26,7 +26,7 @@ def index(
     metadata_field: Optional[List[str]] = typer.Option(None, "--metadata-field", help="A row field to store with each document, for `arr search --where` (repeat for several; --add keeps the index's)."),
     chunk_words: Optional[int] = typer.Option(None, help="Cut documents into chunks of this many words (ids doc#0, doc#1…)."),
     chunk_overlap: int = typer.Option(0, help="Words shared by consecutive chunks."),
-    skip_invalid: bool = typer.Option(False, help="Skip (and count) malformed, duplicate or empty rows instead of stopping."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip (and count) malformed, duplicate or empty rows instead of stopping."),
     index_dir: Optional[Path] = IndexDir,
     batch_size: int = BatchSize,
     device: str = Device,
@@ -37,7 +37,7 @@ def index(
     hnsw_m: Optional[int] = typer.Option(None, help="HNSW links per vector (default 32)."),
     ef_construction: Optional[int] = typer.Option(None, help="HNSW build search depth (default 80, hnsw-pca 200): higher gives better recall, slower builds."),
     reduced_dim: Optional[int] = typer.Option(None, help="hnsw-pca: dimension of the graph's vectors (default a sixth of the model's, at least 32)."),
-    overwrite: bool = typer.Option(False, help="Replace an existing index of that name."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index of that name."),
     no_bm25: bool = typer.Option(False, "--no-bm25", help="Build no BM25 side (then only --mode dense searches it)."),
 ) -> None:
     """Encode CORPUS (resumable: re-run after an interruption) and build a FAISS index."""

@@ -87,8 +87,8 @@ def add(
     dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
     add_bos: Optional[bool] = typer.Option(None, "--add-bos/--no-add-bos", help="Default: when the tokenizer has a BOS."),
     revision: Optional[str] = typer.Option(None, help="Hub revision (commit, tag or branch)."),
-    trust_remote_code: bool = typer.Option(False, help="Allow the model's own Python code to run when loading."),
-    overwrite: bool = typer.Option(False, help="Replace an existing user entry of that name."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the model's own Python code to run when loading."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing user entry of that name."),
 ) -> None:
     """Register a model under NAME (the base is hashed so changes to it are detected)."""
     from arretrieve.registry import Registry
@@ -145,8 +145,8 @@ def export(
 def import_model(
     folder: Path = typer.Argument(..., help="A folder written by `arr models export`."),
     as_name: Optional[str] = typer.Option(None, "--name", help="Register it under another name."),
-    overwrite: bool = typer.Option(False, help="Replace an existing user entry of that name."),
-    trust_remote_code: bool = typer.Option(False, help="Grant the model's own Python code, if its entry asks for it."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing user entry of that name."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Grant the model's own Python code, if its entry asks for it."),
 ) -> None:
     """Register an exported model folder (its weights stay where they are and are hash-checked on load)."""
     from arretrieve.registry import Registry

@@ -27,10 +27,12 @@ def _flag_type(annotation) -> type:
     return annotation
 
 
-def dataclass_options(cls, help_suffix: str = "") -> list[inspect.Parameter]:
+def dataclass_options(cls, help_suffix: str = "", panels: dict[str, str] | None = None,
+                      panel: str | None = None) -> list[inspect.Parameter]:
     """One keyword option per field of `cls` declared with `setting(...)` (its help, its flag
     spelling), defaulting to None so the caller knows what was given; the field's default is shown
-    in the help where it says something (not for booleans, None or a suffixed help)."""
+    in the help where it says something (not for booleans, None or a suffixed help). `panels`
+    (field → help panel) and `panel` (the rest) group them in `--help`."""
     hints = typing.get_type_hints(cls)
     params = []
     for f in dataclasses.fields(cls):
@@ -40,7 +42,8 @@ def dataclass_options(cls, help_suffix: str = "") -> list[inspect.Parameter]:
         hidden = help_suffix or default in (None, dataclasses.MISSING) or isinstance(default, bool)
         shown = "" if hidden else f" (default: {default})"
         flags = [f.metadata["flag"]] if f.metadata.get("flag") else []
-        option = typer.Option(None, *flags, help=f.metadata.get("help", "") + help_suffix + shown, show_default=False)
+        option = typer.Option(None, *flags, help=f.metadata.get("help", "") + help_suffix + shown, show_default=False,
+                              rich_help_panel=(panels or {}).get(f.name, panel))
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                         annotation=Optional[_flag_type(hints[f.name])]))
     return params

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
 from rich.console import Console
 from rich.markup import escape
@@ -23,6 +25,9 @@ class _WarningLine(logging.Handler):
 
 
 def setup_logging() -> None:
+    if not sys.stderr.isatty():  # a log file or a pipe: third-party bars would fill it with \r lines
+        for variable in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+            os.environ.setdefault(variable, "1")
     logger = logging.getLogger("arretrieve")
     logger.setLevel(logging.INFO)
     logger.handlers[:] = [_WarningLine()]

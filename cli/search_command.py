@@ -45,7 +45,7 @@ def search(
     nprobe: Optional[int] = typer.Option(None, min=1, help="IVF lists to visit (IVF index types)."),
     ef_search: Optional[int] = typer.Option(None, min=1, help="HNSW search depth (hnsw, hnsw-pca)."),
     rerank_factor: Optional[int] = typer.Option(None, min=1, help="Re-score k × this many candidates exactly (ivf-pq, hnsw-pca)."),
-    no_collapse: bool = typer.Option(False, help="On a chunked index, list chunks instead of one hit per document."),
+    no_collapse: bool = typer.Option(False, "--no-collapse", help="On a chunked index, list chunks instead of one hit per document."),
     mode: Optional[str] = typer.Option(None, "--mode", help="dense, bm25 or hybrid (default: hybrid when the index has a BM25 side, else dense)."),
     where: Optional[str] = typer.Option(None, "--where", help='Only documents whose metadata match, as JSON: \'{"section": "utils"}\' or \'{"year": {"gte": 2020}}\'.'),
     index_dir: Optional[Path] = IndexDir,
@@ -84,10 +84,14 @@ def search(
                                               ensure_ascii=False) + "\n" for qid, hits in results.items()))
         else:
             write_trec_run(results, output, tag=f"arr-{manifest.name}")
+        if output is not None:
+            console.print(f"wrote the hits of {len(results)} queries to {output}", highlight=False)
         return
     hits = opened.search(query, k, **options)
     if as_json or output:
         _write(output, json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False, indent=2) + "\n")
+        if output is not None:
+            console.print(f"wrote {len(hits)} hits to {output}", highlight=False)
         return
     from rich.table import Table
 

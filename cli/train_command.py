@@ -29,6 +29,7 @@ def train(**values) -> None:
 
     Your own {query, pos[, neg]} pairs: arr train --recipe continue --data pairs.jsonl --name mine.
     The shipped default's chain: arr train --recipe default --data data/debian-desc --name mine.
+    One run from flags: arr train --name mine --objective contrastive --stage align --alignment-data t.jsonl.
     With --recipe, every step of a plan runs in order (run the same command again to resume); without
     it, settings not given as flags come from --config, then --preset, then the defaults.
     """
@@ -101,7 +102,7 @@ def _signature() -> inspect.Signature:
 
     def option(name: str, annotation, *flags: str, help: str) -> inspect.Parameter:
         return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[annotation],
-                                 default=typer.Option(None, *flags, help=help))
+                                 default=typer.Option(None, *flags, help=help, rich_help_panel="Recipe or settings file"))
 
     recipe = [
         option("recipe", str, "--recipe", help="Run a recipe, a plan of steps (a shipped name: "
@@ -113,8 +114,24 @@ def _signature() -> inspect.Signature:
         option("scale", float, "--scale", help="Recipe: this share of every training step's steps and rows (a quick try)."),
     ]
     config = option("config", Path, "--config", help="JSON/TOML/YAML file with any of the settings (flags win).")
-    return inspect.Signature(dataclass_options(TrainConfig) + dataclass_options(StageSettings, " (both stages)")
+    panels = {name: panel for panel, names in _PANELS.items() for name in names}
+    return inspect.Signature(dataclass_options(TrainConfig, panels=panels, panel="Model and data")
+                             + dataclass_options(StageSettings, " (both stages)", panel="Optimisation")
                              + [config] + recipe)
+
+
+# `arr train --help` in groups; a TrainConfig field not named here shows under "Model and data".
+_PANELS = {
+    "LoRA": ("lora", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "train_norm", "state_scale"),
+    "Objective": ("reference_form", "beta", "tau", "in_batch_alignment", "passes", "contrastive_weight",
+                  "temperature", "in_batch_negatives", "pooling", "compression_weight", "reconstruction_weight",
+                  "query_reconstruction_weight"),
+    "Optimisation": ("gradient_accumulation_steps", "warmup_ratio", "scheduler", "weight_decay", "max_grad_norm",
+                     "group_by_length", "gradient_checkpointing", "compile_layers", "dtype", "device", "seed"),
+    "Evaluation while training": ("eval_data", "eval_split", "eval_steps", "probe_data", "probe_split", "probe_pairs",
+                                  "keep_best", "logging_steps", "report_to"),
+    "Run folder": ("output_dir", "save_steps", "resume", "overwrite", "keep_checkpoints"),
+}
 
 
 train.__signature__ = _signature()

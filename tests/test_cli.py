@@ -123,3 +123,22 @@ def test_slow_first_steps_say_so(tmp_path, tiny_llama_dir, caplog):
     assert sum("building its fast query encoder" in m for m in messages) == 1
     assert any("fast query encoder of tiny built in" in m for m in messages)
     assert any("--chunk-words" in m for m in messages)
+
+
+def test_help_has_one_flag_style_and_train_groups_its_options():
+    import re
+
+    for command in (["search"], ["index"], ["models", "add"], ["data", "debian-desc"], ["beir-eval"]):
+        text = runner.invoke(app, [*command, "--help"], terminal_width=200).output
+        assert "--no-no-" not in text and "[default: no-" not in text, command
+    train = runner.invoke(app, ["train", "--help"], terminal_width=200).output
+    panels = re.findall(r"╭─ ([A-Za-z ]+?) ─", train)
+    assert {"Model and data", "LoRA", "Objective", "Optimisation", "Run folder", "Recipe or settings file"} <= set(panels)
+
+
+def test_a_search_written_to_a_file_says_where(tmp_path, tiny_llama_dir):
+    runner.invoke(app, ["models", "add", "tiny", "--base", str(tiny_llama_dir), "--k", "3"])
+    corpus = write_beir_corpus(tmp_path / "c", [{"_id": f"d{i}", "text": s} for i, s in enumerate(SENTENCES)])
+    assert runner.invoke(app, ["index", str(corpus), "--name", "w", "--model", "tiny"]).exit_code == 0
+    ran = runner.invoke(app, ["search", "fonts", "--index", "w", "-o", str(tmp_path / "hits.json")])
+    assert ran.exit_code == 0 and f"wrote {len(SENTENCES)} hits to {tmp_path / 'hits.json'}" in ran.output.replace("\n", "")
