@@ -41,12 +41,13 @@ def _cosines(a, b):
 
 def test_sentence_transformers_folder_gives_our_vectors_for_both_roles(tmp_path, trained_lora):
     folder = export_sentence_transformers(trained_lora, tmp_path / "st")
-    assert not list(folder.rglob("*.py"))  # the module class comes from the installed package
+    assert [p.name for p in folder.rglob("*.py")] == ["autoregembed_encoder.py"]  # the folder carries its module
     modules = json.loads((folder / "modules.json").read_text())
-    assert [m["type"] for m in modules] == ["arretrieve.integrations.sentence_transformers_folder.AutoRegEmbedEncoder"]
+    assert [m["type"] for m in modules] == ["autoregembed_encoder.AutoRegEmbedEncoder"]
     config = json.loads((folder / "config_sentence_transformers.json").read_text())
     assert config["prompts"]["query"] == trained_lora.prompts["query"]
     assert config["prompts"]["document"] == trained_lora.prompts["document"]
+    assert set(config["prompts"]) <= {"query", "document", "symmetric"}  # not training's i_next / i_self
 
     loaded = SentenceTransformer(str(folder), trust_remote_code=True, device="cpu")
     ours = load_embedder(trained_lora, device="cpu")
@@ -107,3 +108,38 @@ def test_mteb_on_a_local_beir_folder_scores_what_beir_eval_scores(tmp_path, tiny
     theirs = results.task_results[0].scores["test"][0]["ndcg_at_10"]
     ours = run_beir_eval([str(SAMPLE)], ["tiny"], output=tmp_path / "results", registry=registry)[0].metrics["NDCG@10"]
     assert theirs == pytest.approx(ours, abs=1e-5) and ours > 0
+
+
+def test_an_exported_folder_loads_where_arretrieve_cannot_be_imported(tmp_path, trained_lora):
+    """As on a machine with only sentence-transformers and transformers: any import of arretrieve
+    fails in that process, and the folder still gives arretrieve's vectors; max_seq_length is settable."""
+    import os
+    import subprocess
+    import sys
+
+    folder = export_sentence_transformers(trained_lora, tmp_path / "st")
+    script = f"""
+import json, sys
+class NoArretrieve:
+    def find_spec(self, name, path=None, target=None):
+        if name == "arretrieve" or name.startswith("arretrieve."):
+            raise ModuleNotFoundError(name)
+sys.meta_path.insert(0, NoArretrieve())
+from sentence_transformers import SentenceTransformer
+model = SentenceTransformer({str(folder)!r}, trust_remote_code=True, device="cpu")
+queries = model.encode_query({SENTENCES!r}).tolist()
+model.max_seq_length = 90
+short = model.encode_document(["a much longer text " * 40]).tolist()
+print(json.dumps({{"queries": queries, "short": short, "imported": sorted(m for m in sys.modules if m.startswith("arretrieve"))}}))
+"""
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    report = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert report["imported"] == []
+    ours = load_embedder(trained_lora, device="cpu")
+    assert _cosines(ours.encode(SENTENCES, role="query"), np.array(report["queries"])).min() >= 0.9999
+    from dataclasses import replace
+
+    cut = load_embedder(replace(trained_lora, max_length=90), device="cpu").encode(["a much longer text " * 40])
+    assert _cosines(cut, np.array(report["short"])).min() >= 0.9999

@@ -1,9 +1,10 @@
-"""A registry model as a folder `SentenceTransformer(folder)` loads (integrations/sentence_transformers_folder.py
-holds the module it loads): an AutoRegEmbed model merged into a plain transformers model, or a
-sentence-transformers base copied with the entry's prompts."""
+"""A registry model as a folder `SentenceTransformer(folder)` loads: an AutoRegEmbed model merged into a
+plain transformers model with the module it needs (integrations/autoregembed_encoder.py, copied in),
+or a sentence-transformers base copied with the entry's prompts."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 from pathlib import Path
@@ -13,16 +14,16 @@ import torch
 from ..errors import ArrError
 from ..home import write_folder_atomic
 # First: it says how to install sentence-transformers where it is missing.
-from ..integrations.sentence_transformers_folder import DEFAULT_PROMPT, AutoRegEmbedEncoder, wrap_model
+from ..integrations.sentence_transformers_folder import DEFAULT_PROMPT, EXPORTED_ROLES, AutoRegEmbedEncoder
 from ..modeling.backbone import local_folder
-from ..registry.model_entry import PROMPT_ROLES, ModelEntry, split_template
+from ..registry.model_entry import ModelEntry, split_template
 from sentence_transformers import SentenceTransformer  # noqa: E402 - after the check above
 
 SOURCE_FILE = "arretrieve_source.json"  # which registry model the folder came from, written last
 
 
 def _prompts(entry: ModelEntry) -> dict[str, str]:
-    return {role: entry.prompts[role] for role in PROMPT_ROLES if role in entry.prompts}
+    return {role: entry.prompts[role] for role in EXPORTED_ROLES if role in entry.prompts}
 
 
 def export_sentence_transformers(entry: ModelEntry, folder: Path, half: bool = False) -> Path:
@@ -57,10 +58,19 @@ def _write_autoregembed(entry: ModelEntry, target: Path, half: bool) -> None:
         causal_lm.get_input_embeddings().weight[ids[0] : ids[-1] + 1] = model.compress_embeddings.detach()
     if half:
         causal_lm.half()
-    module = AutoRegEmbedEncoder(wrap_model(causal_lm, model.tokenizer, entry.num_compress_tokens, entry.add_bos,
-                                            entry.max_length), pooling=entry.pooling)
+    module = AutoRegEmbedEncoder(causal_lm.eval(), model.tokenizer, entry.num_compress_tokens, entry.add_bos,
+                                 entry.max_length, entry.pooling)
     SentenceTransformer(modules=[module], prompts=_prompts(entry), default_prompt_name=DEFAULT_PROMPT,
                         similarity_fn_name="cosine").save(str(target), create_model_card=False)
+    # The folder carries the module's code and names it by its file, so it loads without arretrieve.
+    code = Path(inspect.getfile(AutoRegEmbedEncoder))
+    shutil.copyfile(code, target / code.name)
+    modules_file = target / "modules.json"
+    modules = json.loads(modules_file.read_text(encoding="utf-8"))
+    for module_record in modules:
+        if module_record["type"].endswith(".AutoRegEmbedEncoder"):
+            module_record["type"] = f"{code.stem}.AutoRegEmbedEncoder"
+    modules_file.write_text(json.dumps(modules, indent=2) + "\n", encoding="utf-8")
 
 
 def _copy_sentence_transformer(entry: ModelEntry, target: Path) -> None:
