@@ -104,3 +104,20 @@ def test_texts_without_any_token_build_a_bm25_that_matches_nothing():
 
     scores, rows = search_bm25(build_bm25(["x", "a of the"]), ["x"], depth=2, count=2)
     assert (rows == -1).all()
+
+
+def test_bm25_stems_and_an_index_from_before_stemming_keeps_searching_unstemmed(tmp_path):
+    from arretrieve.index.lexical import SETTINGS_FILE, build_bm25, load_bm25, save_bm25, search_bm25
+
+    texts = ["a yaml parser for python", "fonts for the console"]
+    stemmed = build_bm25(texts)
+    assert search_bm25(stemmed, ["parsers"], 1, 2)[1][0][0] == 0  # parsers → parser
+    save_bm25(stemmed, tmp_path / "new")
+    assert json.loads((tmp_path / "new" / SETTINGS_FILE).read_text()) == {"stemmer": "english"}
+    assert load_bm25(tmp_path / "new").arr_stemmer == "english"
+    save_bm25(build_bm25(texts, None), tmp_path / "old")
+    (tmp_path / "old" / SETTINGS_FILE).unlink()  # as an index built before stemming was saved
+    old = load_bm25(tmp_path / "old")
+    assert old.arr_stemmer is None
+    assert (search_bm25(old, ["parsers"], 1, 2)[1] == -1).all()  # its vocabulary holds "parser" unstemmed
+    assert search_bm25(old, ["parser"], 1, 2)[1][0][0] == 0

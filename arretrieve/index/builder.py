@@ -25,7 +25,7 @@ from ..registry import Registry
 from .docstore import DOCS_FILE, DocStore, append_documents
 from .faiss_index import (TRAINED_TYPES, IndexSpec, create_index, faiss_module, plan_index, training_sample,
                           write_faiss_index)
-from .lexical import build_bm25, save_bm25
+from .lexical import BM25_SETTINGS, bm25_stemmer, build_bm25, save_bm25
 from .manifest import MANIFEST_FILE, IndexManifest, model_for_index
 from .store import IndexStore
 
@@ -63,10 +63,10 @@ def _corpus_record(corpus: Path, source: CorpusSource, job: EncodeJob, label: st
             "documents": scan.documents, "skipped": sum(scan.skipped.values())}
 
 
-def _write_bm25(folder: Path, texts: list[str], generation: int) -> str:
+def _write_bm25(folder: Path, texts: list[str], generation: int, stemmer: str | None = BM25_SETTINGS["stemmer"]) -> str:
     """BM25 over the rows' title and text, in the folder's `bm25-<generation>/`; returns its name."""
     name = f"bm25-{generation}"
-    save_bm25(build_bm25(texts), folder / name)
+    save_bm25(build_bm25(texts, stemmer), folder / name)
     return name
 
 
@@ -290,7 +290,8 @@ def _add(corpus: Path, folder: Path, encoding: EncodingOptions, registry: Regist
             write_faiss_index(index, folder / new_files["index"])
             np.save(folder / new_files["offsets"], np.concatenate([np.asarray(docstore.offsets), new_offsets]))
             if texts is not None:
-                _write_bm25(folder, texts, generation)
+                # The index's own stemming (none, for one built before it): rebuilt otherwise only on request.
+                _write_bm25(folder, texts, generation, bm25_stemmer(folder / old_files["bm25"]))
             if "deleted" in new_files:
                 save_npy_atomic(folder / new_files["deleted"], np.array(sorted(replaced), dtype=np.int64))
             added = replace(manifest, files={**old_files, **new_files}, generation=generation,

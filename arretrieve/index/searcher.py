@@ -20,9 +20,9 @@ from .filters import check_where, matching_rows
 from .lexical import FUSION_DEPTH, MODES, fuse, load_bm25, search_bm25
 from .manifest import IndexManifest, model_for_index
 
-# Hybrid search: weighted score fusion with this weight on the dense side, chosen on Debian dev
-# (BENCHMARKS.md, hybrid search); the default mode of an index that has a BM25 side.
-HYBRID = {"fusion": "weighted", "weight": 0.7}
+# Hybrid search: weighted score fusion with this weight on the dense side, chosen on Debian dev with
+# the stemmed BM25 (docs/studies/bm25-stemming.md); the default mode of an index that has a BM25 side.
+HYBRID = {"fusion": "weighted", "weight": 0.6}
 DEFAULT_MODE = "hybrid"
 
 
