@@ -24,12 +24,18 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path, tiny_llama_dir):
+def _tiny_default_with_index(tiny_llama_dir) -> "arretrieve.Registry":
+    """The tiny model as the registry's default, and index "one" of SENTENCES built with it."""
     registry = arretrieve.Registry()
     registry.add(tiny_entry(tiny_llama_dir, name="tiny"))
     registry.set_default("tiny")
     arretrieve.Index.build(SENTENCES, name="one")
+    return registry
+
+
+@pytest.fixture
+def server(tmp_path, tiny_llama_dir):
+    _tiny_default_with_index(tiny_llama_dir)
     arretrieve.Index.build(SENTENCES[:3], ids=["a", "b", "c"], name="two")
     port = _free_port()
     log = open(tmp_path / "server.log", "w")
@@ -116,10 +122,7 @@ def in_process(tmp_path, tiny_llama_dir):
     from arretrieve.index import IndexStore
     from arretrieve.server import ServedIndexes, ServerLimits, create_app
 
-    registry = arretrieve.Registry()
-    registry.add(tiny_entry(tiny_llama_dir, name="tiny"))
-    registry.set_default("tiny")
-    arretrieve.Index.build(SENTENCES, name="one")
+    registry = _tiny_default_with_index(tiny_llama_dir)
     running = []
 
     def start(limits=ServerLimits(), host="127.0.0.1", token=None):

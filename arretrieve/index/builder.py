@@ -210,11 +210,7 @@ def delete_from_index(ids: Iterable[str], *, name: str | Path | None = None, sto
     with store.writing(folder.name):
         manifest = IndexManifest.load(folder)
         docstore = DocStore(folder, manifest.files["offsets"], manifest.count, manifest.docs_bytes)
-        hidden = set(manifest.deleted_rows(folder).tolist())
-        rows_of: dict[str, list[int]] = {}
-        for row, (_, parent) in enumerate(docstore.iter_ids()):
-            if row not in hidden:
-                rows_of.setdefault(parent, []).append(row)
+        hidden, rows_of = _live_rows(folder, manifest, docstore)
         missing = [i for i in wanted if i not in rows_of]
         if missing and not missing_ok:
             raise ArrError(f"{len(missing)} of the ids to delete are not in index {manifest.name!r} "
@@ -223,6 +219,16 @@ def delete_from_index(ids: Iterable[str], *, name: str | Path | None = None, sto
         if not rows:
             return manifest
         return _commit_deletes(folder, manifest, hidden | set(rows))
+
+
+def _live_rows(folder: Path, manifest: IndexManifest, docstore: DocStore) -> tuple[set[int], dict[str, list[int]]]:
+    """The rows deletes hid, and each live document's rows (all its chunks)."""
+    hidden = set(manifest.deleted_rows(folder).tolist())
+    rows_of: dict[str, list[int]] = {}
+    for row, (_, parent) in enumerate(docstore.iter_ids()):
+        if row not in hidden:
+            rows_of.setdefault(parent, []).append(row)
+    return hidden, rows_of
 
 
 def _commit_deletes(folder: Path, manifest: IndexManifest, rows: set[int]) -> IndexManifest:
@@ -252,11 +258,7 @@ def _add(corpus: Path, folder: Path, encoding: EncodingOptions, registry: Regist
                           metadata_fields)
     encoding = replace(encoding, dtype=manifest.encoder["dtype"])  # new vectors must match the old ones
     docstore = DocStore(folder, manifest.files["offsets"], manifest.count, manifest.docs_bytes)
-    hidden = set(manifest.deleted_rows(folder).tolist())
-    rows_of: dict[str, list[int]] = {}
-    for row, (_, parent) in enumerate(docstore.iter_ids()):
-        if row not in hidden:
-            rows_of.setdefault(parent, []).append(row)
+    hidden, rows_of = _live_rows(folder, manifest, docstore)
     clashes = list(dict.fromkeys(d.doc_id for d in source.documents() if d.doc_id in rows_of))
     if clashes and not upsert:
         raise ArrError(f"{len(clashes)} documents of {corpus} are already in index {manifest.name!r} (e.g. {clashes[0]!r}); "
