@@ -121,17 +121,23 @@ class Index:
         from .index.builder import add_to_index
 
         registry = self._open["registry"] or Registry()
+        if metadata:  # stored under the index's own fields and these rows' ones
+            known = set(self.manifest.encoder.get("metadata_fields") or ())
+            fields = sorted(known | {key for row in metadata if isinstance(row, dict) for key in row})
+            encoding = replace(encoding or EncodingOptions(), metadata_fields=tuple(fields))
+        loaded = self.searcher._embedder  # the model already loaded encodes the new rows
         if isinstance(corpus, (str, Path)):
             if ids is not None or titles is not None or metadata is not None:
                 raise ArrError("ids=, titles= and metadata= go with texts given in Python; a corpus file has its own")
-            add_to_index(Path(corpus), name=self.searcher.folder, encoding=encoding, registry=registry, upsert=upsert)
+            add_to_index(Path(corpus), name=self.searcher.folder, encoding=encoding, registry=registry, upsert=upsert,
+                         embedder=loaded)
         else:
             if ids is None:
                 raise ArrError("texts added to an index need their ids (ids=...): the default 0, 1, … would repeat")
             with tempfile.TemporaryDirectory() as scratch:
                 path = _write_texts(Path(scratch) / "texts.jsonl", corpus, ids, titles, metadata)
                 add_to_index(path, name=self.searcher.folder, encoding=encoding, registry=registry, upsert=upsert,
-                             corpus_label="texts given in Python")
+                             corpus_label="texts given in Python", embedder=loaded)
         return self._reopen()
 
     def _reopen(self) -> Index:

@@ -328,3 +328,30 @@ def test_where_reaches_the_search_from_both_requests(in_process):
     assert httpx.get(url + "/search", params={"q": "fonts", "where": "{not json"}).status_code == 422
     bad = httpx.post(url + "/search", json={"queries": ["fonts"], "where": {"year": {"about": 1}}})
     assert bad.status_code == 400 and "unknown operator" in bad.json()["error"]
+
+
+def test_add_upsert_and_delete_over_http_with_the_served_model(in_process, monkeypatch):
+    import arretrieve.encoding as encoding
+
+    url, _ = in_process(token="t")
+    auth = {"authorization": "Bearer t"}
+    loads = []
+    real = encoding.load_embedder
+    monkeypatch.setattr(encoding, "load_embedder", lambda *a, **k: loads.append(1) or real(*a, **k))
+    new = {"documents": [{"id": "n1", "text": "a brand new yaml document", "metadata": {"kind": "new"}}]}
+    assert httpx.post(url + "/add", json=new).status_code == 401  # writes need the token too
+    added = httpx.post(url + "/add", json=new, headers=auth, timeout=60).json()
+    assert added["count"] == len(SENTENCES) + 1 and added["index"] == "one"
+    hits = httpx.get(url + "/search", params={"q": "brand new yaml", "where": '{"kind": "new"}'}, headers=auth).json()
+    assert [h["id"] for h in hits] == ["n1"] and hits[0]["metadata"] == {"kind": "new"}
+    clash = httpx.post(url + "/add", json=new, headers=auth)
+    assert clash.status_code == 400 and "upsert replaces them" in clash.json()["error"]
+    replaced = {"documents": [{"id": "n1", "text": "replaced text"}], "upsert": True}
+    assert httpx.post(url + "/add", json=replaced, headers=auth, timeout=60).json()["count"] == len(SENTENCES) + 1
+    assert httpx.get(url + "/doc/n1", headers=auth).json()["text"] == "replaced text"
+    gone = httpx.post(url + "/delete", json={"ids": ["n1", "0"]}, headers=auth).json()
+    assert gone["count"] == len(SENTENCES) - 1
+    assert httpx.get(url + "/doc/0", headers=auth).status_code == 404
+    refused = httpx.post(url + "/delete", json={"ids": ["nope"]}, headers=auth)
+    assert refused.status_code == 400 and "nothing was deleted" in refused.json()["error"]
+    assert loads == []  # the served model encoded the new rows: none loaded again

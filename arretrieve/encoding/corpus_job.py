@@ -212,8 +212,9 @@ class EncodingOptions:
     show_progress: bool = False
 
 
-def encode_corpus(source: CorpusSource, entry, options: EncodingOptions) -> EncodeJob:
-    """Encode every document into cached shards, resuming (or reusing) a job with the same settings."""
+def encode_corpus(source: CorpusSource, entry, options: EncodingOptions, embedder=None) -> EncodeJob:
+    """Encode every document into cached shards, resuming (or reusing) a job with the same settings.
+    `embedder`: a model of this entry already loaded (a server's), used instead of loading another."""
     from ..runtime import dtype_name, progress_bar, resolve_device, resolve_dtype
     from . import load_embedder
 
@@ -234,7 +235,8 @@ def encode_corpus(source: CorpusSource, entry, options: EncodingOptions) -> Enco
     if len(devices) > 1:
         encode_on_devices(job, source, entry, dtype, devices, options.batch_size)
         return job
-    embedder = load_embedder(entry, device=devices[0], dtype=dtype)
+    if embedder is None or embedder.entry.fingerprint != entry.fingerprint or dtype_name(embedder.dtype) != dtype:
+        embedder = load_embedder(entry, device=devices[0], dtype=dtype)
     if not options.show_progress:
         job.encode(source, embedder, options.batch_size)
         return job

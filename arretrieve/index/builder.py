@@ -178,6 +178,7 @@ def add_to_index(
     registry: Registry | None = None,
     upsert: bool = False,
     corpus_label: str | None = None,
+    embedder=None,
 ) -> IndexManifest:
     """Encode new documents with the index's own model and append them. No id may repeat, unless
     `upsert`: then a document whose id is in the index replaces it, in the same commit."""
@@ -185,7 +186,7 @@ def add_to_index(
     store, registry = store or IndexStore(), registry or Registry()
     folder = _folder(store, name)
     with store.writing(folder.name):
-        return _add(Path(corpus), folder, encoding, registry, upsert, corpus_label)
+        return _add(Path(corpus), folder, encoding, registry, upsert, corpus_label, embedder)
 
 
 def _folder(store: IndexStore, name: str | Path | None) -> Path:
@@ -248,7 +249,7 @@ def _commit_deletes(folder: Path, manifest: IndexManifest, rows: set[int]) -> In
 
 
 def _add(corpus: Path, folder: Path, encoding: EncodingOptions, registry: Registry,
-         upsert: bool = False, corpus_label: str | None = None) -> IndexManifest:
+         upsert: bool = False, corpus_label: str | None = None, embedder=None) -> IndexManifest:
     manifest = IndexManifest.load(folder)  # under the lock: a writer before us has committed
     entry = model_for_index(manifest, registry)
     chunking = manifest.encoder.get("chunking")
@@ -264,7 +265,7 @@ def _add(corpus: Path, folder: Path, encoding: EncodingOptions, registry: Regist
         raise ArrError(f"{len(clashes)} documents of {corpus} are already in index {manifest.name!r} (e.g. {clashes[0]!r}); "
                        "upsert replaces them")
     replaced = hidden | {r for doc_id in clashes for r in rows_of[doc_id]}
-    job = encode_corpus(source, entry, encoding)
+    job = encode_corpus(source, entry, encoding, embedder)
 
     faiss = faiss_module()
     index = faiss.read_index(str(folder / manifest.files["index"]))

@@ -140,6 +140,31 @@ def encode_models(limits: ServerLimits) -> tuple[type[BaseModel], type[BaseModel
     return encode, similarity
 
 
+class DocumentIn(BaseModel):
+    id: str = Field(min_length=1)
+    text: str
+    title: str = ""
+    metadata: dict[str, str | int | float | bool | None] | None = Field(
+        None, description="fields stored for where= filters")
+
+
+def write_models(limits: ServerLimits) -> tuple[type[BaseModel], type[BaseModel]]:
+    """The /add and /delete request models, with this server's caps."""
+    add = create_model("AddRequest", index=_INDEX_FIELD,
+                       documents=(list[DocumentIn], Field(min_length=1, max_length=limits.max_batch)),
+                       upsert=(bool, Field(False, description="a document whose id is in the index replaces it")))
+    delete = create_model("DeleteRequest", index=_INDEX_FIELD,
+                          ids=(list[Annotated[str, Field(min_length=1)]], Field(min_length=1)),
+                          missing_ok=(bool, Field(False, description="ids not in the index are ignored, not refused")))
+    return add, delete
+
+
+class WriteOut(BaseModel):
+    index: str
+    count: int = Field(description="documents (chunks, in a chunked index) a search can return now")
+    generation: int
+
+
 class EncodeOut(BaseModel):
     model: str
     dim: int
@@ -299,6 +324,17 @@ class ServedIndexes:
             raise HTTPException(404, f"no model {name!r} is served (served: {', '.join(loaded)})")
         return loaded[name]
 
+    async def write(self, name: str, change: Callable[[Index], object], count: int) -> WriteOut:
+        """An add, upsert or delete of a served index, on the model thread (its model encodes the
+        rows); the index then serves the new generation, which it has opened itself."""
+        def run() -> WriteOut:
+            index = self._current(name)
+            change(index)
+            self._opened[name] = self._generation(name)
+            return WriteOut(index=name, count=len(index), generation=index.manifest.generation)
+
+        return await self.on_model_thread(run, count)
+
     async def on_model_thread(self, function: Callable[[], object], count: int = 1):
         """Any other model call, queued and bounded like a search of `count` queries."""
         self._admit(count)
@@ -354,6 +390,7 @@ def create_app(indexes: ServedIndexes, token: str | None = None) -> "GuardedApp"
     limits = indexes.limits
     SearchQuery, SearchBatch = request_models(limits)
     EncodeRequest, SimilarityRequest = encode_models(limits)
+    AddRequest, DeleteRequest = write_models(limits)
     app = FastAPI(title="arretrieve", version=__version__, docs_url=None, redoc_url=None,
                   description="Dense retrieval over arretrieve indexes: each index's model is loaded once.")
     _offline_docs(app)
@@ -424,6 +461,25 @@ def create_app(indexes: ServedIndexes, token: str | None = None) -> "GuardedApp"
         if found is None:
             raise HTTPException(404, f"no document {doc_id!r} in index {indexes.pick(index)!r}")
         return DocumentOut(id=found.id, title=found.title, text=found.text, parent=found.doc_id)
+
+    @app.post("/add")
+    async def add(body: AddRequest) -> WriteOut:
+        """Encode and append documents (with `upsert`, replacing those of the same ids), in one commit."""
+        name = indexes.pick(body.index)
+        documents = body.documents
+        metadata = [d.metadata or {} for d in documents] if any(d.metadata for d in documents) else None
+
+        def change(index: Index) -> None:
+            (index.upsert if body.upsert else index.add)([d.text for d in documents], ids=[d.id for d in documents],
+                                                         titles=[d.title for d in documents], metadata=metadata)
+
+        return await indexes.write(name, change, len(documents))
+
+    @app.post("/delete")
+    async def delete(body: DeleteRequest) -> WriteOut:
+        """Remove documents by id, in one commit."""
+        return await indexes.write(indexes.pick(body.index),
+                                   lambda index: index.delete(body.ids, missing_ok=body.missing_ok), 1)
 
     @app.post("/encode")
     async def encode(body: EncodeRequest) -> EncodeOut:
