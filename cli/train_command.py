@@ -33,7 +33,7 @@ def train(**values) -> None:
     With --recipe, every step of a plan runs in order (run the same command again to resume); without
     it, settings not given as flags come from --config, then --preset, then the defaults.
     """
-    from arretrieve.training import build_config, read_config_file, train as run_training
+    from arretrieve.training import build_config, read_config_file  # no torch: settings are checked first
 
     config_file = values.pop("config")
     recipe = {key: values.pop(key) for key in ("recipe", "data", "until", "start", "scale")}
@@ -60,6 +60,8 @@ def train(**values) -> None:
 
         raise ArrError(f"{', '.join(unused)} belong to --recipe")
     settings = build_config(read_config_file(config_file) if config_file else {}, flags, config_file)
+    from arretrieve.training import train as run_training
+
     result = run_training(settings, show_progress=True)
     if not result.registered:  # a non-main torchrun process: rank 0 reports
         return

@@ -142,3 +142,12 @@ def test_a_search_written_to_a_file_says_where(tmp_path, tiny_llama_dir):
     assert runner.invoke(app, ["index", str(corpus), "--name", "w", "--model", "tiny"]).exit_code == 0
     ran = runner.invoke(app, ["search", "fonts", "--index", "w", "-o", str(tmp_path / "hits.json")])
     assert ran.exit_code == 0 and f"wrote {len(SENTENCES)} hits to {tmp_path / 'hits.json'}" in ran.output.replace("\n", "")
+
+
+def test_a_bad_training_setting_is_refused_before_torch_loads():
+    script = ("import sys; sys.argv = ['arr', 'train', '--name', 'x', '--objective', 'nope']\n"
+              "from arretrieve.cli.app import main\n"
+              "try:\n    main()\nexcept SystemExit:\n    pass\n"
+              "print('torch' in sys.modules)")
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert "objective must be one of" in ran.stderr and ran.stdout.strip() == "False", ran.stderr
