@@ -138,9 +138,9 @@ def bar_chart(records: Sequence[EvalRecord], path: Path, metric: str = "NDCG@10"
     axes.set_xticks(np.arange(len(datasets)) + width * (len(models) - 1) / 2, datasets)
     axes.set_ylabel(metric)
     axes.set_ylim(0, 1)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
+    # Beside the axes, not over them: with several models a legend inside covered the bars.
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
     return path
