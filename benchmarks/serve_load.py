@@ -4,6 +4,7 @@
     python benchmarks/serve_load.py --requests 200 --max-seconds 120 --concurrency 1 --concurrency 8
     python benchmarks/serve_load.py --concurrency 1 --beside 64   # a lone client beside 64 loaders
     python benchmarks/serve_load.py --batch-gain                  # + 64 queued queries: one by one vs one batch
+    python benchmarks/serve_load.py --concurrency 1 --auth        # without the token, then with it, back to back
 
 Builds (once) an index of `examples/debian-sample` with the model in a scratch index folder under
 $ARR_HOME, starts `arr serve` on a free loopback port, sends k=10 GET /search requests with the
@@ -13,7 +14,9 @@ Target (issue 14): p50 < 50 ms at concurrency 1 on this CPU. `--beside N` then t
 sending requests one after another while N others send theirs as fast as they are answered (after
 a 503 they wait its Retry-After, as a well-behaved client does), the server with its default
 `ServerLimits`; extra arguments
-after `--` go to `arr serve` (e.g. `-- --max-queued 100000` to lift the queue bound).
+after `--` go to `arr serve` (e.g. `-- --max-queued 100000` to lift the queue bound). `--auth` runs
+the same levels twice, on a server without a token and then on one with a token (every request
+carrying `Authorization: Bearer …`), so the cost of the check is read from one run.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import socket
 import subprocess
 import sys
@@ -40,9 +44,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _level(httpx, url: str, queries: list[str], concurrency: int, requests: int, max_seconds: float) -> dict:
+def _level(httpx, url: str, queries: list[str], concurrency: int, requests: int, max_seconds: float,
+           headers: dict[str, str]) -> dict:
     deadline = time.monotonic() + max_seconds
-    client = httpx.Client(timeout=60)
+    client = httpx.Client(timeout=60, headers=headers)
 
     def one(i: int) -> float | None:
         if time.monotonic() > deadline:
@@ -62,14 +67,15 @@ def _level(httpx, url: str, queries: list[str], concurrency: int, requests: int,
             "p99_ms": round(float(np.percentile(ms, 99)), 1), "qps": round(len(latencies) / wall, 1)}
 
 
-def _beside(httpx, url: str, queries: list[str], loaders: int, requests: int, max_seconds: float) -> dict:
+def _beside(httpx, url: str, queries: list[str], loaders: int, requests: int, max_seconds: float,
+            headers: dict[str, str]) -> dict:
     """One client's latencies while `loaders` others keep the server busy."""
     import threading
 
     stop, counts, lock = threading.Event(), {"ok": 0, "busy": 0}, threading.Lock()
 
     def load(seed: int) -> None:
-        with httpx.Client(timeout=120) as client:
+        with httpx.Client(timeout=120, headers=headers) as client:
             i = seed
             while not stop.is_set():
                 response = client.get(url, params={"q": queries[i % len(queries)], "k": 10})
@@ -84,7 +90,7 @@ def _beside(httpx, url: str, queries: list[str], loaders: int, requests: int, ma
         thread.start()
     time.sleep(3)  # let the queue fill
     latencies, refused, deadline = [], 0, time.monotonic() + max_seconds
-    with httpx.Client(timeout=120) as client:
+    with httpx.Client(timeout=120, headers=headers) as client:
         for i in range(requests):
             if time.monotonic() > deadline:
                 break
@@ -124,6 +130,46 @@ def _batch_gain(store, name: str, queries: list[str], repeats: int = 3) -> dict:
             "ratio": round(min(single) / min(batch), 2)}
 
 
+def _serve_and_load(httpx, store, name: str, queries: list[str], args, token: str | None) -> dict:
+    """Start `arr serve` (with `token`, if given) on a free loopback port, time the levels, stop it."""
+    from arretrieve.server.limits import TOKEN_VARIABLE
+
+    port = _free_port()
+    env = {**os.environ, "ARR_INDEXES": str(store.root)}
+    env.pop(TOKEN_VARIABLE, None)
+    if token:
+        env[TOKEN_VARIABLE] = token
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    server = subprocess.Popen([sys.executable, "-m", "arretrieve.cli.app", "serve", "--index", name, "--port", str(port),
+                               *args.serve_args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/search"
+    try:
+        started = time.monotonic()
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if server.poll() is not None or time.monotonic() - started > 300:
+                raise SystemExit("the server did not start")
+            time.sleep(0.3)
+        startup = round(time.monotonic() - started, 1)
+        if token:  # the check is really on: a request without the token is refused
+            if httpx.get(url, params={"q": queries[0], "k": 10}, timeout=60).status_code != 401:
+                raise SystemExit("the server answered a request without its token")
+        for query in queries[:10]:  # warm-up: first-call allocations, oneDNN kernel selection
+            httpx.get(url, params={"q": query, "k": 10}, headers=headers, timeout=60).raise_for_status()
+        levels = [_level(httpx, url, queries, c, args.requests, args.max_seconds, headers)
+                  for c in (args.concurrency or [1, 8])]
+        beside = (_beside(httpx, url, queries, args.beside, args.requests, args.max_seconds, headers)
+                  if args.beside else None)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return {"token": bool(token), "server_startup_s": startup, "levels": levels, "beside": beside}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="registry name (default: the registry's default)")
@@ -135,6 +181,8 @@ def main() -> None:
     parser.add_argument("--batch-gain", action="store_true",
                         help="also time, in this process, 64 queries searched one by one and as the one batch "
                              "the server's model thread makes of queued requests")
+    parser.add_argument("--auth", action="store_true",
+                        help="run the levels without a token, then on a server with one (requests carry it)")
     parser.add_argument("serve_args", nargs="*", help="after --: more `arr serve` arguments")
     args = parser.parse_args()
 
@@ -152,33 +200,10 @@ def main() -> None:
         build_index(Path(args.corpus), name=name, model=entry.name, store=store)
     queries = list(read_queries(Path(args.corpus) / "queries.jsonl").values())
     batch_gain = _batch_gain(store, name, queries[:64]) if args.batch_gain else None
-    port = _free_port()
-    env = {**os.environ, "ARR_INDEXES": str(store.root)}
-    server = subprocess.Popen([sys.executable, "-m", "arretrieve.cli.app", "serve", "--index", name, "--port", str(port),
-                               *args.serve_args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/search"
-    try:
-        started = time.monotonic()
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.monotonic() - started > 300:
-                raise SystemExit("the server did not start")
-            time.sleep(0.3)
-        startup = round(time.monotonic() - started, 1)
-        for query in queries[:10]:  # warm-up: first-call allocations, oneDNN kernel selection
-            httpx.get(url, params={"q": query, "k": 10}, timeout=60).raise_for_status()
-        levels = [_level(httpx, url, queries, c, args.requests, args.max_seconds) for c in (args.concurrency or [1, 8])]
-        beside = _beside(httpx, url, queries, args.beside, args.requests, args.max_seconds) if args.beside else None
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    runs = [_serve_and_load(httpx, store, name, queries, args, token) for token in
+            ([None, secrets.token_urlsafe(32)] if args.auth else [None])]
     print(json.dumps({"model": entry.name, "corpus": args.corpus, "serve_args": args.serve_args,
-                      "server_startup_s": startup, "levels": levels, "beside": beside,
-                      "batch_gain": batch_gain,
+                      "runs": runs, "batch_gain": batch_gain,
                       "machine": platform.node(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}, indent=2))
 
 
