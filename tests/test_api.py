@@ -177,6 +177,24 @@ def test_add_upsert_delete_and_get_keep_both_sides_in_step(tmp_path, tiny_defaul
     assert len(reopened) == 4 and reopened.get("d").text == SENTENCES[3]
 
 
+def test_deletes_that_fill_the_first_search_depth_are_searched_past(tmp_path, tiny_default):
+    """The 20 documents nearest a query deleted from 200: the first pass (21 places) finds one live
+    document, so the search goes deeper and returns the exact top 10 of the live ones, in the API
+    and in the evaluation path alike."""
+    texts = [f"package {i} provides {SENTENCES[i % 6].lower()} number {i * 7 % 13}" for i in range(200)]
+    ids = [f"p{i}" for i in range(200)]
+    index = arretrieve.Index.build(texts, ids=ids, name="many", index_dir=tmp_path, index_type="flat")
+    query = texts[3]
+    vectors = index.searcher.embedder.encode(texts, role="document")
+    scores = vectors @ index.searcher.embedder.encode([query], role="query")[0]
+    order = [ids[r] for r in np.argsort(-scores, kind="stable")]
+    index.delete(order[:20])
+    assert index.searcher._first_depth(10, False, 180) == 21
+    expected = order[20:30]
+    assert [h.id for h in index.search(query, k=10, mode="dense")] == expected
+    assert [i for i, _ in index.searcher.search_ids([query], 10)[0]] == expected
+
+
 def test_a_delete_or_upsert_killed_before_its_commit_leaves_the_index_as_it_was(tmp_path, tiny_default, monkeypatch):
     from arretrieve.index.manifest import IndexManifest
 

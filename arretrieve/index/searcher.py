@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -217,12 +218,28 @@ class Searcher:
         return excluded, int(len(excluded) - excluded.sum())
 
     def _first_depth(self, k: int, collapse: bool, allowed: int) -> int:
-        """How deep to search first: deeper by the share of rows excluded, so that one pass usually
-        finds k of the allowed rows (the loop in `search` goes deeper when it does not)."""
+        """How deep to search first: k (4k where chunks collapse into documents) widened by the share
+        of rows excluded, plus a margin of about two standard deviations of how many excluded rows
+        land in the top places, so that one pass usually finds k allowed rows; `_deepening` goes
+        deeper when it does not. Every place searched widens an HNSW graph search, so not deeper."""
         depth = k * 4 if collapse else k
         if allowed < self.manifest.count:
-            depth = int(depth * self.manifest.count / max(allowed, 1)) + (self.manifest.count - allowed) // 100 + 1
+            depth = math.ceil((depth + 2 * math.sqrt(depth) + 2) * self.manifest.count / max(allowed, 1))
         return min(depth, self.manifest.count)
+
+    def _deepening(self, queries: Sequence[str], query_vectors: np.ndarray | None, k: int, mode: str,
+                   excluded: np.ndarray | None, allowed: int, collapse: bool, results_of) -> list:
+        """`results_of(scores, rows)` per query from a search `_first_depth` deep, searched again four
+        times deeper while a query has fewer than k (or all the allowed) results: excluded rows and
+        chunks of one document use up places."""
+        depth = self._first_depth(k, collapse, allowed)
+        while True:
+            scores, rows = self._ranked(queries, query_vectors, depth, mode, excluded)
+            results = [results_of(s, r) for s, r in zip(scores, rows)]
+            short = any(len(found) < min(k, allowed) for found in results)
+            if not ((collapse or excluded is not None) and short and depth < self.manifest.count):
+                return results
+            depth = min(depth * 4, self.manifest.count)
 
     def _query_vectors(self, queries: Sequence[str], mode: str, batch_size: int = 32) -> np.ndarray | None:
         return None if mode == "bm25" else self.embedder.encode(list(queries), role="query", batch_size=batch_size)
@@ -238,15 +255,8 @@ class Searcher:
         collapse = self.chunked if collapse is None else collapse
         excluded, allowed = self._excluded(options.where)
         with self._search_settings(options.search_params()):
-            query_vectors = self._query_vectors(queries, mode)
-            depth = self._first_depth(k, collapse, allowed)
-            while True:
-                scores, rows = self._ranked(queries, query_vectors, depth, mode, excluded)
-                results = [self._hits(s, r, k, collapse) for s, r in zip(scores, rows)]
-                short = any(len(h) < min(k, allowed) for h in results)
-                if not ((collapse or excluded is not None) and short and depth < self.manifest.count):
-                    return results
-                depth = min(depth * 4, self.manifest.count)
+            return self._deepening(queries, self._query_vectors(queries, mode), k, mode, excluded, allowed, collapse,
+                                   lambda scores, rows: self._hits(scores, rows, k, collapse))
 
     @contextlib.contextmanager
     def _search_settings(self, overrides: dict[str, int]) -> Iterator[None]:
@@ -286,11 +296,9 @@ class Searcher:
                    batch_size: int = 32) -> list[list[tuple[str, float]]]:
         """(document id, score) per query without reading texts: what evaluation needs."""
         mode = self._check_mode(mode)
-        depth = min(k + len(self.hidden), self.manifest.count)  # enough to leave k live rows
-        scores, rows = self._ranked(queries, self._query_vectors(queries, mode, batch_size), depth, mode,
-                                    self._hidden_mask)
-        return [[(self.ids[r], float(s)) for s, r in zip(row_scores, row_ids) if r >= 0][:k]
-                for row_scores, row_ids in zip(scores, rows)]
+        return self._deepening(queries, self._query_vectors(queries, mode, batch_size), k, mode, self._hidden_mask,
+                               self.live_count, False,
+                               lambda scores, rows: [(self.ids[r], float(s)) for s, r in zip(scores, rows) if r >= 0][:k])
 
     def _hits(self, scores: np.ndarray, rows: np.ndarray, k: int, collapse: bool) -> list[Hit]:
         keep = [(float(s), int(r)) for s, r in zip(scores, rows) if r >= 0]
