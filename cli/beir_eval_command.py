@@ -29,7 +29,12 @@ def beir_eval(
     """Evaluate retrieval with BEIR metrics; corpus vectors are cached, so a second run is fast."""
     from arretrieve.evaluation import DEFAULT_DATASETS, bar_chart, markdown_table, run_beir_eval
     from arretrieve.encoding import EncodingOptions
+    from arretrieve.errors import ArrError
+    from arretrieve.plotting import MISSING, plots_available
     from arretrieve.registry import Registry
+
+    if plot and not plots_available():  # refused before the evaluation, not after it
+        raise ArrError(f"--plot: {MISSING}")
 
     registry = Registry()
     names = [m.strip() for m in models.split(",") if m.strip()] if models else [registry.default_name]

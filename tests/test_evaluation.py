@@ -123,11 +123,35 @@ def test_missing_files_and_unknown_names(tmp_path, registry):
 
 
 def test_offline_download_says_to_pass_a_folder(monkeypatch):
-    from beir import util
+    import urllib.error
+    import urllib.request
 
-    def no_network(url, out_dir):
-        raise ConnectionError("no route to host")
+    def no_network(url, timeout):
+        raise urllib.error.URLError("no route to host")
 
-    monkeypatch.setattr(util, "download_and_unzip", no_network)
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
     with pytest.raises(ArrError, match="cannot download the BEIR dataset 'scifact'.*pass the folder"):
         load_dataset("scifact")
+
+
+def test_a_beir_name_is_downloaded_once_and_a_bad_archive_leaves_nothing(tmp_path, monkeypatch):
+    import zipfile
+
+    from arretrieve.evaluation import beir_data
+    from arretrieve.home import beir_cache_dir
+
+    folder = beir_folder(tmp_path)
+    archive = tmp_path / "scifact.zip"
+    with zipfile.ZipFile(archive, "w") as packed:
+        for file in folder.rglob("*"):
+            if file.is_file():
+                packed.write(file, "scifact/" + file.relative_to(folder).as_posix())
+    monkeypatch.setattr(beir_data, "BEIR_URL", tmp_path.as_uri() + "/{name}.zip")
+    (tmp_path / "nfcorpus.zip").write_bytes(b"not a zip")
+    with pytest.raises(ArrError, match="cannot download the BEIR dataset 'nfcorpus' \\(BadZipFile\\)"):
+        load_dataset("nfcorpus")
+    assert not (beir_cache_dir() / "nfcorpus").exists() and not list(beir_cache_dir().glob(".*"))
+    dataset = load_dataset("scifact")
+    assert dataset.folder == beir_cache_dir() / "scifact" and dataset.qrels == {"q0": {"d0": 1}, "q1": {"d1": 1}}
+    archive.unlink()  # the second time it comes from the cache
+    assert load_dataset("scifact").fingerprint == dataset.fingerprint

@@ -122,8 +122,19 @@ def read_delimited(path: Path) -> Iterator[Row]:
         raise ArrError(f"{path} has no header line")
 
 
+def datasets_load():
+    """`datasets.load_dataset`, an optional dependency (the `hf` extra): for .json/.parquet files and
+    Hub dataset ids."""
+    try:
+        from datasets import load_dataset
+    except ImportError:
+        raise ArrError("reading .json and .parquet files and Hugging Face dataset ids needs datasets: "
+                       "pip install 'arretrieve[hf]'") from None
+    return load_dataset
+
+
 def read_with_datasets(path: Path) -> Iterator[Row]:
-    from datasets import load_dataset
+    load_dataset = datasets_load()
 
     builder = DATASETS_FORMATS[_suffix(path)]
     try:

@@ -1,4 +1,4 @@
-"""BEIR datasets: a local folder, or a BEIR name downloaded (once) with beir's own utility."""
+"""BEIR datasets: a local folder, or a BEIR name downloaded (once) from BEIR's public mirror."""
 
 from __future__ import annotations
 
@@ -36,20 +36,36 @@ class BeirDataset:
 
 
 def _download(name: str) -> Path:
-    target = beir_cache_dir() / name
+    """BEIR's zip of `name`, fetched to a partial file and unpacked into the cache, so an interrupted
+    download leaves nothing that looks like a dataset."""
+    import shutil
+    import tempfile
+    import urllib.request
+    import zipfile
+
+    cache = beir_cache_dir()
+    target = cache / name
     if (target / "corpus.jsonl").is_file():
         return target
-    from beir import util
-
-    try:
-        util.download_and_unzip(BEIR_URL.format(name=name), str(beir_cache_dir()))
-    except Exception as exc:  # noqa: BLE001 - requests/zipfile raise many kinds
-        raise ArrError(
-            f"cannot download the BEIR dataset {name!r} ({type(exc).__name__}); without a network, download "
-            f"{BEIR_URL.format(name=name)} elsewhere, unzip it and pass the folder instead"
-        ) from None
-    if not (target / "corpus.jsonl").is_file():
-        raise ArrError(f"the download of {name!r} did not contain {name}/corpus.jsonl")
+    url = BEIR_URL.format(name=name)
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache, prefix=f".{name}-download-") as tmp:
+        archive = Path(tmp) / f"{name}.zip"
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(archive, "wb") as handle:
+                shutil.copyfileobj(response, handle, 1 << 20)
+            with zipfile.ZipFile(archive) as unzipped:  # zipfile drops absolute and ".." parts of names
+                unzipped.extractall(tmp)
+        except (OSError, zipfile.BadZipFile) as exc:  # urllib's errors are OSErrors
+            raise ArrError(
+                f"cannot download the BEIR dataset {name!r} ({type(exc).__name__}); without a network, download "
+                f"{url} elsewhere, unzip it and pass the folder instead"
+            ) from None
+        unpacked = Path(tmp) / name
+        if not (unpacked / "corpus.jsonl").is_file():
+            raise ArrError(f"the download of {name!r} did not contain {name}/corpus.jsonl")
+        shutil.rmtree(target, ignore_errors=True)
+        unpacked.rename(target)
     return target
 
 

@@ -38,7 +38,7 @@ def run_beir_eval(
     top_k: int = 100,
     index_type: str = "flat",
     ignore_identical_ids: bool = True,
-    output: Path = Path("results"),
+    output: str | Path = Path("results"),
     encoding: EncodingOptions | None = None,
     registry: Registry | None = None,
 ) -> list[EvalRecord]:
@@ -49,6 +49,7 @@ def run_beir_eval(
     cut-off stays full. `ignore_identical_ids=False` keeps them."""
     encoding = encoding or EncodingOptions()
     registry = registry or Registry()
+    output = Path(output)
     if top_k < max(K_VALUES):
         raise ArrError(f"--top-k must be at least {max(K_VALUES)} (the largest metric cut-off)")
     for model in models:  # fail before any work on an unknown name
@@ -120,11 +121,11 @@ def markdown_table(records: Sequence[EvalRecord], metric: str = "NDCG@10") -> st
 
 def bar_chart(records: Sequence[EvalRecord], path: Path, metric: str = "NDCG@10") -> Path:
     """A grouped bar chart (datasets × models) of one metric, as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from ..plotting import pyplot
+
+    plt = pyplot()
 
     datasets = list(dict.fromkeys(r.dataset for r in records))
     models = list(dict.fromkeys(r.model for r in records))

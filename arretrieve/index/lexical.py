@@ -33,7 +33,7 @@ def _bm25s():
     try:
         import bm25s
     except ImportError:
-        raise ArrError("BM25 needs bm25s: pip install bm25s (or 'arretrieve[baselines]')") from None
+        raise ArrError("BM25 needs bm25s (a dependency of arretrieve): pip install bm25s") from None
     logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets its own logger to DEBUG
     return bm25s
 
@@ -44,7 +44,7 @@ def _stemmer(language: str | None):
     try:
         import Stemmer
     except ImportError:
-        raise ArrError("stemmed BM25 needs PyStemmer: pip install PyStemmer (or 'arretrieve[baselines]')") from None
+        raise ArrError("stemmed BM25 needs PyStemmer (a dependency of arretrieve): pip install PyStemmer") from None
     return Stemmer.Stemmer(language)
 
 

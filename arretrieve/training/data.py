@@ -16,6 +16,7 @@ from ..corpus.readers import (
     DELIMITED_FORMATS,
     JSONL_SUFFIXES,
     Row,
+    datasets_load,
     read_delimited,
     read_jsonl,
     read_with_datasets,
@@ -40,7 +41,7 @@ class Triplet:
 
 
 def _hub_rows(name: str) -> Iterator[Row]:
-    from datasets import load_dataset
+    load_dataset = datasets_load()
 
     try:
         dataset = load_dataset(name, split="train")

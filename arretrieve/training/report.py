@@ -39,10 +39,9 @@ def last_evaluations(run_dir: Path) -> dict[str, dict[str, float]]:
 
 def plot_losses(run_dir: Path) -> list[Path]:
     """loss-<stage>.png per stage: the loss and, on a second axis, the in-training evaluations."""
-    import matplotlib
+    from ..plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     records = read_metrics(metrics_path(run_dir))
     written = []

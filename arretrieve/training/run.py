@@ -34,6 +34,7 @@ from .evaluation import RetrievalCheck, TrainingEval
 from .losses import beta_saturation
 from .model_setup import build_trainable
 from .objectives import Stage, active_terms, batch_needs, objective, uses_reference_scores
+from ..plotting import MISSING as PLOTS_MISSING, plots_available
 from .report import metrics_path, plot_losses
 from .run_folder import (checkpoint_step, finished_stage_seconds, latest_checkpoint, open_run_folder, prune_stage,
                          reference_scores, remove_incomplete_checkpoints, resume_metrics)
@@ -153,7 +154,10 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
     if not _is_main_process():
         return result
     if metrics_path(run.run_dir).is_file():
-        plot_losses(run.run_dir)
+        if plots_available():
+            plot_losses(run.run_dir)
+        else:  # a finished run is not failed for its pictures
+            log.warning("no loss plots: %s", PLOTS_MISSING)
     result.seconds["total"] = round(result.earlier_seconds + time.perf_counter() - started, 1)
     result.entry = _register(run, registry, _keep_weights(init_from, registry.weights_dir(config.name), config), result)
     result.registered = True
