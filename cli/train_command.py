@@ -60,9 +60,14 @@ def train(**values) -> None:
 
         raise ArrError(f"{', '.join(unused)} belong to --recipe")
     settings = build_config(read_config_file(config_file) if config_file else {}, flags, config_file)
+    from arretrieve.registry import Registry
+    from arretrieve.training.inputs import read_training_inputs  # still no torch: data is checked next
+
+    registry = Registry()
+    inputs = read_training_inputs(settings, registry)
     from arretrieve.training import train as run_training
 
-    result = run_training(settings, show_progress=True)
+    result = run_training(settings, registry=registry, show_progress=True, inputs=inputs)
     if not result.registered:  # a non-main torchrun process: rank 0 reports
         return
     from arretrieve.training.report import last_evaluations

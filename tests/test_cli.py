@@ -3,6 +3,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from typer.testing import CliRunner
 
 from arretrieve.cli.app import app
@@ -144,10 +145,17 @@ def test_a_search_written_to_a_file_says_where(tmp_path, tiny_llama_dir):
     assert ran.exit_code == 0 and f"wrote {len(SENTENCES)} hits to {tmp_path / 'hits.json'}" in ran.output.replace("\n", "")
 
 
-def test_a_bad_training_setting_is_refused_before_torch_loads():
-    script = ("import sys; sys.argv = ['arr', 'train', '--name', 'x', '--objective', 'nope']\n"
+@pytest.mark.parametrize("flags, message", [
+    (["--objective", "nope"], "objective must be one of"),
+    (["--objective", "contrastive", "--alignment-data", "missing.jsonl"], "missing.jsonl is not a data file"),
+    (["--objective", "contrastive", "--alignment-data", "{bad}"], "bad.jsonl:1: malformed JSON"),
+])
+def test_a_bad_training_setting_or_data_file_is_refused_before_torch_loads(tmp_path, flags, message):
+    (tmp_path / "bad.jsonl").write_text('{"query": "a"\n')
+    argv = ["arr", "train", "--name", "x", *[f.format(bad=tmp_path / "bad.jsonl") for f in flags]]
+    script = (f"import sys; sys.argv = {argv!r}\n"
               "from arretrieve.cli.app import main\n"
               "try:\n    main()\nexcept SystemExit:\n    pass\n"
               "print('torch' in sys.modules)")
-    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert "objective must be one of" in ran.stderr and ran.stdout.strip() == "False", ran.stderr
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert message in ran.stderr and ran.stdout.strip() == "False", ran.stderr

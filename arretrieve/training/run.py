@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import functools
 import gc
-import importlib.util
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -20,16 +18,14 @@ import torch
 from .. import __version__
 from ..runtime import dtype_name, resolve_device, resolve_dtype
 from ..errors import ArrError
-from ..evaluation.beir_data import load_dataset
 from ..evaluation.compression_probe import CompressionProbe, pairs_from_beir
 from ..hashing import sha256_tree
 from ..home import disk_writes, write_folder_atomic
 from ..registry.model_folder import WEIGHTS_SOURCE, trained_entry, weights_folder
 from ..registry import ModelEntry, Registry
-from ..registry.new_entry import new_entry
 from .batches import CompressionCollator, CompressionSet, TripletCollator, TripletSet
 from .config import TrainConfig
-from .data import load_compression_data, load_triplets
+from .inputs import TrainingInputs, is_main_process, read_training_inputs
 from .evaluation import RetrievalCheck, TrainingEval
 from .losses import beta_saturation
 from .model_setup import build_trainable
@@ -56,27 +52,6 @@ class TrainResult:
     registered: bool = False  # only the main process registers (and reports) under torchrun
 
 
-def _base_entry(config: TrainConfig, registry: Registry) -> ModelEntry:
-    """The entry training starts from (a registry name, or a base source registered on the fly),
-    with the prompts the config sets in place of its own."""
-    if config.base in registry.names():
-        entry = registry.get(config.base)
-    else:
-        entry = new_entry(config.name, base=config.base, num_compress_tokens=config.num_compress_tokens or 5,
-                          max_length=config.max_length)
-    if not config.prompts:
-        return entry
-    try:
-        return replace(entry, prompts={**entry.prompts, **config.prompts})
-    except ArrError as exc:
-        raise ArrError(f"prompts setting: {exc}") from None
-
-
-def _is_main_process() -> bool:
-    """Rank 0 under torchrun/accelerate (or the only process): it alone writes run files and registers."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def _barrier() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
@@ -92,7 +67,7 @@ def _run_stage(stage: str, model, dataset, collator, step, config: TrainConfig, 
     elapsed = 0.0
     if resume:
         log.info("resuming %s from %s", stage, resume)
-        if _is_main_process():
+        if is_main_process():
             elapsed = resume_metrics(metrics, stage, checkpoint_step(Path(resume)))
     callbacks = [MetricsLog(metrics, stage, show_progress, elapsed)]
     retrieval, probe = monitors
@@ -113,11 +88,11 @@ def _run_stage(stage: str, model, dataset, collator, step, config: TrainConfig, 
     try:
         with disk_writes(stage_dir, "the run keeps its last complete checkpoint: free space and run again with --resume"):
             output = trainer.train(resume_from_checkpoint=resume)
-            if _is_main_process():  # whole or not at all: a finished stage is one whose final/ exists
+            if is_main_process():  # whole or not at all: a finished stage is one whose final/ exists
                 write_folder_atomic(stage_dir / "final", lambda staging: trainer.save_model(str(staging)), FINAL_MARKER,
                                     {"step": trainer.state.global_step}, existing="replace")
     except BaseException:
-        if _is_main_process():
+        if is_main_process():
             remove_incomplete_checkpoints(stage_dir)  # gives the space back; no resume could use it
         raise
     _barrier()  # every rank reads these weights next
@@ -142,16 +117,18 @@ class TrainingRun:
     provenance_data: dict = field(default_factory=dict)
 
 
-def train(config: TrainConfig, registry: Registry | None = None, show_progress: bool = False) -> TrainResult:
-    """Run the configured stages and register the trained model under `config.name`."""
+def train(config: TrainConfig, registry: Registry | None = None, show_progress: bool = False,
+          inputs: TrainingInputs | None = None) -> TrainResult:
+    """Run the configured stages and register the trained model under `config.name`; `inputs`, if
+    given, are `read_training_inputs(config, registry)`'s (the CLI reads them before torch loads)."""
     started = time.perf_counter()
     registry = registry or Registry()
-    run = _prepare(config, registry, show_progress)
+    run = _prepare(config, registry, show_progress, inputs)
     result = TrainResult(entry=run.base, run_dir=run.run_dir)
     init_from = _starting_weights(run)
     for stage in run.stages:
         init_from = _train_stage(run, result, stage, init_from)
-    if not _is_main_process():
+    if not is_main_process():
         return result
     if metrics_path(run.run_dir).is_file():
         if plots_available():
@@ -164,43 +141,27 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
     return result
 
 
-def _prepare(config: TrainConfig, registry: Registry, show_progress: bool) -> TrainingRun:
-    """Check the settings and read and check all data before any model is loaded; open the run folder."""
-    if _is_main_process() and config.name in registry.names() and not (config.overwrite or config.resume):
-        raise ArrError(f"a model named {config.name!r} is already registered; choose another --name or pass --overwrite")
-    base = _base_entry(config, registry)
-    stages = config.stages()
-    if config.report_to != "none" and importlib.util.find_spec(config.report_to) is None:
-        raise ArrError(f"--report-to {config.report_to} needs the {config.report_to} package: pip install {config.report_to}")
-    for stage in stages:
-        if not getattr(config, f"{stage.data}_data"):
-            raise ArrError(f"{stage.title} needs --{stage.data}-data")
-    data = {stage.data: _load_stage_data(stage, config) for stage in stages}
-    eval_set = load_dataset(config.eval_data, config.eval_split) if config.eval_data else None
+def _prepare(config: TrainConfig, registry: Registry, show_progress: bool, inputs: TrainingInputs | None) -> TrainingRun:
+    """The inputs read and checked (unless the caller did) before any model is loaded; the run folder opened."""
+    inputs = inputs or read_training_inputs(config, registry)
+    base, stages, data = inputs.base, inputs.stages, inputs.data
     probe = None
-    if config.probe_data:
-        probe = CompressionProbe(pairs_from_beir(load_dataset(config.probe_data, config.probe_split), config.probe_pairs),
+    if inputs.probe_set is not None:
+        probe = CompressionProbe(pairs_from_beir(inputs.probe_set, config.probe_pairs),
                                  base.template("i_next"), base.template("i_self"))
 
     run_dir = Path(config.output_dir or Path("runs") / config.name)
     fingerprints = {kind: data[kind][1] if kind in data else None for kind in ("compression", "alignment")}
     record = {**config.to_dict(), "toolkit_version": __version__, "data_fingerprints": fingerprints}
-    if _is_main_process():
+    if is_main_process():
         open_run_folder(run_dir, record, resume=config.resume, overwrite=config.overwrite)
     torch.set_flush_denormal(True)  # saturated sigmoid terms otherwise make fp32 steps several times slower
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     pooling = objective(config.objective).pooling or config.pooling
     # In-training evaluation encodes as the trained model will: its prompts and pooling.
-    monitors = (RetrievalCheck(replace(base, pooling=pooling), eval_set, dtype) if eval_set else None, probe)
+    monitors = (RetrievalCheck(replace(base, pooling=pooling), inputs.eval_set, dtype) if inputs.eval_set else None, probe)
     return TrainingRun(config, base, run_dir, device, dtype, monitors, pooling, stages, data, show_progress)
-
-
-def _load_stage_data(stage: Stage, config: TrainConfig) -> tuple:
-    """(examples, fingerprint) of the stage's data file, read and checked before any model loads."""
-    if stage.data == "compression":
-        return load_compression_data(config.compression_data, config.fields, config.compress.examples)
-    return load_triplets(config.alignment_data, config.fields, config.num_negatives, config.align.examples)
 
 
 def _starting_weights(run: TrainingRun) -> Path | None:
@@ -262,7 +223,7 @@ def _train_stage(run: TrainingRun, result: TrainResult, stage: Stage, init_from:
     result.final_losses[stage.name], result.steps[stage.name] = loss, steps
     result.seconds[stage.name] = round(earlier + time.perf_counter() - stage_started, 1)
     result.earlier_seconds += earlier
-    if not config.keep_checkpoints and _is_main_process():
+    if not config.keep_checkpoints and is_main_process():
         prune_stage(run.run_dir / stage.name)
     del model, step
     gc.collect()  # Trainer/accelerate keep reference cycles: free a stage before the next allocates
