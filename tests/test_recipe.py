@@ -209,3 +209,18 @@ def test_arr_train_with_data_alone_runs_the_continue_recipe_on_a_file(tmp_path, 
                                       "--output-dir", str(tmp_path / "run"), "--until", "mined"])
     assert result.exit_code == 0, result.output
     assert "running the 'continue' recipe" in result.output and (tmp_path / "run" / "triplets.jsonl").is_file()
+
+
+def test_reconstruction_rows_of_the_first_words_alone(tmp_path):
+    from arretrieve.training.data_steps import RECONSTRUCTION_INSTRUCTION, reconstruction_rows
+
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps({"context": s, "instruction": "Summarize it.", "output": s[:10]}) + "\n"
+                              for s in SENTENCES[:4]))
+    counts = reconstruction_rows(str(source), tmp_path / "short.jsonl", every=1, words=3, synopses=False)
+    rows = [json.loads(line) for line in (tmp_path / "short.jsonl").read_text().splitlines()]
+    assert counts == {"synopsis_rows": 0, "reconstruction_rows": 4}
+    assert rows == [{"context": " ".join(s.split()[:3]), "instruction": RECONSTRUCTION_INSTRUCTION,
+                     "output": " ".join(s.split()[:3])} for s in SENTENCES[:4]]
+    with pytest.raises(ArrError, match="words must be at least 1"):
+        reconstruction_rows(str(source), tmp_path / "none.jsonl", words=0)

@@ -1,7 +1,8 @@
 """The data steps a recipe runs between its training stages, each from input files to one output
 file, written atomically (a step interrupted leaves no output, and runs again):
 
-    reconstruction-rows  stage-1 rows, every N-th followed by a row rebuilding its whole context
+    reconstruction-rows  stage-1 rows, every N-th followed by a row rebuilding its context (or its
+                         first words; the stage-1 rows themselves optional)
     paper-triplets       retrieval triplets turned the paper's way (the long text encodes, the decoder
                          scores synopses), the synopses taken from stage-1 rows
     slice                rows skip+1 … skip+limit of a file
@@ -39,20 +40,28 @@ def _write_jsonl(path: Path, rows) -> int:
     return count
 
 
-def reconstruction_rows(input: str, output: Path, every: int = 2) -> dict:
+def reconstruction_rows(input: str, output: Path, every: int = 2, words: int | None = None,
+                        synopses: bool = True) -> dict:
     """Each stage-1 row, and after every `every`-th one a row asking the decoder to rebuild its whole
-    context (ICAE's autoencoding task): a synopsis alone carries little document-specific signal."""
+    context (ICAE's autoencoding task): a synopsis alone carries little document-specific signal.
+    `words` makes the rebuilt texts the contexts' first N words (short texts, which a few states can
+    hold whole); `synopses = false` leaves the stage-1 rows out, so only rebuilding rows remain."""
     if every < 1:
         raise ArrError("every must be at least 1")
+    if words is not None and words < 1:
+        raise ArrError("words must be at least 1")
     rows, _ = checked_rows(input, None)
     counts = {"synopsis_rows": 0, "reconstruction_rows": 0}
 
     def rebuilt():
         for index, row in enumerate(rows):
-            yield row.fields
-            counts["synopsis_rows"] += 1
+            if synopses:
+                yield row.fields
+                counts["synopsis_rows"] += 1
             if index % every == 0:
                 context = row_text(row, "context")
+                if words is not None:
+                    context = " ".join(context.split()[:words])
                 yield {"context": context, "instruction": RECONSTRUCTION_INSTRUCTION, "output": context}
                 counts["reconstruction_rows"] += 1
 
