@@ -9,11 +9,11 @@ PYTHON=${PYTHON:-python3}
 PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    extras="gpu,baselines,interop,serve,plots,hf,test"
+    extras="gpu,baselines,interop,serve,plots,hf,distributed,test"
     constraints=()
 else
     # CPU machine: pin the CPU build of torch so pip does not pull several GB of CUDA packages.
-    extras="cpu,baselines,interop,serve,plots,hf,test"
+    extras="cpu,baselines,interop,serve,plots,hf,distributed,test"
     constraints=(-c constraints-cpu.txt)
 fi
 

@@ -16,7 +16,7 @@ def test_resume_after_a_crash_gives_identical_vectors_and_index(tmp_path, regist
         elsewhere.setenv("ARR_HOME", str(tmp_path / "reference-home"))
         build_index(source, name="c", model="tiny", spec=IndexSpec(index_type), encoding=SMALL_SHARDS, registry=registry, store=reference_store)
 
-    original_save = EncodeJob._save
+    original_save = EncodeJob.save_shard
     saved = []
 
     def crash_after_two_shards(self, number, vectors):
@@ -27,7 +27,7 @@ def test_resume_after_a_crash_gives_identical_vectors_and_index(tmp_path, regist
 
     store = IndexStore(tmp_path / "resumed")
     with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
-        patched.setattr(EncodeJob, "_save", crash_after_two_shards)
+        patched.setattr(EncodeJob, "save_shard", crash_after_two_shards)
         build_index(source, name="c", model="tiny", spec=IndexSpec(index_type), encoding=SMALL_SHARDS, registry=registry, store=store)
     (work_dir,) = (isolated_home / "cache" / "encodings").iterdir()
     assert sorted(p.name for p in work_dir.glob("shard-*.npy")) == ["shard-00000.npy", "shard-00001.npy"]

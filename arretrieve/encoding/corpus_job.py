@@ -125,9 +125,9 @@ class EncodeJob:
             vectors = embedder.encode(
                 [d.full_text for d in batch], role="document", batch_size=batch_size, on_progress=on_progress
             )
-            self._save(number, vectors)
+            self.save_shard(number, vectors)
 
-    def _save(self, number: int, vectors: np.ndarray) -> None:
+    def save_shard(self, number: int, vectors: np.ndarray) -> None:
         buffer = io.BytesIO()
         np.save(buffer, vectors)
         write_atomic(self.shard_path(number), lambda handle: handle.write(buffer.getbuffer()), binary=True)
@@ -207,6 +207,9 @@ class EncodingOptions:
     batch_size: int = 16
     device: str = "auto"
     devices: list[str] | None = None
+    # A Ray cluster to encode on ("local", "auto" or an address; encoding/ray_job.py) and its actors.
+    ray: str | None = None
+    workers: int | None = None
     dtype: str | None = None
     shard_size: int = 4096
     show_progress: bool = False
@@ -218,6 +221,10 @@ def encode_corpus(source: CorpusSource, entry, options: EncodingOptions, embedde
     from ..runtime import dtype_name, progress_bar, resolve_device, resolve_dtype
     from . import load_embedder
 
+    if options.ray and options.devices:
+        raise ArrError("--ray places the workers on the cluster's devices; give --ray or --devices, not both")
+    if options.workers is not None and not options.ray:
+        raise ArrError("--workers sets the Ray actors of --ray; without --ray one process encodes (--devices for several)")
     scan = source.scan()
     if scan.skipped:
         log.warning("%s", scan.summary())
@@ -231,6 +238,17 @@ def encode_corpus(source: CorpusSource, entry, options: EncodingOptions, embedde
         state = "all" if done == spec.count else f"{done} of"
         log.info("reusing encoded vectors: %s %d texts already encoded in %s", state, spec.count, job.work_dir)
     if not job.pending():
+        return job
+    if options.ray:
+        from .ray_job import encode_with_ray
+
+        if not options.show_progress:
+            encode_with_ray(job, source, entry, dtype, options.ray, options.workers, options.batch_size)
+            return job
+        with progress_bar() as progress:
+            task = progress.add_task("encoding on Ray", total=spec.count, completed=done)
+            encode_with_ray(job, source, entry, dtype, options.ray, options.workers, options.batch_size,
+                            on_progress=lambda n: progress.update(task, advance=n))
         return job
     if len(devices) > 1:
         encode_on_devices(job, source, entry, dtype, devices, options.batch_size)

@@ -1,0 +1,83 @@
+"""encoding/ray_job.py: corpus encoding on a real local Ray cluster (started here on loopback, with
+two worker CPUs, and shut down after), sharing the single-process job's cache and resume."""
+
+from dataclasses import replace
+
+import pytest
+
+from arretrieve.corpus import CorpusSource
+from arretrieve.encoding import EncodingOptions, encode_corpus
+from arretrieve.errors import ArrError
+from arretrieve.index import IndexSpec, IndexStore, Searcher, build_index
+from index_helpers import SMALL_SHARDS, corpus
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    yield
+    ray.shutdown()
+
+
+def _shards(job):
+    return [job.shard_path(n).read_bytes() for n in range(job.shards)]
+
+
+def test_ray_vectors_equal_the_local_ones_and_a_stopped_run_resumes(tmp_path, registry, monkeypatch, cluster):
+    source = CorpusSource(corpus(tmp_path))
+    entry = registry.get("tiny")
+    local = encode_corpus(source, entry, SMALL_SHARDS)
+    local_files = _shards(local)
+    with monkeypatch.context() as elsewhere:  # its own encoding cache
+        elsewhere.setenv("ARR_HOME", str(tmp_path / "ray-home"))
+        on_ray = encode_corpus(source, entry, replace(SMALL_SHARDS, ray="auto", workers=2))
+        assert on_ray.work_dir != local.work_dir and _shards(on_ray) == local_files  # byte-identical shards
+        # A run stopped with shards 1 and 3 unwritten (no hash: as after a kill) encodes only those.
+        for number in (1, 3):
+            on_ray._hash_path(number).unlink()
+            on_ray.shard_path(number).write_bytes(b"half-written")
+        before = {n: on_ray.shard_path(n).stat().st_mtime_ns for n in (0, 2, 4)}
+        resumed = encode_corpus(source, entry, replace(SMALL_SHARDS, ray="auto", workers=1))
+        assert _shards(resumed) == local_files
+        assert {n: resumed.shard_path(n).stat().st_mtime_ns for n in (0, 2, 4)} == before
+
+
+def test_arr_index_on_ray_searches_as_a_local_index(tmp_path, registry, cluster):
+    from typer.testing import CliRunner
+
+    from arretrieve.cli.app import app
+    from index_helpers import ROWS
+
+    small = corpus(tmp_path, rows=ROWS[:12], name="small")
+    runner = CliRunner()
+    ran = runner.invoke(app, ["index", str(small), "--name", "on-ray", "--model", "tiny", "--ray", "auto", "--workers", "1"])
+    assert ran.exit_code == 0, ran.output
+    store = IndexStore()
+    build_index(small, name="local", model="tiny", spec=IndexSpec("auto"), registry=registry, store=store,
+                encoding=EncodingOptions(shard_size=5))  # other shards: encoded again, here, by this process
+    hits = [[(h.id, round(h.score, 5)) for h in Searcher(store.path(n), registry=registry).search(["yaml parser"], 5, mode="dense")[0]]
+            for n in ("on-ray", "local")]
+    assert hits[0] == hits[1] and len(hits[0]) == 5
+
+
+def test_ray_refusals_are_one_line(tmp_path, registry, monkeypatch):
+    source = CorpusSource(corpus(tmp_path))
+    entry = registry.get("tiny")
+    with pytest.raises(ArrError, match="give --ray or --devices, not both"):
+        encode_corpus(source, entry, EncodingOptions(ray="auto", devices=["cpu", "cpu"]))
+    with pytest.raises(ArrError, match="--workers sets the Ray actors of --ray"):
+        encode_corpus(source, entry, EncodingOptions(workers=2))
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(ArrError, match=r"--ray needs Ray: pip install 'arretrieve\[distributed\]'"):
+        encode_corpus(source, entry, EncodingOptions(ray="local"))
