@@ -10,7 +10,7 @@ from pathlib import Path
 from conftest import tiny_entry
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "debian-sample"
-OPTIONAL = ("matplotlib", "datasets", "beir", "sentence_transformers", "fastapi", "uvicorn", "mteb", "pandas")
+OPTIONAL = ("matplotlib", "datasets", "beir", "sentence_transformers", "fastapi", "uvicorn", "mteb", "pandas", "ray")
 
 
 def test_the_core_runs_without_the_optional_packages(tmp_path, tiny_llama_dir):
