@@ -3,6 +3,8 @@ two worker CPUs, and shut down after), sharing the single-process job's cache an
 
 from dataclasses import replace
 
+import numpy as np
+
 import pytest
 
 from arretrieve.corpus import CorpusSource
@@ -81,3 +83,40 @@ def test_ray_refusals_are_one_line(tmp_path, registry, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ArrError, match=r"--ray needs Ray: pip install 'arretrieve\[distributed\]'"):
         encode_corpus(source, entry, EncodingOptions(ray="local"))
+
+
+def test_a_failing_worker_is_one_line_naming_the_shard_and_finished_shards_stay(tmp_path, registry):
+    """`_run` against a stand-in for Ray whose second shard's task died of an out-of-memory kill."""
+    import types
+
+    from arretrieve.encoding.corpus_job import EncodeJob, EncodeJobSpec
+    from arretrieve.encoding.ray_job import _run
+
+    class OutOfMemoryError(Exception):
+        pass
+
+    class Ref:
+        def __init__(self, texts):
+            self.texts = texts
+
+    class Actor:
+        class encode:  # noqa: N801 - Ray's `actor.method.remote(...)` shape
+            @staticmethod
+            def remote(texts):
+                return Ref(texts)
+
+    def get(ref):
+        if "second" in ref.texts[0]:
+            raise OutOfMemoryError("Task was killed due to the node running low on memory.")
+        return np.zeros((len(ref.texts), 4), dtype=np.float32)
+
+    exceptions = types.SimpleNamespace(RayError=Exception, OutOfMemoryError=OutOfMemoryError)
+    fake = types.SimpleNamespace(wait=lambda refs, num_returns: ([refs[0]], refs[1:]), get=get, exceptions=exceptions)
+    rows = [{"_id": f"d{i}", "text": ("second shard " if 2 <= i < 4 else "text ") + str(i)} for i in range(6)]
+    source = CorpusSource(corpus(tmp_path, rows=rows))
+    job = EncodeJob(EncodeJobSpec("f", source.fingerprint(), "float32", 2, 6), tmp_path / "jobs")
+    job.prepare()
+    with pytest.raises(ArrError, match=r"a Ray worker failed on shard 1 \(finished shards are kept; re-run to resume\): "
+                                       r"Ray killed it: its node ran low on memory"):
+        _run(fake, job, source, [Actor()], None)
+    assert job.pending() == [1, 2]  # shard 0 was written before the failure was collected
