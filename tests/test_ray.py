@@ -4,7 +4,6 @@ two worker CPUs, and shut down after), sharing the single-process job's cache an
 from dataclasses import replace
 
 import numpy as np
-
 import pytest
 
 from arretrieve.corpus import CorpusSource
