@@ -117,5 +117,5 @@ def test_a_failing_worker_is_one_line_naming_the_shard_and_finished_shards_stay(
     job.prepare()
     with pytest.raises(ArrError, match=r"a Ray worker failed on shard 1 \(finished shards are kept; re-run to resume\): "
                                        r"Ray killed it: its node ran low on memory"):
-        _run(fake, job, source, [Actor()], None)
+        _run(fake, job, job.pending_texts(source), [Actor()], None)
     assert job.pending() == [1, 2]  # shard 0 was written before the failure was collected

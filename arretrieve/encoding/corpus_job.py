@@ -118,14 +118,15 @@ class EncodeJob:
         on_progress: Callable[[int], None] | None = None,
     ) -> None:
         """Encode the pending shards (of `only`, when given), streaming the corpus once."""
+        for number, texts in self.pending_texts(source, only):
+            self.save_shard(number, embedder.encode(texts, role="document", batch_size=batch_size, on_progress=on_progress))
+
+    def pending_texts(self, source: CorpusSource, only: set[int] | None = None) -> Iterator[tuple[int, list[str]]]:
+        """(shard number, its texts) for each pending shard (of `only`, when given), streaming the corpus once."""
         todo = set(self.pending()) if only is None else set(self.pending()) & only
         for number, batch in enumerate(shard_batches(source.documents(), self.spec.shard_size)):
-            if number not in todo:
-                continue
-            vectors = embedder.encode(
-                [d.full_text for d in batch], role="document", batch_size=batch_size, on_progress=on_progress
-            )
-            self.save_shard(number, vectors)
+            if number in todo:
+                yield number, [d.full_text for d in batch]
 
     def save_shard(self, number: int, vectors: np.ndarray) -> None:
         buffer = io.BytesIO()
@@ -243,11 +244,12 @@ def encode_corpus(source: CorpusSource, entry, options: EncodingOptions, embedde
         from .ray_job import encode_with_ray
 
         if not options.show_progress:
-            encode_with_ray(job, source, entry, dtype, options.ray, options.workers, options.batch_size)
+            encode_with_ray(job, job.pending_texts(source), entry, dtype, options.ray, options.workers, options.batch_size)
             return job
         with progress_bar() as progress:
             task = progress.add_task("encoding on Ray", total=spec.count, completed=done)
-            encode_with_ray(job, source, entry, dtype, options.ray, options.workers, options.batch_size,
+            encode_with_ray(job, job.pending_texts(source), entry, dtype, options.ray, options.workers,
+                            options.batch_size,
                             on_progress=lambda n: progress.update(task, advance=n))
         return job
     if len(devices) > 1:

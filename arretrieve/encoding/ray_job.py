@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Callable
+from typing import Callable, Iterator
 
-from ..corpus import CorpusSource
 from ..errors import ArrError
 from ..registry import ModelEntry
-from .corpus_job import EncodeJob, shard_batches
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +65,11 @@ def connect(ray, address: str) -> bool:
     return True
 
 
-def encode_with_ray(job: EncodeJob, source: CorpusSource, entry: ModelEntry, dtype: str, address: str,
+def encode_with_ray(job, shards: Iterator[tuple[int, list[str]]], entry: ModelEntry, dtype: str, address: str,
                     workers: int | None, batch_size: int, on_progress: Callable[[int], None] | None = None) -> None:
-    """Encode the job's pending shards on `workers` actors (default: one per GPU of the cluster, or
-    one on a cluster without GPUs)."""
+    """Encode `shards` ((number, texts), as `EncodeJob.pending_texts` streams them) on `workers`
+    actors (default: one per GPU of the cluster, or one on a cluster without GPUs) and save each
+    into `job` (the EncodeJob)."""
     ray = ray_module()
     connected = connect(ray, address)
     actors: list = []
@@ -83,7 +82,7 @@ def encode_with_ray(job: EncodeJob, source: CorpusSource, entry: ModelEntry, dty
         actors = [actor.remote(entry.to_dict(), dtype, batch_size) for _ in range(workers)]
         log.info("encoding %d shards on %d Ray workers (%s)", len(job.pending()), workers,
                  f"{gpus} GPUs in the cluster" if gpus else "CPUs")
-        _run(ray, job, source, actors, on_progress)
+        _run(ray, job, shards, actors, on_progress)
     finally:
         for actor in actors:  # their CPUs and GPUs go back to the cluster now, not when collected
             ray.kill(actor)
@@ -91,7 +90,7 @@ def encode_with_ray(job: EncodeJob, source: CorpusSource, entry: ModelEntry, dty
             ray.shutdown()
 
 
-def _run(ray, job: EncodeJob, source: CorpusSource, actors: list, on_progress) -> None:
+def _run(ray, job, shards: Iterator[tuple[int, list[str]]], actors: list, on_progress) -> None:
     free = deque(actor for actor in actors for _ in range(IN_FLIGHT_PER_ACTOR))
     in_flight: dict = {}  # result ref -> (actor, shard number, texts count)
 
@@ -113,14 +112,10 @@ def _run(ray, job: EncodeJob, source: CorpusSource, actors: list, on_progress) -
         if on_progress:
             on_progress(count)
 
-    todo = set(job.pending())
-    for number, batch in enumerate(shard_batches(source.documents(), job.spec.shard_size)):
-        if number not in todo:
-            continue
+    for number, texts in shards:
         while not free:
             collect_one()
         actor = free.popleft()
-        texts = [document.full_text for document in batch]
         in_flight[actor.encode.remote(texts)] = (actor, number, len(texts))
     while in_flight:
         collect_one()
