@@ -42,6 +42,10 @@ class ShardEncoder:
         from . import load_embedder
 
         device = "cuda" if ray.get_gpu_ids() else "cpu"
+        if device == "cpu":  # the CPUs this actor reserved, not Ray's default of one thread
+            import torch
+
+            torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
         self.embedder = load_embedder(ModelEntry.from_dict(entry_payload), device=device, dtype=dtype)
         self.batch_size = batch_size
 
@@ -78,7 +82,11 @@ def encode_with_ray(job, shards: Iterator[tuple[int, list[str]]], entry: ModelEn
         workers = workers or max(1, gpus)
         if workers < 1:
             raise ArrError("--workers must be at least 1")
-        actor = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1)(ShardEncoder)
+        # Without GPUs the workers share the cluster's CPUs (a worker's threads are its CPUs), at
+        # most one node's worth each, so every actor fits on a node.
+        node_cpus = max((int(node["Resources"].get("CPU", 1)) for node in ray.nodes() if node["Alive"]), default=1)
+        cpus = 1 if gpus else max(1, min(node_cpus, int(ray.cluster_resources().get("CPU", 1)) // workers))
+        actor = ray.remote(num_gpus=1 if gpus else 0, num_cpus=cpus)(ShardEncoder)
         actors = [actor.remote(entry.to_dict(), dtype, batch_size) for _ in range(workers)]
         log.info("encoding %d shards on %d Ray workers (%s)", len(job.pending()), workers,
                  f"{gpus} GPUs in the cluster" if gpus else "CPUs")
