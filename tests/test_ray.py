@@ -70,6 +70,8 @@ def test_ray_refusals_are_one_line(tmp_path, registry, monkeypatch):
         encode_corpus(source, entry, EncodingOptions(ray="auto", devices=["cpu", "cpu"]))
     with pytest.raises(ArrError, match="--workers sets the Ray actors of --ray"):
         encode_corpus(source, entry, EncodingOptions(workers=2))
+    with pytest.raises(ArrError, match="--workers must be at least 1"):  # not the default in disguise
+        encode_corpus(source, entry, EncodingOptions(ray="auto", workers=0))
     import builtins
 
     real_import = builtins.__import__

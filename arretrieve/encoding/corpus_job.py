@@ -226,6 +226,8 @@ def encode_corpus(source: CorpusSource, entry, options: EncodingOptions, embedde
         raise ArrError("--ray places the workers on the cluster's devices; give --ray or --devices, not both")
     if options.workers is not None and not options.ray:
         raise ArrError("--workers sets the Ray actors of --ray; without --ray one process encodes (--devices for several)")
+    if options.workers is not None and options.workers < 1:
+        raise ArrError("--workers must be at least 1")
     scan = source.scan()
     if scan.skipped:
         log.warning("%s", scan.summary())
@@ -240,27 +242,25 @@ def encode_corpus(source: CorpusSource, entry, options: EncodingOptions, embedde
         log.info("reusing encoded vectors: %s %d texts already encoded in %s", state, spec.count, job.work_dir)
     if not job.pending():
         return job
-    if options.ray:
-        from .ray_job import encode_with_ray
-
-        if not options.show_progress:
-            encode_with_ray(job, job.pending_texts(source), entry, dtype, options.ray, options.workers, options.batch_size)
-            return job
-        with progress_bar() as progress:
-            task = progress.add_task("encoding on Ray", total=spec.count, completed=done)
-            encode_with_ray(job, job.pending_texts(source), entry, dtype, options.ray, options.workers,
-                            options.batch_size,
-                            on_progress=lambda n: progress.update(task, advance=n))
-        return job
     if len(devices) > 1:
         encode_on_devices(job, source, entry, dtype, devices, options.batch_size)
         return job
-    if embedder is None or embedder.entry.fingerprint != entry.fingerprint or dtype_name(embedder.dtype) != dtype:
-        embedder = load_embedder(entry, device=devices[0], dtype=dtype)
+    if options.ray:
+        from .ray_job import encode_with_ray
+
+        def encode(on_progress=None) -> None:
+            encode_with_ray(job, job.pending_texts(source), entry, dtype, options.ray, options.workers,
+                            options.batch_size, on_progress)
+    else:
+        if embedder is None or embedder.entry.fingerprint != entry.fingerprint or dtype_name(embedder.dtype) != dtype:
+            embedder = load_embedder(entry, device=devices[0], dtype=dtype)
+
+        def encode(on_progress=None) -> None:
+            job.encode(source, embedder, options.batch_size, on_progress=on_progress)
     if not options.show_progress:
-        job.encode(source, embedder, options.batch_size)
+        encode()
         return job
     with progress_bar() as progress:
-        task = progress.add_task("encoding", total=spec.count, completed=done)
-        job.encode(source, embedder, options.batch_size, on_progress=lambda n: progress.update(task, advance=n))
+        task = progress.add_task("encoding on Ray" if options.ray else "encoding", total=spec.count, completed=done)
+        encode(lambda n: progress.update(task, advance=n))
     return job

@@ -78,14 +78,13 @@ def encode_with_ray(job, shards: Iterator[tuple[int, list[str]]], entry: ModelEn
     connected = connect(ray, address)
     actors: list = []
     try:
-        gpus = int(ray.cluster_resources().get("GPU", 0))
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
         workers = workers or max(1, gpus)
-        if workers < 1:
-            raise ArrError("--workers must be at least 1")
         # Without GPUs the workers share the cluster's CPUs (a worker's threads are its CPUs), at
         # most one node's worth each, so every actor fits on a node.
         node_cpus = max((int(node["Resources"].get("CPU", 1)) for node in ray.nodes() if node["Alive"]), default=1)
-        cpus = 1 if gpus else max(1, min(node_cpus, int(ray.cluster_resources().get("CPU", 1)) // workers))
+        cpus = 1 if gpus else max(1, min(node_cpus, int(resources.get("CPU", 1)) // workers))
         actor = ray.remote(num_gpus=1 if gpus else 0, num_cpus=cpus)(ShardEncoder)
         actors = [actor.remote(entry.to_dict(), dtype, batch_size) for _ in range(workers)]
         log.info("encoding %d shards on %d Ray workers (%s)", len(job.pending()), workers,

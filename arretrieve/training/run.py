@@ -21,6 +21,7 @@ from ..errors import ArrError
 from ..evaluation.compression_probe import CompressionProbe, pairs_from_beir
 from ..hashing import sha256_tree
 from ..home import disk_writes, write_folder_atomic
+from ..plotting import MISSING as PLOTS_MISSING, plots_available
 from ..registry.model_folder import WEIGHTS_SOURCE, trained_entry, weights_folder
 from ..registry import ModelEntry, Registry
 from .batches import CompressionCollator, CompressionSet, TripletCollator, TripletSet
@@ -30,7 +31,6 @@ from .evaluation import RetrievalCheck, TrainingEval
 from .losses import beta_saturation
 from .model_setup import build_trainable
 from .objectives import Stage, active_terms, batch_needs, objective, uses_reference_scores
-from ..plotting import MISSING as PLOTS_MISSING, plots_available
 from .report import metrics_path, plot_losses
 from .run_folder import (checkpoint_step, finished_stage_seconds, latest_checkpoint, open_run_folder, prune_stage,
                          reference_scores, remove_incomplete_checkpoints, resume_metrics)
