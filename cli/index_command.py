@@ -16,7 +16,7 @@ def index(
     name: Optional[str] = typer.Option(None, help="Index name (default: the corpus folder or file name)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry model (default: `arr models default`)."),
     index_type: str = typer.Option("auto", "--index-type", help="auto, flat, hnsw, hnsw-pca, ivf-flat, ivf-pq, sq-fp16 or sq-int8."),
-    memory_budget: Optional[str] = typer.Option(None, help="Index memory budget for --index-type auto, e.g. 2GB or 500MB."),
+    memory_budget: Optional[str] = typer.Option(None, help="Memory the index may take, e.g. 2GB: auto picks a type that fits, IVF types over it build their lists on disk, other types over it are refused."),
     add: bool = typer.Option(False, "--add", help="Append CORPUS to the existing index NAME (same model)."),
     upsert: bool = typer.Option(False, "--upsert", help="As --add, and a document whose id is in the index replaces it."),
     delete: Optional[Path] = typer.Option(None, "--delete", help="Remove from index NAME the documents whose ids this file lists, one per line."),

@@ -27,6 +27,7 @@ from .faiss_index import (TRAINED_TYPES, IndexSpec, create_index, faiss_module, 
                           write_faiss_index)
 from .lexical import BM25_SETTINGS, bm25_stemmer, build_bm25, save_bm25
 from .manifest import MANIFEST_FILE, IndexManifest, model_for_index
+from .ondisk import block_rows, build_on_disk, build_workers, trained_of
 from .store import IndexStore
 
 
@@ -51,10 +52,22 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _append_vectors(path: Path, vectors: np.ndarray) -> None:
-    """IVF-PQ keeps full vectors on disk (raw float32 rows) for exact re-ranking of its candidates."""
-    with open(path, "ab") as handle:
-        handle.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+def _appending(shards: Iterable[np.ndarray], path: Path | None) -> Iterator[np.ndarray]:
+    """The shards' vectors, each also appended to `path` if given: IVF-PQ keeps full vectors on disk
+    (raw float32 rows) for exact re-ranking of its candidates."""
+    for vectors in shards:
+        if path is not None:
+            with open(path, "ab") as handle:
+                handle.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+        yield vectors
+
+
+def _add_on_disk(trained: bytes, vectors: Iterable[np.ndarray], index_path: Path, lists_path: Path, params: dict,
+                 index_type: str, dim: int, first_id: int = 0, earlier: tuple[Path, Path] | None = None) -> None:
+    workers = build_workers()
+    rows = block_rows(params["memory_budget"], index_type, dim, params["pq_m"], workers)
+    build_on_disk(trained, vectors, index_path, lists_path, rows_per_block=rows, workers=workers, first_id=first_id,
+                  earlier=earlier)
 
 
 def _corpus_record(corpus: Path, source: CorpusSource, job: EncodeJob, label: str | None = None) -> dict:
@@ -136,11 +149,14 @@ def _build(corpus: Path, name: str, folder: Path, spec: IndexSpec, encoding: Enc
 
     def write(staging: Path) -> None:
         vectors_file = staging / VECTORS_FILE if params.type == "ivf-pq" else None
-        for vectors in job.iter_vectors():
-            index.add(vectors)
-            if vectors_file:
-                _append_vectors(vectors_file, vectors)
-        write_faiss_index(index, staging / "index-0.faiss")
+        vectors = _appending(job.iter_vectors(), vectors_file)
+        if params.on_disk:
+            _add_on_disk(faiss_module().serialize_index(index), vectors, staging / "index-0.faiss",
+                         staging / "lists-0.ivfdata", params.to_dict(), params.type, dim)
+        else:
+            for shard in vectors:
+                index.add(shard)
+            write_faiss_index(index, staging / "index-0.faiss")
         texts = [] if bm25 else None
         offsets, docs_bytes = append_documents(staging / DOCS_FILE, _keeping_texts(source.documents(), texts))
         np.save(staging / "offsets-0.npy", offsets)
@@ -160,7 +176,7 @@ def _build(corpus: Path, name: str, folder: Path, spec: IndexSpec, encoding: Enc
             created=_now(),
             generation=0,
             files={"index": "index-0.faiss", "offsets": "offsets-0.npy", "vectors": VECTORS_FILE if vectors_file else None,
-                   "bm25": bm25_name},
+                   "bm25": bm25_name, "lists": "lists-0.ivfdata" if params.on_disk else None},
             docs_bytes=docs_bytes,
         ))
 
@@ -267,12 +283,12 @@ def _add(corpus: Path, folder: Path, encoding: EncodingOptions, registry: Regist
     replaced = hidden | {r for doc_id in clashes for r in rows_of[doc_id]}
     job = encode_corpus(source, entry, encoding, embedder)
 
-    faiss = faiss_module()
-    index = faiss.read_index(str(folder / manifest.files["index"]))
     vectors_path = folder / manifest.files["vectors"] if manifest.files.get("vectors") else None
     generation = manifest.generation + 1
     old_files = dict(manifest.files)
     new_files = {"index": f"index-{generation}.faiss", "offsets": f"offsets-{generation}.npy"}
+    if old_files.get("lists"):  # on disk: the current lists and the new blocks merge into the next file
+        new_files["lists"] = f"lists-{generation}.ivfdata"
     if old_files.get("bm25"):
         new_files["bm25"] = f"bm25-{generation}"
     if replaced != hidden:  # the replaced documents' rows are hidden in the same commit as the new ones
@@ -282,15 +298,21 @@ def _add(corpus: Path, folder: Path, encoding: EncodingOptions, registry: Regist
             if vectors_path:
                 with open(vectors_path, "r+b") as handle:  # drop what an interrupted --add appended
                     handle.truncate(manifest.count * manifest.dim * 4)
-            for vectors in job.iter_vectors():
-                index.add(vectors)
-                if vectors_path:
-                    _append_vectors(vectors_path, vectors)
+            vectors = _appending(job.iter_vectors(), vectors_path)
+            if "lists" in new_files:
+                old_index = folder / old_files["index"]
+                _add_on_disk(trained_of(old_index), vectors, folder / new_files["index"], folder / new_files["lists"],
+                             manifest.index_params, manifest.index_type, manifest.dim, first_id=manifest.count,
+                             earlier=(old_index, folder / old_files["lists"]))
+            else:
+                index = faiss_module().read_index(str(folder / old_files["index"]))
+                for shard in vectors:
+                    index.add(shard)
+                write_faiss_index(index, folder / new_files["index"])
             # bm25s cannot extend an index: the lexical side is rebuilt over every row, old and new.
             texts = [d.full_text for d in docstore.get(range(manifest.count))] if old_files.get("bm25") else None
             new_offsets, docs_bytes = append_documents(folder / DOCS_FILE, _keeping_texts(source.documents(), texts),
                                                        keep_bytes=manifest.docs_bytes)
-            write_faiss_index(index, folder / new_files["index"])
             np.save(folder / new_files["offsets"], np.concatenate([np.asarray(docstore.offsets), new_offsets]))
             if texts is not None:
                 # The index's own stemming (none, for one built before it): rebuilt otherwise only on request.
@@ -304,7 +326,7 @@ def _add(corpus: Path, folder: Path, encoding: EncodingOptions, registry: Regist
     except BaseException:  # what this attempt wrote goes, so that the space comes back; nothing read it
         _roll_back(folder, manifest, vectors_path, new_files.values())
         raise
-    for key in ("index", "offsets", "deleted"):
+    for key in ("index", "offsets", "deleted", "lists"):
         if old_files.get(key) and key in new_files:
             (folder / old_files[key]).unlink(missing_ok=True)
     if old_files.get("bm25"):

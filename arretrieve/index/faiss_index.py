@@ -78,6 +78,10 @@ class IndexParams:
     reduced_dim: int = 0
     train_size: int = 0
     seed: int = 0
+    # IVF only: lists built in blocks and merged into a file that searches map (index/ondisk.py),
+    # as the index would need more than `memory_budget` bytes in memory.
+    on_disk: bool = False
+    memory_budget: int = 0
     reason: str = ""
     # Search-time defaults; `arr search --nprobe/--ef-search/--rerank-factor` override them.
     search: dict[str, int] = field(default_factory=dict)
@@ -86,10 +90,12 @@ class IndexParams:
         return asdict(self)
 
 
-def bytes_per_vector(index_type: str, dim: int, pq_m: int = 0, hnsw_m: int = HNSW_M) -> int:
+def bytes_per_vector(index_type: str, dim: int, pq_m: int = 0, hnsw_m: int = HNSW_M, reduced_dim: int = 0) -> int:
+    """Memory an index holds per vector (its codes or vectors, a graph's links, a list entry's id)."""
     return {
         "flat": 4 * dim,
         "hnsw": 4 * dim + 2 * hnsw_m * 4,
+        "hnsw-pca": 4 * dim + 4 * (reduced_dim or default_reduced_dim(dim)) + 2 * hnsw_m * 4,
         "ivf-flat": 4 * dim + 8,
         "ivf-pq": pq_m + 8,
         "sq-fp16": 2 * dim,
@@ -165,7 +171,7 @@ def plan_index(spec: IndexSpec, count: int, dim: int) -> IndexParams:
         elif fits("sq-int8"):
             index_type, reason = "sq-int8", "auto: int8 scalar quantisation fits the memory budget"
         else:
-            index_type, reason = "ivf-pq", "auto: only IVF-PQ (with exact re-ranking) fits the memory budget"
+            index_type, reason = "ivf-pq", "auto: IVF-PQ (with exact re-ranking), as int8 vectors exceed the memory budget"
     params = IndexParams(type=index_type, seed=seed, reason=reason)
     if index_type.startswith("ivf"):
         # ~4·sqrt(N) lists, each with >= 39 training points (FAISS's own minimum).
@@ -191,7 +197,26 @@ def plan_index(spec: IndexSpec, count: int, dim: int) -> IndexParams:
         params.search.update(ef_search=80, rerank_factor=4)
     if index_type in TRAINED_TYPES:
         params.train_size = min(count, max(50_000, 64 * max(params.nlist, 1)))
+    if memory_budget is not None:
+        _fit_budget(params, count, dim, memory_budget)
     return params
+
+
+def _fit_budget(params: IndexParams, count: int, dim: int, memory_budget: int) -> None:
+    """An IVF index over the budget builds its lists on disk; any other type over it is refused."""
+    needed = count * bytes_per_vector(params.type, dim, params.pq_m, params.hnsw_m, params.reduced_dim)
+    if needed <= memory_budget:
+        return
+    over = f"{count} vectors need about {_megabytes(needed)} as {params.type}, over the {_megabytes(memory_budget)} budget"
+    if not params.type.startswith("ivf"):
+        raise ArrError(f"{over}; choose ivf-flat or ivf-pq (above the budget they build their inverted lists on disk), "
+                       "or --index-type auto, or a larger --memory-budget")
+    params.on_disk, params.memory_budget = True, memory_budget
+    params.reason += f"; {over}: inverted lists built in blocks and merged on disk"
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB" if size >= 1e6 else f"{size / 1e3:.1f} kB"
 
 
 def create_index(params: IndexParams, dim: int, sample: np.ndarray | None = None):

@@ -20,6 +20,7 @@ from .faiss_index import (SEARCH_SETTINGS, apply_search_params, check_search_par
 from .filters import check_where, matching_rows
 from .lexical import FUSION_DEPTH, MODES, fuse, load_bm25, search_bm25
 from .manifest import IndexManifest, model_for_index
+from .ondisk import read_on_disk
 
 # Hybrid search: weighted score fusion with this weight on the dense side, chosen on Debian dev with
 # the stemmed BM25 (docs/studies/bm25-stemming.md); the default mode of an index that has a BM25 side.
@@ -100,9 +101,10 @@ class Searcher:
         self.entry = model_for_index(manifest, registry or Registry())
         faiss = faiss_module()
         index_path = folder / manifest.files["index"]
+        lists = manifest.files.get("lists")
         try:
-            index = faiss.read_index(str(index_path))
-        except RuntimeError:
+            index = read_on_disk(index_path, folder / lists) if lists else faiss.read_index(str(index_path))
+        except (RuntimeError, ValueError, OSError):
             raise ArrError(f"{index_path} is missing or corrupted; rebuild the index with `arr index --overwrite`") from None
         if index.ntotal != manifest.count or index.d != manifest.dim:
             raise ArrError(f"{index_path} does not match its manifest (vectors or dimension differ); rebuild the index")
@@ -112,7 +114,8 @@ class Searcher:
         if unknown:  # e.g. an index built before a setting was renamed: it would be silently ignored
             raise ArrError(f"index {manifest.name!r} records search settings this version does not use "
                            f"({', '.join(unknown)}); rebuild it with `arr index --overwrite`")
-        self.index = to_gpu_if_available(index)
+        # On-disk lists stay where they are: copying them to a GPU would read them all into memory.
+        self.index = index if lists else to_gpu_if_available(index)
         self.params = {**recorded, **(search_params or {})}
         apply_search_params(self.index, self.params)
         self._graph_width = self.params.get("ef_search")
