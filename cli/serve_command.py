@@ -39,6 +39,8 @@ def serve(
                                         help="Bearer token every request but /health and /docs must carry "
                                              "(required beyond loopback; the variable keeps it out of `ps`)."),
     no_auth: bool = typer.Option(False, "--no-auth", help="Serve beyond loopback without a token."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Serve from replicas on a Ray cluster: local (start one here), auto (the running one) or its address (needs the distributed extra)."),
+    replicas: Optional[int] = typer.Option(None, "--replicas", help="--ray: replicas of the server, each loading its models once (default 1)."),
 ) -> None:
     """Serve indexes over HTTP: GET/POST /search, GET /doc/ID, POST /encode and /similarity, GET
     /indexes, /models, /health; docs at /docs."""
@@ -49,5 +51,14 @@ def serve(
     if host not in LOOPBACK:
         console.print(f"listening on {host}: reachable from other machines"
                       + (" (no authentication: --no-auth)" if no_auth else " (token required)"))
-    run_server(index or [], host=host, port=port, index_dir=index_dir, device=device, limits=limits, token=token,
-               no_auth=no_auth)
+    options = dict(host=host, port=port, index_dir=index_dir, device=device, limits=limits, token=token, no_auth=no_auth)
+    if ray is None:
+        if replicas is not None:
+            from arretrieve.errors import ArrError
+
+            raise ArrError("--replicas sets the Ray Serve replicas of --ray; give --ray local, auto or an address")
+        run_server(index or [], **options)
+        return
+    from arretrieve.server.ray_serve import serve_on_ray
+
+    serve_on_ray(index or [], address=ray, replicas=1 if replicas is None else replicas, **options)

@@ -16,57 +16,27 @@ import logging
 from collections import deque
 from typing import Callable, Iterator
 
+from ..cluster import actor_share, connect, ray_module, use_reserved_cpus
 from ..errors import ArrError
 from ..registry import ModelEntry
 
 log = logging.getLogger(__name__)
 
-RAY_MISSING = "--ray needs Ray: pip install 'arretrieve[distributed]'"
 IN_FLIGHT_PER_ACTOR = 2
-
-
-def ray_module():
-    try:
-        import ray
-    except ImportError:
-        raise ArrError(RAY_MISSING) from None
-    return ray
 
 
 class ShardEncoder:
     """A Ray actor: one model, loaded once, encoding whole shards."""
 
     def __init__(self, entry_payload: dict, dtype: str, batch_size: int):
-        import ray
-
         from . import load_embedder
 
-        device = "cuda" if ray.get_gpu_ids() else "cpu"
-        if device == "cpu":  # the CPUs this actor reserved, not Ray's default of one thread
-            import torch
-
-            torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+        device = use_reserved_cpus()
         self.embedder = load_embedder(ModelEntry.from_dict(entry_payload), device=device, dtype=dtype)
         self.batch_size = batch_size
 
     def encode(self, texts: list[str]):
         return self.embedder.encode(texts, role="document", batch_size=self.batch_size)
-
-
-def connect(ray, address: str) -> bool:
-    """Join the cluster `address` names ('local': start one on this machine for this command;
-    'auto': the running one; else host:port or ray://host:port). True if this call connected (and
-    so should disconnect); a caller already connected keeps its connection."""
-    if ray.is_initialized():
-        return False
-    try:
-        if address == "local":
-            ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-        else:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ArrError(f"cannot reach the Ray cluster {address!r}: {str(exc).splitlines()[0]}") from None
-    return True
 
 
 def encode_with_ray(job, shards: Iterator[tuple[int, list[str]]], entry: ModelEntry, dtype: str, address: str,
@@ -78,17 +48,13 @@ def encode_with_ray(job, shards: Iterator[tuple[int, list[str]]], entry: ModelEn
     connected = connect(ray, address)
     actors: list = []
     try:
-        resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0))
+        gpus = int(ray.cluster_resources().get("GPU", 0))
         workers = workers or max(1, gpus)
-        # Without GPUs the workers share the cluster's CPUs (a worker's threads are its CPUs), at
-        # most one node's worth each, so every actor fits on a node.
-        node_cpus = max((int(node["Resources"].get("CPU", 1)) for node in ray.nodes() if node["Alive"]), default=1)
-        cpus = 1 if gpus else max(1, min(node_cpus, int(resources.get("CPU", 1)) // workers))
-        actor = ray.remote(num_gpus=1 if gpus else 0, num_cpus=cpus)(ShardEncoder)
+        gpu_each, cpus = actor_share(ray, workers)
+        actor = ray.remote(num_gpus=gpu_each, num_cpus=cpus)(ShardEncoder)
         actors = [actor.remote(entry.to_dict(), dtype, batch_size) for _ in range(workers)]
         log.info("encoding %d shards on %d Ray workers (%s)", len(job.pending()), workers,
-                 f"{gpus} GPUs in the cluster" if gpus else "CPUs")
+                 f"{gpus} GPUs in the cluster" if gpus else f"{cpus} CPUs each")
         _run(ray, job, shards, actors, on_progress)
     finally:
         for actor in actors:  # their CPUs and GPUs go back to the cluster now, not when collected

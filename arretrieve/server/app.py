@@ -596,12 +596,23 @@ def serve(names: Sequence[str], *, host: str = "127.0.0.1", port: int = 8000, in
     until interrupted. Beyond loopback a token is required unless `no_auth` says otherwise."""
     import uvicorn
 
+    check_exposure(host, token, no_auth)
+    uvicorn.run(build_app(names, IndexStore(index_dir), registry or Registry(), device, limits, token, host),
+                host=host, port=port, log_level="info")
+
+
+def check_exposure(host: str, token: str | None, no_auth: bool) -> None:
     if host not in LOOPBACK and not token and not no_auth:
         raise ArrError(f"listening on {host} lets other machines in: give a token (--token or ${TOKEN_VARIABLE}), "
                        "or pass --no-auth to serve without one")
     if token and no_auth:
         raise ArrError("--no-auth and a token contradict each other; give one")
-    served = ServedIndexes(list(names), IndexStore(index_dir), registry or Registry(), device, limits)
-    app = create_app(served, token)
+
+
+def build_app(names: Sequence[str], store: IndexStore, registry: Registry, device: str, limits: ServerLimits | None,
+              token: str | None, host: str) -> GuardedApp:
+    """What `arr serve` runs, and each `arr serve --ray` replica builds for itself: the indexes
+    opened, their models loaded, the app guarding them for `host`."""
+    app = create_app(ServedIndexes(list(names), store, registry, device, limits), token)
     app.listening_on(host)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    return app
