@@ -656,6 +656,21 @@ def test_logging_reaches_short_runs_and_report_to_is_checked(tmp_path, data, reg
         config(tmp_path, data, report_to="mlflow")
 
 
+def test_fsdp_is_refused_where_it_would_not_shard(tmp_path, data, registry, monkeypatch):
+    """On a CPU HF Trainer would run plain DDP under --fsdp: refused before the run folder exists."""
+    from arretrieve.training.run import check_sharding
+
+    cfg = config(tmp_path, data, name="sharded", fsdp=True)
+    with pytest.raises(ArrError, match="--fsdp needs GPUs: on a CPU, HF Trainer"):
+        train(cfg, registry=registry)
+    assert not (tmp_path / "runs" / "sharded").exists() and not Path("runs/sharded").exists()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(ArrError, match="run arr under torchrun"):
+        check_sharding(cfg, torch.device("cuda"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    check_sharding(cfg, torch.device("cuda"))
+
+
 def test_keep_best_needs_its_measurement(tmp_path, data):
     with pytest.raises(ArrError, match="keep_best ndcg@10 needs eval_data"):
         config(tmp_path, data, keep_best="ndcg@10")

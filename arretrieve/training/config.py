@@ -102,6 +102,8 @@ class RunSettings:
     max_length: int = setting(512, "Encoder input tokens (the text is cut, never the prompt or compress tokens).")
     max_target_length: int = setting(256, "Decoder target tokens.")
     gradient_checkpointing: bool = setting(False, "Recompute activations in backward (less memory, slower).")
+    fsdp: bool = setting(False, "Shard parameters, gradients and optimizer states over the torchrun processes (HF "
+                                "Trainer's FSDP, full_shard) instead of replicating them (DDP); GPUs only.")
     compile_layers: bool = setting(False, "torch.compile each transformer layer (regional compilation): fuses the norm, "
                                           "rotary, activation and LoRA element-wise work, about half of a CPU step; the "
                                           "first steps of each new shape pay the compilation (needs a C++ compiler on CPU).")

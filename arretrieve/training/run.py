@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -141,6 +142,18 @@ def train(config: TrainConfig, registry: Registry | None = None, show_progress: 
     return result
 
 
+def check_sharding(config: TrainConfig, device: torch.device) -> None:
+    """--fsdp where it would not shard is refused, not run as something else."""
+    if not config.fsdp:
+        return
+    if device.type != "cuda":
+        raise ArrError("--fsdp needs GPUs: on a CPU, HF Trainer (through accelerate) trains with plain DDP instead, "
+                       "although torch's own fully_shard runs there (benchmarks/fsdp_vs_ddp.py); train without --fsdp "
+                       "(DDP under torchrun) or on GPUs")
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        raise ArrError("--fsdp shards the model over processes: run arr under torchrun --nproc-per-node N (N >= 2)")
+
+
 def _prepare(config: TrainConfig, registry: Registry, show_progress: bool, inputs: TrainingInputs | None) -> TrainingRun:
     """The inputs read and checked (unless the caller did) before any model is loaded; the run folder opened."""
     inputs = inputs or read_training_inputs(config, registry)
@@ -153,10 +166,11 @@ def _prepare(config: TrainConfig, registry: Registry, show_progress: bool, input
     run_dir = Path(config.output_dir or Path("runs") / config.name)
     fingerprints = {kind: data[kind][1] if kind in data else None for kind in ("compression", "alignment")}
     record = {**config.to_dict(), "toolkit_version": __version__, "data_fingerprints": fingerprints}
+    device = resolve_device(config.device)
+    check_sharding(config, device)
     if is_main_process():
         open_run_folder(run_dir, record, resume=config.resume, overwrite=config.overwrite)
     torch.set_flush_denormal(True)  # saturated sigmoid terms otherwise make fp32 steps several times slower
-    device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     pooling = objective(config.objective).pooling or config.pooling
     # In-training evaluation encodes as the trained model will: its prompts and pooling.

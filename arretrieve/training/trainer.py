@@ -108,6 +108,7 @@ def training_arguments(config, stage: str, output_dir: Path, dtype: torch.dtype,
         data_seed=config.seed,
         bf16=dtype == torch.bfloat16,
         use_cpu=device.type == "cpu",
+        fsdp="full_shard" if config.fsdp else "",  # refused on CPU and in one process (run.check_sharding)
         report_to=[] if config.report_to == "none" else [config.report_to],
         remove_unused_columns=False,
         label_names=[],
