@@ -1,7 +1,7 @@
 """IVF indexes larger than memory, built the way FAISS documents it (faiss/contrib/ondisk.py and
 its demo_ondisk_ivf): the quantizer is trained on a sample as for any IVF index, the vectors are
 added in blocks to copies of that trained index (several blocks at a time), each block is written
-out, and the blocks' inverted lists are merged into one file that a search maps into memory page
+out as its own lists file, and those inverted lists are merged into one file that a search maps into memory page
 by page. No step holds more than one block per worker, so the build's memory is set by the block
 size, not by the corpus.
 
@@ -105,12 +105,25 @@ def _blocks(vectors: Iterable[np.ndarray], rows: int, first_id: int) -> Iterator
         yield np.ascontiguousarray(joined), np.arange(next_id, next_id + held, dtype=np.int64)
 
 
-def _write_block(trained: bytes, vectors: np.ndarray, ids: np.ndarray, path: Path, threads: int) -> None:
+def _add_block(trained: bytes, vectors: np.ndarray, ids: np.ndarray, threads: int):
     faiss = faiss_module()
     faiss.omp_set_num_threads(threads)  # per calling thread: the blocks in flight share the cores
     block = faiss.deserialize_index(trained)
     block.add_with_ids(vectors, ids)
-    faiss.write_index(block, str(path))
+    return block
+
+
+def _spill(block, path: Path):
+    """A block's inverted lists written to their own file and mapped from there (the block's
+    quantizer copy and codes leave memory); the final merge reads only these lists."""
+    faiss = faiss_module()
+    ivf = faiss.extract_index_ivf(block)
+    lists = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(path))
+    pointers = faiss.InvertedListsPtrVector()
+    pointers.push_back(ivf.invlists)
+    with _quiet_c_stdout():
+        lists.merge_from_multiple(pointers.data(), 1, False)
+    return lists
 
 
 def build_on_disk(trained: bytes, vectors: Iterable[np.ndarray], index_path: Path, lists_path: Path, *,
@@ -124,33 +137,37 @@ def build_on_disk(trained: bytes, vectors: Iterable[np.ndarray], index_path: Pat
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    paths: list[Path] = []
+    spilled: dict[int, object] = {}
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            running: set = set()
+            running: dict = {}  # future -> block number
+
+            def collect(futures) -> None:
+                for future in futures:
+                    number = running.pop(future)
+                    spilled[number] = _spill(future.result(), scratch / f"block-{number}.ivfdata")
+
             for number, (block, ids) in enumerate(_blocks(vectors, rows_per_block, first_id)):
                 if len(running) >= workers:  # at most one block per worker in memory
-                    done, running = wait(running, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        future.result()
-                paths.append(scratch / f"block-{number}.faiss")
-                running.add(pool.submit(_write_block, trained, block, ids, paths[-1], threads))
-            for future in running:
-                future.result()
-        sources = [read_on_disk(*earlier)] if earlier else []
-        sources += [faiss.read_index(str(path), faiss.IO_FLAG_MMAP) for path in paths]
+                    collect(wait(running, return_when=FIRST_COMPLETED).done)
+                running[pool.submit(_add_block, trained, block, ids, threads)] = number
+            collect(list(running))
+        earlier_index = read_on_disk(*earlier) if earlier else None
+        sources = ([faiss.extract_index_ivf(earlier_index).invlists] if earlier_index else []) + \
+            [spilled[n] for n in sorted(spilled)]
         index = faiss.deserialize_index(trained)
         ivf = faiss.extract_index_ivf(index)
         merged = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(lists_path))
         pointers = faiss.InvertedListsPtrVector()
-        for source in sources:  # held by `sources` until the merge is done
-            pointers.push_back(faiss.extract_index_ivf(source).invlists)
+        for source in sources:  # held by `sources` (and the earlier index) until the merge is done
+            pointers.push_back(source)
         with _quiet_c_stdout():
             total = merged.merge_from_multiple(pointers.data(), pointers.size(), False)
         index.ntotal = ivf.ntotal = total
         ivf.replace_invlists(merged, True)
         merged.this.disown()
-        del sources
+        del sources, earlier_index
+        spilled.clear()
         write_faiss_index(index, index_path)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
