@@ -72,7 +72,12 @@ def progress_bar(unit: str = "texts", show_loss: bool = False):
 
     if not sys.stderr.isatty():
         return PlainProgress(unit)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:.3g} {unit}/s" if task.speed else "")
 
     loss = [TextColumn("loss {task.fields[loss]}")] if show_loss else []
     return Progress(
@@ -80,6 +85,7 @@ def progress_bar(unit: str = "texts", show_loss: bool = False):
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn(unit),
+        Rate(),
         *loss,
         TimeRemainingColumn(),
         transient=not show_loss,  # a training bar stays, with its last loss
@@ -116,10 +122,13 @@ class PlainProgress:
                                        "printed": time.monotonic(), "closed": False}
         return len(self.tasks) - 1
 
-    def update(self, task_id: int, advance: int | None = None, completed: int | None = None, **fields) -> None:
+    def update(self, task_id: int, advance: int | None = None, completed: int | None = None,
+               description: str | None = None, **fields) -> None:
         import time
 
         task = self.tasks[task_id]
+        if description is not None:
+            task["description"] = description
         task["completed"] = completed if completed is not None else task["completed"] + (advance or 0)
         task["fields"].update(fields)
         now = time.monotonic()
@@ -138,7 +147,7 @@ class PlainProgress:
             line += f" ({100 * done / total:.0f}%)"
         rate = (done - task["start"]) / max(time.monotonic() - task["started"], 1e-9)
         if 0 < done < total and rate > 0:
-            line += f", about {(total - done) / rate / 60:.0f} min left"
+            line += f", {rate:.3g} {self.unit}/s, about {(total - done) / rate / 60:.0f} min left"
         if "loss" in task["fields"]:
             line += f", loss {task['fields']['loss']}"
         print(line, file=sys.stderr, flush=True)

@@ -138,6 +138,11 @@ def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(capsys):
         progress.update(task, advance=6)
     lines = capsys.readouterr().err.splitlines()
     assert lines == ["encoding: 10/10 texts (100%)"]
+    with PlainProgress("texts", every=0) as progress:  # a line at every update: with its rate, and a new description
+        task = progress.add_task("encoding", total=10)
+        progress.update(task, advance=4, description="encoding, shard 1/3")
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("encoding, shard 1/3: 4/10 texts (40%), ") and " texts/s, about " in first
 
 
 def test_traced_encoder_gives_the_eager_vectors_and_loads_without_transformers(tiny_llama_dir, isolated_home):

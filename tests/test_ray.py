@@ -1,5 +1,10 @@
-"""encoding/ray_job.py: corpus encoding on a real local Ray cluster (started here on loopback, with
-two worker CPUs, and shut down after), sharing the single-process job's cache and resume."""
+"""encoding/ray_job.py: corpus encoding on a real local Ray cluster, sharing the single-process job's
+cache and resume.
+
+The cluster is `ray.init` on loopback with two CPUs, so two actors run in two worker processes; a
+head plus a second node (`ray start`, or ray.cluster_utils.Cluster) was tried on these machines and
+does not come up: the nodes and the driver look for the GCS at the machine's outer address, and
+Ray 2.60's token authentication refuses the second node."""
 
 from dataclasses import replace
 
@@ -9,7 +14,7 @@ import pytest
 from arretrieve.corpus import CorpusSource
 from arretrieve.encoding import EncodingOptions, encode_corpus
 from arretrieve.errors import ArrError
-from arretrieve.index import IndexSpec, IndexStore, Searcher, build_index
+from arretrieve.index import IndexManifest, IndexSpec, IndexStore, Searcher, build_index
 from index_helpers import SMALL_SHARDS, corpus
 
 ray = pytest.importorskip("ray")
@@ -26,15 +31,16 @@ def _shards(job):
     return [job.shard_path(n).read_bytes() for n in range(job.shards)]
 
 
-def test_ray_vectors_equal_the_local_ones_and_a_stopped_run_resumes(tmp_path, registry, monkeypatch, cluster):
+def test_ray_vectors_equal_the_local_ones_and_a_stopped_run_resumes(tmp_path, registry, monkeypatch, cluster, capfd):
     source = CorpusSource(corpus(tmp_path))
     entry = registry.get("tiny")
     local = encode_corpus(source, entry, SMALL_SHARDS)
     local_files = _shards(local)
     with monkeypatch.context() as elsewhere:  # its own encoding cache
         elsewhere.setenv("ARR_HOME", str(tmp_path / "ray-home"))
-        on_ray = encode_corpus(source, entry, replace(SMALL_SHARDS, ray="auto", workers=2))
+        on_ray = encode_corpus(source, entry, replace(SMALL_SHARDS, ray="auto", workers=2, show_progress=True))
         assert on_ray.work_dir != local.work_dir and _shards(on_ray) == local_files  # byte-identical shards
+        assert "encoding on Ray, shard 5/5: 48/48 texts (100%)" in capfd.readouterr().err  # shards done / total
         # A run stopped with shards 1 and 3 unwritten (no hash: as after a kill) encodes only those.
         for number in (1, 3):
             on_ray._hash_path(number).unlink()
@@ -121,3 +127,39 @@ def test_a_failing_worker_is_one_line_naming_the_shard_and_finished_shards_stay(
                                        r"Ray killed it: its node ran low on memory"):
         _run(fake, job, job.pending_texts(source), [Actor()], None)
     assert job.pending() == [1, 2]  # shard 0 was written before the failure was collected
+
+
+def test_arr_index_on_ray_killed_mid_way_resumes_to_the_same_shards(tmp_path, registry, cluster):
+    """A real kill -9 of `arr index --ray` after a few shards; the same command then finishes, and
+    every shard equals the single-process job's."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import write_beir_corpus
+    from index_helpers import WORDS
+
+    rows = [{"_id": f"r{i:03d}", "title": "", "text": " ".join(WORDS[(i * 5 + j) % len(WORDS)] for j in range(6 + i % 9))}
+            for i in range(400)]
+    folder = write_beir_corpus(tmp_path / "many", rows)
+    options = EncodingOptions(shard_size=2, batch_size=2)
+    local = encode_corpus(CorpusSource(folder), registry.get("tiny"), options)
+    expected = _shards(local)
+    shutil.rmtree(local.work_dir)  # the Ray run starts from nothing, in the same cache folder
+    command = [sys.executable, "-m", "arretrieve.cli.app", "index", str(folder), "--name", "killed", "--model", "tiny",
+               "--ray", ray.get_runtime_context().gcs_address, "--workers", "1", "--shard-size", "2", "--batch-size", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cache = local.work_dir
+    deadline = time.monotonic() + 120
+    while len(list(cache.glob("shard-*.sha256"))) < 5 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_at_kill = len(list(cache.glob("shard-*.sha256")))
+    assert 5 <= done_at_kill < 200, f"the run was not stopped mid-way ({done_at_kill} of 200 shards)"
+    finished = subprocess.run(command, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    assert _shards(local) == expected
+    assert IndexManifest.load(IndexStore().path("killed")).count == len(rows)

@@ -261,6 +261,16 @@ def encode_corpus(source: CorpusSource, entry, options: EncodingOptions, embedde
         encode()
         return job
     with progress_bar() as progress:
-        task = progress.add_task("encoding on Ray" if options.ray else "encoding", total=spec.count, completed=done)
-        encode(lambda n: progress.update(task, advance=n))
+        if not options.ray:
+            task = progress.add_task("encoding", total=spec.count, completed=done)
+            encode(lambda n: progress.update(task, advance=n))
+            return job
+        finished = [job.shards - len(job.pending())]
+
+        def shard_done(count: int) -> None:  # Ray reports whole shards
+            finished[0] += 1
+            progress.update(task, advance=count, description=f"encoding on Ray, shard {finished[0]}/{job.shards}")
+
+        task = progress.add_task(f"encoding on Ray, shard {finished[0]}/{job.shards}", total=spec.count, completed=done)
+        encode(shard_done)
     return job
