@@ -65,6 +65,14 @@ def test_results_json_records_everything_that_affects_the_numbers(tmp_path, regi
     assert bar_chart(records, tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_two_folders_of_one_name_keep_their_results_apart(tmp_path, registry):
+    """a/dev and b/dev in one run: a column and a results folder each, not one overwriting the other."""
+    first, second = beir_folder(tmp_path / "a"), beir_folder(tmp_path / "b")
+    records = run_beir_eval([str(first), str(second)], ["bm25"], output=tmp_path / "results", registry=registry)
+    assert [r.dataset for r in records] == ["a-tinybeir", "b-tinybeir"]
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["a-tinybeir", "b-tinybeir"]
+
+
 def test_second_run_reuses_the_encoded_corpus(tmp_path, registry, monkeypatch):
     folder = beir_folder(tmp_path)
     first = run_beir_eval([str(folder)], ["tiny"], output=tmp_path / "r1", registry=registry)

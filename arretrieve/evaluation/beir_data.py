@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from ..corpus import CorpusSource
 from ..errors import ArrError
@@ -95,9 +96,19 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
-def load_dataset(spec: str, split: str = "test") -> BeirDataset:
-    """A local BEIR folder, or a BEIR dataset name (downloaded and cached once)."""
+def dataset_labels(specs: Sequence[str]) -> list[str]:
+    """A name per dataset of one run: a folder's name, or, where two folders share one (a/dev and
+    b/dev), its parent's name too (a-dev, b-dev), so that their results and columns stay apart."""
+    names = [Path(s).expanduser().resolve().name if Path(s).expanduser().is_dir() else s.lower() for s in specs]
+    return [f"{Path(s).expanduser().resolve().parent.name}-{n}" if names.count(n) > 1 and Path(s).expanduser().is_dir() else n
+            for s, n in zip(specs, names)]
+
+
+def load_dataset(spec: str, split: str = "test", name: str | None = None) -> BeirDataset:
+    """A local BEIR folder, or a BEIR dataset name (downloaded and cached once); `name` labels it
+    (default: the folder's or the dataset's name)."""
     path = Path(spec).expanduser()
+    label = name
     if path.is_dir():
         folder, name = path, path.resolve().name
     elif "/" in spec or spec.startswith("."):
@@ -123,4 +134,4 @@ def load_dataset(spec: str, split: str = "test") -> BeirDataset:
     for file in [*CorpusSource(folder).files, folder / "queries.jsonl", qrels_path]:
         digest.update(sha256_file(file).encode())
     evaluated = {qid: queries[qid] for qid in queries if qid in qrels}
-    return BeirDataset(name, folder, split, evaluated, qrels, digest.hexdigest())
+    return BeirDataset(label or name, folder, split, evaluated, qrels, digest.hexdigest())

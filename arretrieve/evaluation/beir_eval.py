@@ -14,7 +14,7 @@ from ..errors import ArrError
 from ..home import write_json_atomic
 from ..encoding import EncodingOptions
 from ..registry import Registry, validate_name
-from .beir_data import load_dataset
+from .beir_data import dataset_labels, load_dataset
 from .metrics import K_VALUES, compute_metrics
 from .retrievers import BM25, HYBRID_PREFIX, bm25_retrieval, dense_retrieval
 
@@ -56,8 +56,8 @@ def run_beir_eval(
         if model != BM25:
             registry.get(model.removeprefix(HYBRID_PREFIX))
     records = []
-    for spec in datasets:
-        dataset = load_dataset(spec, split)
+    for spec, label in zip(datasets, dataset_labels(datasets)):
+        dataset = load_dataset(spec, split, label)
         ignore = ignore_identical_ids
         depth = top_k + 1 if ignore else top_k
         for model in models:
