@@ -48,6 +48,7 @@ def search(
     no_collapse: bool = typer.Option(False, "--no-collapse", help="On a chunked index, list chunks instead of one hit per document."),
     mode: Optional[str] = typer.Option(None, "--mode", help="dense, bm25 or hybrid (default: hybrid when the index has a BM25 side, else dense)."),
     where: Optional[str] = typer.Option(None, "--where", help='Only documents whose metadata match, as JSON: \'{"section": "utils"}\' or \'{"year": {"gte": 2020}}\'.'),
+    explain: bool = typer.Option(False, "--explain", help="For each hit, what the model's decoder writes from its compressed states: what the model read from it (AutoRegEmbed models)."),
     index_dir: Optional[Path] = IndexDir,
     device: str = Device,
 ) -> None:
@@ -58,6 +59,8 @@ def search(
 
     if (query is None) == (queries is None):
         raise ArrError("give either a query or --queries FILE")
+    if explain and queries is not None and not as_json:
+        raise ArrError("--explain with --queries needs --json: a TREC run has no place for the explanations")
     if query is not None:
         check_queries([query])  # before the index and its model load
     conditions = None
@@ -71,7 +74,7 @@ def search(
         check_where(conditions)
     opened = Index(index, index_dir=index_dir, device=device)
     options = {"mode": mode, "collapse": False if no_collapse else None, "nprobe": nprobe, "ef_search": ef_search,
-               "rerank_factor": rerank_factor, "where": conditions}
+               "rerank_factor": rerank_factor, "where": conditions, "explain": explain}
     manifest = opened.manifest
     if queries is not None:
         from arretrieve.corpus.queries import read_queries
@@ -95,7 +98,9 @@ def search(
         return
     from rich.table import Table
 
-    table = Table("rank", "score", "id", "title", "snippet", title=f"{manifest.name} · {manifest.model}")
+    columns = ("rank", "score", "id", "title", "snippet", *(("read by the model",) if explain else ()))
+    table = Table(*columns, title=f"{manifest.name} · {manifest.model}")
     for hit in hits:
-        table.add_row(str(hit.rank), f"{hit.score:.4f}", _printable(hit.id), _printable(hit.title), _snippet(hit.text))
+        table.add_row(str(hit.rank), f"{hit.score:.4f}", _printable(hit.id), _printable(hit.title), _snippet(hit.text),
+                      *((_printable(hit.explanation),) if explain else ()))
     console.print(table)

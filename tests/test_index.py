@@ -130,3 +130,31 @@ def test_manifest_records_how_the_index_was_built(tmp_path, registry):
     assert stored.corpus[0]["fingerprint"] and stored.toolkit_version
     rows = [json.loads(line) for line in (IndexStore().resolve(None) / "docs.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == [r["_id"] for r in ROWS]
+
+
+def test_explain_gives_every_hit_what_the_decoder_writes_from_its_states(tmp_path, registry):
+    """The explanation is the frozen decoder's greedy text from the states the hit was indexed with."""
+    import torch
+    from typer.testing import CliRunner
+
+    from arretrieve.cli.app import app
+    from arretrieve.modeling.loading import load_autoregembed
+
+    build_index(corpus(tmp_path), model="tiny", encoding=SMALL_SHARDS, registry=registry)
+    searcher = Searcher(IndexStore().resolve(None), registry=registry)
+    hits = searcher.search(["yaml python library", "fonts"], k=4, mode="dense", explain=True)
+    flat = [hit for found in hits for hit in found]
+    assert len(flat) == 8 and all(isinstance(hit.explanation, str) for hit in flat)
+    entry = registry.get("tiny")
+    reader = load_autoregembed(entry, torch.float32, torch.device("cpu"), frozen_decoder=True)
+    texts = [next(r for r in ROWS if r["_id"] == hit.id)["text"] for hit in flat]
+    assert [hit.explanation for hit in flat] == reader.read_back(texts, entry.template("document"))
+    assert all(hit.explanation is None for hit in searcher.search(["fonts"], k=2, mode="dense")[0])
+    assert "explanation" in hits[0][0].to_dict()
+    ran = CliRunner().invoke(app, ["search", "fonts", "-k", "2", "--mode", "dense", "--json", "--explain"])
+    assert ran.exit_code == 0, ran.output
+    assert [h["explanation"] for h in json.loads(ran.output)] == [h.explanation for h in hits[1][:2]]
+    queries = tmp_path / "queries.tsv"
+    queries.write_text("q1\tfonts\n")
+    refused = CliRunner().invoke(app, ["search", "--queries", str(queries), "--explain"])
+    assert isinstance(refused.exception, ArrError) and "needs --json" in str(refused.exception)

@@ -74,6 +74,9 @@ def test_search_endpoints_give_what_arr_search_json_gives(server):
     assert lexical[0]["id"] == "5"
     dense = httpx.post(server + "/search", json={"queries": ["fonts"], "k": 2, "index": "one", "mode": "dense"}).json()
     assert len(dense[0]["hits"]) == 2
+    explained = httpx.get(server + "/search", params={"q": "fonts", "k": 2, "index": "one", "explain": "true"}).json()
+    assert explained == [h.to_dict() for h in arretrieve.Index("one").search("fonts", k=2, explain=True)]
+    assert all(isinstance(h["explanation"], str) for h in explained)
 
     assert {i["name"] for i in httpx.get(server + "/indexes").json()} == {"one", "two"}
     assert httpx.get(server + "/indexes").json()[0]["default_mode"] == "hybrid"

@@ -37,6 +37,7 @@ class Hit:
     text: str
     chunk: str | None = None
     metadata: dict | None = None
+    explanation: str | None = None  # with explain: what the decoder writes from the hit's states
 
     def to_dict(self) -> dict:
         payload = {"rank": self.rank, "score": self.score, "id": self.id, "title": self.title, "text": self.text}
@@ -44,6 +45,8 @@ class Hit:
             payload["metadata"] = self.metadata
         if self.chunk is not None:
             payload["chunk"] = self.chunk
+        if self.explanation is not None:
+            payload["explanation"] = self.explanation
         return payload
 
 
@@ -64,6 +67,8 @@ class SearchOptions:
     rerank_factor: int | None = _option(None, "Re-score k x this many candidates exactly (ivf-pq, hnsw-pca).")
     where: dict | None = _option(None, 'Only rows whose metadata match, e.g. {"section": "utils"} or '
                                        '{"year": {"gte": 2020}} (see index/filters.py).')
+    explain: bool = _option(False, "For each hit, what the model's frozen decoder writes from the hit's compressed "
+                                   "states: what the model read from it (AutoRegEmbed models; the decoder loads once).")
 
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
@@ -134,6 +139,7 @@ class Searcher:
         self.default_mode = DEFAULT_MODE if self.bm25 is not None else "dense"
         self._device = device
         self._embedder = None
+        self._reader = None  # the model with its frozen decoder, for explain
         self._ids: list[str] | None = None
         self._rows: dict[str, int] | None = None
         self._metadata: list[dict] | None = None
@@ -257,9 +263,31 @@ class Searcher:
         mode = self._check_mode(options.mode)
         collapse = self.chunked if collapse is None else collapse
         excluded, allowed = self._excluded(options.where)
+        if options.explain and self.entry.kind != "autoregembed":
+            raise ArrError(f"explain reads a hit's compressed states with the decoder of an AutoRegEmbed model; "
+                           f"{self.entry.name!r} is a {self.entry.kind} model")
         with self._search_settings(options.search_params()):
-            return self._deepening(queries, self._query_vectors(queries, mode), k, mode, excluded, allowed, collapse,
-                                   lambda scores, rows: self._hits(scores, rows, k, collapse))
+            found = self._deepening(queries, self._query_vectors(queries, mode), k, mode, excluded, allowed, collapse,
+                                    lambda scores, rows: self._hits(scores, rows, k, collapse))
+        if options.explain:
+            self._explain([hit for hits in found for hit in hits])
+        return found
+
+    def _explain(self, hits: list[Hit]) -> None:
+        """Each hit's explanation, from the text its vector was encoded from (with the decoder loaded
+        the first time: the search model never carries one)."""
+        if not hits:
+            return
+        if self._reader is None:
+            from ..modeling.loading import load_autoregembed
+            from ..runtime import resolve_device, resolve_dtype
+
+            device = resolve_device(self._device)
+            self._reader = load_autoregembed(self.entry, resolve_dtype(self.manifest.encoder["dtype"], device), device,
+                                             frozen_decoder=True)
+        texts = [Document(h.chunk or h.id, h.title, h.text).full_text for h in hits]
+        for hit, written in zip(hits, self._reader.read_back(texts, self.entry.template("document"))):
+            hit.explanation = written
 
     @contextlib.contextmanager
     def _search_settings(self, overrides: dict[str, int]) -> Iterator[None]:

@@ -305,6 +305,24 @@ class AutoRegEmbedModel(PromptedInputs, nn.Module):
         rows = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1).expand_as(mask)[mask]
         return torch.zeros(targets.shape[0], device=token_logp.device, dtype=token_logp.dtype).index_add(0, rows, token_logp)
 
+    @torch.no_grad()
+    def read_back(self, texts: Sequence[str], template: str, max_new_tokens: int = 24) -> list[str]:
+        """What the frozen decoder writes from each text's compressed states, greedily: the states
+        are its only input, as in stage 1, so the text shows what they carry (`--explain`)."""
+        encoded = self.encode_texts(texts, template)
+        ids, lengths = self.pad(encoded.input_ids)
+        compressed = self.compress(ids, lengths)
+        if self.state_scale is not None:
+            compressed = compressed * self.state_scale
+        with self.frozen_decoder() as decoder_lm:
+            inputs = compressed.to(decoder_lm.get_input_embeddings().weight.dtype)
+            written = decoder_lm.generate(inputs_embeds=inputs, attention_mask=torch.ones(inputs.shape[:2], dtype=torch.long,
+                                                                                        device=inputs.device),
+                                          max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                          eos_token_id=self.eos_id, pad_token_id=self.eos_id)
+        return [self.tokenizer.decode([t for t in row.tolist() if t != self.eos_id], skip_special_tokens=True).strip()
+                for row in written]
+
     def score_after_tokens(self, prefixes: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed log p(target | prefix tokens), target lengths) from the frozen decoder, where the
         prefix is ordinary token ids (the plain-text counterpart of `score_padded`'s states)."""

@@ -61,7 +61,7 @@ def _request_fields(query_string: bool) -> dict:
     types = {"k": Annotated[int, Field(ge=1, le=MAX_K)], "mode": Literal[MODES] | None,
              "collapse": bool | None, "nprobe": Annotated[int, Field(ge=1)] | None,
              "ef_search": Annotated[int, Field(ge=1)] | None, "rerank_factor": Annotated[int, Field(ge=1)] | None,
-             "where": (Json[dict[str, Any]] if query_string else dict[str, Any]) | None}
+             "where": (Json[dict[str, Any]] if query_string else dict[str, Any]) | None, "explain": bool}
     return {f.name: (types[f.name], Field(f.default, description=f.metadata["help"]))
             for f in dataclasses.fields(SearchOptions)}
 
@@ -87,6 +87,7 @@ class HitOut(BaseModel):
     text: str
     chunk: str | None = Field(None, description="the chunk that matched, on a chunked index")
     metadata: dict[str, Any] | None = Field(None, description="stored fields, on an index that has them")
+    explanation: str | None = Field(None, description="with explain: what the model's decoder writes from the hit's states")
 
 
 class BatchOut(BaseModel):
