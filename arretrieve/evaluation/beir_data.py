@@ -99,16 +99,16 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
 def dataset_labels(specs: Sequence[str]) -> list[str]:
     """A name per dataset of one run: a folder's name, or, where two folders share one (a/dev and
     b/dev), its parent's name too (a-dev, b-dev), so that their results and columns stay apart."""
-    names = [Path(s).expanduser().resolve().name if Path(s).expanduser().is_dir() else s.lower() for s in specs]
-    return [f"{Path(s).expanduser().resolve().parent.name}-{n}" if names.count(n) > 1 and Path(s).expanduser().is_dir() else n
-            for s, n in zip(specs, names)]
+    folders = [Path(s).expanduser().resolve() if Path(s).expanduser().is_dir() else None for s in specs]
+    names = [folder.name if folder else spec.lower() for folder, spec in zip(folders, specs)]
+    return [f"{folder.parent.name}-{name}" if folder and names.count(name) > 1 else name
+            for folder, name in zip(folders, names)]
 
 
-def load_dataset(spec: str, split: str = "test", name: str | None = None) -> BeirDataset:
-    """A local BEIR folder, or a BEIR dataset name (downloaded and cached once); `name` labels it
+def load_dataset(spec: str, split: str = "test", label: str | None = None) -> BeirDataset:
+    """A local BEIR folder, or a BEIR dataset name (downloaded and cached once); `label` names it
     (default: the folder's or the dataset's name)."""
     path = Path(spec).expanduser()
-    label = name
     if path.is_dir():
         folder, name = path, path.resolve().name
     elif "/" in spec or spec.startswith("."):

@@ -113,17 +113,24 @@ def _add_block(trained: bytes, vectors: np.ndarray, ids: np.ndarray, threads: in
     return block
 
 
+def _merged(sources: list, nlist: int, code_size: int, path: Path):
+    """One on-disk lists file at `path` holding `sources`' inverted lists, list by list in their
+    order (the caller keeps the sources alive until this returns)."""
+    faiss = faiss_module()
+    lists = faiss.OnDiskInvertedLists(nlist, code_size, str(path))
+    pointers = faiss.InvertedListsPtrVector()
+    for source in sources:
+        pointers.push_back(source)
+    with _quiet_c_stdout():
+        lists.merge_from_multiple(pointers.data(), pointers.size(), False)
+    return lists
+
+
 def _spill(block, path: Path):
     """A block's inverted lists written to their own file and mapped from there (the block's
     quantizer copy and codes leave memory); the final merge reads only these lists."""
-    faiss = faiss_module()
-    ivf = faiss.extract_index_ivf(block)
-    lists = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(path))
-    pointers = faiss.InvertedListsPtrVector()
-    pointers.push_back(ivf.invlists)
-    with _quiet_c_stdout():
-        lists.merge_from_multiple(pointers.data(), 1, False)
-    return lists
+    ivf = faiss_module().extract_index_ivf(block)
+    return _merged([ivf.invlists], ivf.nlist, ivf.code_size, path)
 
 
 def build_on_disk(trained: bytes, vectors: Iterable[np.ndarray], index_path: Path, lists_path: Path, *,
@@ -157,13 +164,8 @@ def build_on_disk(trained: bytes, vectors: Iterable[np.ndarray], index_path: Pat
             [spilled[n] for n in sorted(spilled)]
         index = faiss.deserialize_index(trained)
         ivf = faiss.extract_index_ivf(index)
-        merged = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(lists_path))
-        pointers = faiss.InvertedListsPtrVector()
-        for source in sources:  # held by `sources` (and the earlier index) until the merge is done
-            pointers.push_back(source)
-        with _quiet_c_stdout():
-            total = merged.merge_from_multiple(pointers.data(), pointers.size(), False)
-        index.ntotal = ivf.ntotal = total
+        merged = _merged(sources, ivf.nlist, ivf.code_size, lists_path)
+        index.ntotal = ivf.ntotal = merged.compute_ntotal()
         ivf.replace_invlists(merged, True)
         merged.this.disown()
         del sources, earlier_index

@@ -287,14 +287,16 @@ class AutoRegEmbedModel(PromptedInputs, nn.Module):
         tokenized = self._tokenize(targets)
         return EncodedTexts([ids[:limit] + [self.eos_id] for ids in tokenized], [len(ids) > limit for ids in tokenized])
 
+    def decoder_states(self, compressed: torch.Tensor) -> torch.Tensor:
+        """The compressed states as the decoder reads them: times the learned state scale, if any."""
+        return compressed if self.state_scale is None else compressed * self.state_scale
+
     def score_padded(self, compressed: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
         """Summed log p(target | compressed) for right-padded (B, T) targets and their lengths."""
         k = self.num_compress_tokens
         with self.frozen_decoder() as decoder_lm:
             embeds = decoder_lm.get_input_embeddings()(targets)
-            if self.state_scale is not None:
-                compressed = compressed * self.state_scale
-            inputs = torch.cat([compressed.to(embeds.dtype), embeds], dim=1)
+            inputs = torch.cat([self.decoder_states(compressed).to(embeds.dtype), embeds], dim=1)
             hidden = decoder_lm.get_decoder()(inputs_embeds=inputs, use_cache=False).last_hidden_state
             # Position k-1+t predicts target token t. Only real (unpadded) target positions go
             # through the LM head: its (tokens x vocabulary) logits dominate memory.
@@ -311,9 +313,7 @@ class AutoRegEmbedModel(PromptedInputs, nn.Module):
         are its only input, as in stage 1, so the text shows what they carry (`--explain`)."""
         encoded = self.encode_texts(texts, template)
         ids, lengths = self.pad(encoded.input_ids)
-        compressed = self.compress(ids, lengths)
-        if self.state_scale is not None:
-            compressed = compressed * self.state_scale
+        compressed = self.decoder_states(self.compress(ids, lengths))
         with self.frozen_decoder() as decoder_lm:
             inputs = compressed.to(decoder_lm.get_input_embeddings().weight.dtype)
             written = decoder_lm.generate(inputs_embeds=inputs, attention_mask=torch.ones(inputs.shape[:2], dtype=torch.long,
