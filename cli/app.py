@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from . import beir_eval_command, cache_command, data_command, index_command, indexes_command, mine_command, models_command, search_command, serve_command, train_command
+from . import adapt_command, beir_eval_command, cache_command, data_command, index_command, indexes_command, mine_command, models_command, search_command, serve_command, train_command
 
 app = typer.Typer(
     name="arr",
@@ -39,6 +39,7 @@ app.command("index")(index_command.index)
 app.command("search")(search_command.search)
 app.command("beir-eval")(beir_eval_command.beir_eval)
 app.command("train")(train_command.train)
+app.command("adapt")(adapt_command.adapt)
 app.command("serve")(serve_command.serve)
 app.command("mine-negatives")(mine_command.mine_negatives)
 

@@ -93,6 +93,11 @@ def _train_recipe(recipe: dict, flags: dict) -> None:
     plan = plan_recipe(load_recipe(recipe["recipe"]), name, data=recipe["data"], output_dir=output_dir, base=base,
                        scale=recipe["scale"], flags=flags)
     result = run_recipe(plan, until=recipe["until"], start=recipe["start"], overwrite=overwrite, show_progress=True)
+    report_recipe(result)
+
+
+def report_recipe(result) -> None:
+    """What a recipe's run did, where it went, and the model it registered."""
     summary = f"ran {', '.join(result.ran) or 'no step'}" + (f" (done before: {', '.join(result.skipped)})" if result.skipped else "")
     if result.entry is None:
         console.print(f"{summary}; stopped after {result.stopped_after} → {result.run_dir} (run again without --until to go on)",

@@ -8,6 +8,8 @@ file, written atomically (a step interrupted leaves no output, and runs again):
     slice                rows skip+1 … skip+limit of a file
     mine-negatives       hard negatives mined with BM25 or a registry model (training/mining.py)
     beir-sample          a small BEIR folder: the first queries of a split, their documents, distractors
+    pseudo-queries       label-free training pairs and a held-out evaluation from a corpus alone, the
+                         queries written by a model's decoder (training/pseudo_queries.py)
 
 `DATA_STEPS` maps each name to its function and to the settings it takes beyond `input` and `output`.
 """
@@ -102,15 +104,15 @@ def slice_rows(input: str, output: Path, skip: int = 0, limit: int | None = None
 
 
 def mine_negatives_step(input: str, output: Path, retriever: str = "bm25", skip: int = 0, limit: int | None = None,
-                        **settings: Any) -> dict:
-    """`arr mine-negatives` as a step; `settings` are `MiningSettings` fields."""
+                        corpus: str | None = None, **settings: Any) -> dict:
+    """`arr mine-negatives` as a step; `corpus` adds candidate texts, `settings` are `MiningSettings` fields."""
     from .mining import MiningSettings, mine_negatives
 
     try:
         mining = MiningSettings(**settings)
     except TypeError as exc:
         raise ArrError(f"mine-negatives: {exc}") from None
-    report = mine_negatives(input, output, retriever, mining, skip=skip, limit=limit)
+    report = mine_negatives(input, output, retriever, mining, corpus=Path(corpus) if corpus else None, skip=skip, limit=limit)
     return {"rows": report.rows, "mined": report.mined, "short_rows": report.short_rows}
 
 
@@ -147,16 +149,24 @@ def beir_sample(input: str, output: Path, split: str = "dev", queries: int = 120
     return counts
 
 
+def pseudo_queries_step(input: str, output: Path, **settings: Any) -> dict:
+    from .pseudo_queries import pseudo_queries
+
+    return pseudo_queries(input, output, **settings)
+
+
 @dataclass(frozen=True)
 class DataStep:
     run: Callable[..., dict]
     inputs: tuple[str, ...]  # the settings that name input files (each must exist or be an earlier step's output)
+    uses_registry: bool = False  # it loads a model: given the run's registry (its intermediates included)
 
 
 DATA_STEPS: dict[str, DataStep] = {
     "reconstruction-rows": DataStep(reconstruction_rows, ("input",)),
     "paper-triplets": DataStep(paper_triplets, ("input", "compression")),
     "slice": DataStep(slice_rows, ("input",)),
-    "mine-negatives": DataStep(mine_negatives_step, ("input",)),
+    "mine-negatives": DataStep(mine_negatives_step, ("input", "corpus")),
     "beir-sample": DataStep(beir_sample, ("input",)),
+    "pseudo-queries": DataStep(pseudo_queries_step, ("input",), uses_registry=True),
 }

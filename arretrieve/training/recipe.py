@@ -25,7 +25,8 @@ starting from the model the previous one made.
     kind = "low-rank"
     rank = 64
 
-`{data}` is `--data`, `{run}` the recipe's run folder (`runs/NAME`, `--output-dir`). Every step is
+`{data}` is `--data`, `{run}` the recipe's run folder (`runs/NAME`, `--output-dir`), `{base}` the
+model the first training step starts from (the recipe's `base` or `--base`). Every step is
 checked, and every input file it names found, before any model loads. Each finished step is
 recorded in `steps.json` in the run folder with the settings it ran with; running the same command
 again skips those, resumes a training step from its last checkpoint and redoes an interrupted data
@@ -175,17 +176,19 @@ def plan_recipe(recipe: Recipe, name: str, *, data: Path | None = None, output_d
     if "{data}" in text and data is None:
         raise ArrError(f"recipe {recipe.name!r} reads its data from --data (a folder such as the one "
                        "`arr data debian-desc data/debian-desc --fetch` builds); pass --data DIR")
-    substitutions = {"{data}": str(data) if data else "", "{run}": str(run_dir)}
+    first = base or recipe.base
+    substitutions = {"{data}": str(data) if data else "", "{run}": str(run_dir), "{base}": first or ""}
     steps, produced = [], set()
     for step in recipe.steps:
         settings = json.loads(_substitute(json.dumps(step.settings), substitutions))
         if step.kind == "train":
             settings = _train_settings(step, settings, scale, flags)
+        elif step.kind == "data" and DATA_STEPS[settings["builder"]].uses_registry and "device" in flags:
+            settings["device"] = flags["device"]  # a step that loads a model runs where the training does
         _check_inputs(step, settings, step.settings, produced)
         if settings.get("output"):
             produced.add(str(settings["output"]))
         steps.append(Step(step.name, step.kind, settings))
-    first = base or recipe.base
     first_model = next(s for s in steps if s.kind != "data")
     if first is None and (first_model.kind == "low-rank" or "base" not in first_model.settings):
         raise ArrError(f"recipe {recipe.name!r} names no base to start from; pass --base")
@@ -235,8 +238,8 @@ def _check_inputs(step: Step, settings: dict, written: dict, produced: set[str])
     names = DATA_STEPS[settings["builder"]].inputs if step.kind == "data" else TRAIN_INPUTS if step.kind == "train" else ()
     for key in names:
         value = settings.get(key)
-        if value is None or str(value) in produced or Path(str(value)).exists():
-            continue
+        if value is None or Path(str(value)).exists() or any(str(value) == p or str(value).startswith(p + "/") for p in produced):
+            continue  # there, or an earlier step's output (or a file inside the folder it writes)
         original = str(written.get(key, value))
         if "{data}" in original or "{run}" in original or original.startswith(("/", ".", "~")) or original.endswith(_FILE_SUFFIXES):
             raise ArrError(f"step {step.name!r}: its {key} {value} does not exist (and no earlier step writes it)")
@@ -342,6 +345,8 @@ def _run_step(plan: Plan, step: Step, current: str, local: RunRegistry, show_pro
         settings = dict(step.settings)
         builder = DATA_STEPS[settings.pop("builder")]
         output = Path(settings.pop("output"))
+        if builder.uses_registry:
+            settings["registry"] = local
         try:
             return {"output": str(output), "counts": builder.run(output=output, **settings)}
         except TypeError as exc:
