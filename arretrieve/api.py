@@ -156,22 +156,26 @@ class Index:
 
     def search(self, query: str, k: int = 10, *, mode: str | None = None, collapse: bool | None = None,
                nprobe: int | None = None, ef_search: int | None = None, rerank_factor: int | None = None,
-               where: dict | None = None, explain: bool = False) -> list[Hit]:
+               where: dict | None = None, explain: bool = False, rerank: str | None = None,
+               rerank_depth: int | None = None) -> list[Hit]:
         """The top-k hits of one query, best first; the options are `arr search`'s (`SearchOptions`);
         `where` keeps rows whose metadata match (`index/filters.py`)."""
         if not isinstance(query, str):
             raise ArrError("search takes one query string; use search_many for a list")
         return self.search_many([query], k, mode=mode, collapse=collapse, nprobe=nprobe, ef_search=ef_search,
-                                rerank_factor=rerank_factor, where=where, explain=explain)[0]
+                                rerank_factor=rerank_factor, where=where, explain=explain, rerank=rerank,
+                                rerank_depth=rerank_depth)[0]
 
     def search_many(self, queries: Sequence[str], k: int = 10, *, mode: str | None = None, collapse: bool | None = None,
                     nprobe: int | None = None, ef_search: int | None = None,
-                    rerank_factor: int | None = None, where: dict | None = None, explain: bool = False) -> list[list[Hit]]:
+                    rerank_factor: int | None = None, where: dict | None = None, explain: bool = False,
+                    rerank: str | None = None, rerank_depth: int | None = None) -> list[list[Hit]]:
         """The top-k hits of each query, encoded in batches: what `arr search --queries` and the server answer."""
         if isinstance(queries, str):
             raise ArrError("search_many takes a list of query strings; use search for one")
         return self.searcher.search(list(queries), k, collapse, mode, nprobe=nprobe, ef_search=ef_search,
-                                    rerank_factor=rerank_factor, where=where, explain=explain)
+                                    rerank_factor=rerank_factor, where=where, explain=explain, rerank=rerank,
+                                    rerank_depth=rerank_depth)
 
 
 def _write_texts(path: Path, texts: Sequence[str], ids: Sequence[str] | None, titles: Sequence[str] | None,

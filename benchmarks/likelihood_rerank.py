@@ -1,29 +1,29 @@
-"""Reranking by the decoder (issue 42 item 3), measured before it is built: does log p(query | a
-hit's compressed states) reorder the top of the dense list for the better?
+"""Reranking by the decoder (`--rerank likelihood`): nDCG@10 by fused weight and depth, over dense
+and hybrid first stages, and the latency it adds.
 
-    python benchmarks/likelihood_rerank.py $ARR_HOME/collections/perlpod/dev --split dev --depth 20
+    python benchmarks/likelihood_rerank.py $ARR_HOME/collections/perlpod/dev --split dev \
+        [--model NAME] [--queries 200] [--depths 10,20] [--latency-depths 10,20,50]
 
-Dense exact search with the model gives each query's top --depth; for each hit, the frozen decoder
-scores the query's tokens (and EOS) after the hit's compressed states (the document prompt, as the
-index encodes it): the mean log-likelihood per token. Both scores are min-max normalised within
-each query's list and fused, (1 - w) · dense + w · likelihood, for w from 0 (dense alone) to 1
-(likelihood alone); nDCG@10 for each w (choose w on dev only). Also the wall of the rescoring per
-query (states of the hits recomputed from their text, as a reranker without stored states would).
+The corpus is indexed as `arr index` does (flat, with its BM25 side) in a scratch store; each
+query's first-stage top max(--depths) comes from `Searcher.search_ids` in dense and in hybrid mode,
+each hit is scored by the library's reranker (`AutoRegEmbedModel.query_likelihood`: the mean
+log-likelihood per token of the query and EOS after the hit's compressed states, recomputed from
+its text) and the two are fused by `likelihood_fusion` for w from 0 (first stage alone) to 1
+(likelihood alone). The weight and depth the toolkit ships are chosen from this on dev splits only.
+--queries takes a seeded sample of the split's queries. Latency: the wall of the rescoring per
+query at each of --latency-depths, on the first 10 queries (the first stage excluded).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-
-def _minmax(values: np.ndarray) -> np.ndarray:
-    span = values.max() - values.min()
-    return (values - values.min()) / span if span > 0 else np.zeros_like(values)
 
 
 def main() -> None:
@@ -31,52 +31,56 @@ def main() -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--split", default="dev")
     parser.add_argument("--model", default=None)
-    parser.add_argument("--depth", type=int, default=20)
+    parser.add_argument("--queries", type=int, default=None, help="a seeded sample of this many queries")
+    parser.add_argument("--depths", default="10,20")
+    parser.add_argument("--latency-depths", default="10,20,50")
     args = parser.parse_args()
-    import torch
-
-    import arretrieve
-    from arretrieve.corpus import CorpusSource
     from arretrieve.evaluation.beir_data import load_dataset
     from arretrieve.evaluation.metrics import compute_metrics
-    from arretrieve.modeling.loading import load_autoregembed
+    from arretrieve.index import IndexSpec, IndexStore, Searcher, build_index
+    from arretrieve.index.searcher import likelihood_fusion
     from arretrieve.registry import Registry
-    from arretrieve.runtime import resolve_device, resolve_dtype
 
-    entry = Registry().resolve(args.model)
+    registry = Registry()
+    entry = registry.resolve(args.model)
     dataset = load_dataset(str(args.folder), args.split)
-    documents = list(CorpusSource(args.folder).documents())
-    texts, ids = [d.full_text for d in documents], [d.id for d in documents]
-    embedder = arretrieve.load_embedder(entry)
-    doc_vectors = embedder.encode(texts, role="document")
     query_ids = sorted(dataset.queries)
-    query_vectors = embedder.encode([dataset.queries[q] for q in query_ids], role="query")
-    device = resolve_device("auto")
-    reader = load_autoregembed(entry, resolve_dtype(entry.dtype, device), device, frozen_decoder=True)
+    if args.queries and args.queries < len(query_ids):
+        query_ids = sorted(random.Random(0).sample(query_ids, args.queries))
+    queries = [dataset.queries[q] for q in query_ids]
+    depths = [int(d) for d in args.depths.split(",")]
+    store = IndexStore(Path(tempfile.mkdtemp(prefix="rerank-")))
+    build_index(args.folder, name="bench", model=entry.name, spec=IndexSpec("flat"), store=store, registry=registry, bm25=True)
+    searcher = Searcher(store.path("bench"), registry=registry)
     template = entry.template("document")
-    runs = {w: {} for w in np.round(np.linspace(0, 1, 11), 1)}
-    walls = []
-    for q, vector in zip(query_ids, query_vectors):
-        dense = doc_vectors @ vector
-        top = np.argsort(-dense, kind="stable")[: args.depth]
-        start = time.perf_counter()
-        with torch.no_grad():
-            encoded = reader.encode_texts([texts[i] for i in top], template)
-            padded, lengths = reader.pad(encoded.input_ids)
-            states = reader.compress(padded, lengths)
-            target = reader.encode_targets([dataset.queries[q]]).input_ids[0]
-            targets = torch.tensor([target] * len(top), device=device)
-            target_lengths = torch.full((len(top),), len(target), device=device)
-            likelihood = (reader.score_padded(states, targets, target_lengths) / len(target)).float().cpu().numpy()
-        walls.append(time.perf_counter() - start)
-        d, ll = _minmax(dense[top]), _minmax(likelihood)
-        for w in runs:
-            fused = (1 - w) * d + w * ll
-            runs[w][q] = {ids[i]: float(s) for i, s in zip(top, fused)}
-    table = {f"{w:.1f}": compute_metrics(dataset.qrels, run)["NDCG@10"] for w, run in runs.items()}
-    print(json.dumps({"folder": str(args.folder), "split": args.split, "model": entry.name, "depth": args.depth,
-                      "queries": len(query_ids), "ndcg@10_by_likelihood_weight": table,
-                      "rescoring_ms_per_query_p50": float(np.percentile(walls, 50) * 1e3), "device": str(device)}, indent=2))
+    weights = [round(w, 1) for w in np.linspace(0, 1, 11)]
+    report = {"folder": str(args.folder), "split": args.split, "model": entry.name, "queries": len(queries),
+              "ndcg@10": {}, "rescoring_ms_per_query_p50": {}}
+    for mode in ("dense", "hybrid"):
+        ranked = searcher.search_ids(queries, max(depths), mode=mode)
+        likelihoods = []
+        for query, hits in zip(queries, ranked):
+            texts = [searcher.document(doc).full_text for doc, _ in hits]
+            likelihoods.append(searcher.decoder_model.query_likelihood(texts, template, query).numpy())
+        for depth in depths:
+            table = {}
+            for w in weights:
+                run = {}
+                for q, hits, ll in zip(query_ids, ranked, likelihoods):
+                    fused = likelihood_fusion(np.array([s for _, s in hits[:depth]]), ll[:depth], w)
+                    run[q] = {doc: float(s) for (doc, _), s in zip(hits[:depth], fused)}
+                table[f"{w:.1f}"] = round(compute_metrics(dataset.qrels, run)["NDCG@10"], 4)
+            report["ndcg@10"][f"{mode}, top {depth}"] = table
+    ranked = searcher.search_ids(queries[:10], max(int(d) for d in args.latency_depths.split(",")), mode="dense")
+    for depth in (int(d) for d in args.latency_depths.split(",")):
+        walls = []
+        for query, hits in zip(queries[:10], ranked):
+            texts = [searcher.document(doc).full_text for doc, _ in hits[:depth]]
+            started = time.perf_counter()
+            searcher.decoder_model.query_likelihood(texts, template, query)
+            walls.append(time.perf_counter() - started)
+        report["rescoring_ms_per_query_p50"][str(depth)] = round(float(np.percentile(walls, 50)) * 1e3)
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from .output import console, escape
 
 def beir_eval(
     datasets: Optional[List[str]] = typer.Argument(None, help="BEIR folders or names (default: scifact nfcorpus fiqa arguana scidocs)."),
-    models: Optional[str] = typer.Option(None, "--models", "-m", help="Comma-separated registry models, bm25, and bm25+MODEL for the hybrid (default: the default model)."),
+    models: Optional[str] = typer.Option(None, "--models", "-m", help="Comma-separated registry models, bm25, bm25+MODEL for the hybrid, MODEL@rerank20 (or bm25+MODEL@rerank20) with its top 20 reranked by the decoder's likelihood (default: the default model)."),
     split: str = typer.Option("test", help="qrels split to evaluate."),
     top_k: int = typer.Option(100, help="Documents retrieved per query (>= 100, the largest cut-off)."),
     index_type: str = typer.Option("flat", help="flat (exact) or an ANN type, to measure its cost in quality."),

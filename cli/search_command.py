@@ -49,6 +49,8 @@ def search(
     mode: Optional[str] = typer.Option(None, "--mode", help="dense, bm25 or hybrid (default: hybrid when the index has a BM25 side, else dense)."),
     where: Optional[str] = typer.Option(None, "--where", help='Only documents whose metadata match, as JSON: \'{"section": "utils"}\' or \'{"year": {"gte": 2020}}\'.'),
     explain: bool = typer.Option(False, "--explain", help="For each hit, what the model's decoder writes from its compressed states: what the model read from it (AutoRegEmbed models)."),
+    rerank: Optional[str] = typer.Option(None, "--rerank", help="likelihood: rescore the top hits by the log-likelihood of the query under the model's decoder after each hit's states, fused with the first-stage score (AutoRegEmbed models; seconds a query on a CPU)."),
+    rerank_depth: Optional[int] = typer.Option(None, "--rerank-depth", min=1, help="With --rerank: how many top hits are rescored (default 20; at least k are)."),
     index_dir: Optional[Path] = IndexDir,
     device: str = Device,
 ) -> None:
@@ -63,6 +65,9 @@ def search(
         raise ArrError("--explain with --queries needs --json: a TREC run has no place for the explanations")
     if query is not None:
         check_queries([query])  # before the index and its model load
+    from arretrieve.index.searcher import SearchOptions
+
+    SearchOptions(k=k, rerank=rerank, rerank_depth=rerank_depth)  # a bad reranker is refused before loading too
     conditions = None
     if where is not None:
         from arretrieve.index.filters import check_where
@@ -74,7 +79,8 @@ def search(
         check_where(conditions)
     opened = Index(index, index_dir=index_dir, device=device)
     options = {"mode": mode, "collapse": False if no_collapse else None, "nprobe": nprobe, "ef_search": ef_search,
-               "rerank_factor": rerank_factor, "where": conditions, "explain": explain}
+               "rerank_factor": rerank_factor, "where": conditions, "explain": explain, "rerank": rerank,
+               "rerank_depth": rerank_depth}
     manifest = opened.manifest
     if queries is not None:
         from arretrieve.corpus.queries import read_queries

@@ -77,6 +77,9 @@ def test_search_endpoints_give_what_arr_search_json_gives(server):
     explained = httpx.get(server + "/search", params={"q": "fonts", "k": 2, "index": "one", "explain": "true"}).json()
     assert explained == [h.to_dict() for h in arretrieve.Index("one").search("fonts", k=2, explain=True)]
     assert all(isinstance(h["explanation"], str) for h in explained)
+    reranked = httpx.get(server + "/search", params={"q": "fonts", "k": 2, "index": "one", "rerank": "likelihood"}).json()
+    assert [h["id"] for h in reranked] == [h.id for h in arretrieve.Index("one").search("fonts", k=2, rerank="likelihood")]
+    assert httpx.get(server + "/search", params={"q": "fonts", "index": "one", "rerank": "cross"}).status_code == 422
 
     assert {i["name"] for i in httpx.get(server + "/indexes").json()} == {"one", "two"}
     assert httpx.get(server + "/indexes").json()[0]["default_mode"] == "hybrid"

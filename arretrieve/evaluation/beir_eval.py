@@ -16,7 +16,7 @@ from ..encoding import EncodingOptions
 from ..registry import Registry, validate_name
 from .beir_data import dataset_labels, load_dataset
 from .metrics import K_VALUES, compute_metrics
-from .retrievers import BM25, HYBRID_PREFIX, bm25_retrieval, dense_retrieval
+from .retrievers import BM25, bm25_retrieval, dense_retrieval, parse_model_spec
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,7 @@ def run_beir_eval(
     output = Path(output)
     if top_k < max(K_VALUES):
         raise ArrError(f"--top-k must be at least {max(K_VALUES)} (the largest metric cut-off)")
-    for model in models:  # fail before any work on an unknown name
-        if model != BM25:
-            registry.get(model.removeprefix(HYBRID_PREFIX))
+    specs = {model: parse_model_spec(model, registry) for model in models if model != BM25}  # fail before any work
     records = []
     for spec, label in zip(datasets, dataset_labels(datasets)):
         dataset = load_dataset(spec, split, label)
@@ -66,9 +64,9 @@ def run_beir_eval(
             if model == BM25:
                 retrieval = bm25_retrieval(dataset, depth)
             else:
-                hybrid = model.startswith(HYBRID_PREFIX)
-                retrieval = dense_retrieval(dataset, model.removeprefix(HYBRID_PREFIX), registry, encoding, index_type,
-                                            depth, mode="hybrid" if hybrid else "dense")
+                spec = specs[model]
+                retrieval = dense_retrieval(dataset, spec.model, registry, encoding, index_type, depth, mode=spec.mode,
+                                            rerank_depth=spec.rerank_depth)
             results, dropped = drop_identical_ids(retrieval.results, top_k) if ignore else (retrieval.results, 0)
             if dropped:
                 log.info("%s on %s: dropped %d hits whose id equals the query id (--keep-identical-ids keeps them)",

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..encoding import EncodingOptions
+from ..errors import ArrError
 from ..index import IndexSpec, IndexStore, Searcher, build_index
 from ..index.lexical import BM25_SETTINGS, build_bm25, search_bm25
 from ..registry import Registry
@@ -15,6 +16,33 @@ from .beir_data import BeirDataset
 
 BM25 = "bm25"
 HYBRID_PREFIX = "bm25+"  # `bm25+NAME`: BM25 fused with model NAME, as `arr search --mode hybrid`
+RERANK_SUFFIX = "@rerank"  # `NAME@rerank20`: its top 20 rescored by the likelihood reranker (`--rerank likelihood`)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One `--models` entry: a registry model, searched dense or hybrid, optionally reranked."""
+
+    model: str
+    mode: str = "dense"
+    rerank_depth: int | None = None
+
+
+def parse_model_spec(spec: str, registry: Registry) -> ModelSpec:
+    """`NAME`, `bm25+NAME`, `NAME@rerankN` or `bm25+NAME@rerankN`, checked against the registry."""
+    name, mode, depth = spec, "dense", None
+    if name.startswith(HYBRID_PREFIX):
+        name, mode = name.removeprefix(HYBRID_PREFIX), "hybrid"
+    if RERANK_SUFFIX in name:
+        name, _, digits = name.rpartition(RERANK_SUFFIX)
+        if not digits.isdigit() or int(digits) < 1:
+            raise ArrError(f"{spec!r}: after {RERANK_SUFFIX} comes how many top hits are rescored, e.g. {name}{RERANK_SUFFIX}20")
+        depth = int(digits)
+    entry = registry.get(name)
+    if depth is not None and entry.kind != "autoregembed":
+        raise ArrError(f"{spec!r}: the likelihood reranker needs an AutoRegEmbed model's decoder; {name!r} is a "
+                       f"{entry.kind} model")
+    return ModelSpec(name, mode, depth)
 
 
 @dataclass
@@ -32,16 +60,18 @@ def dataset_index_store(dataset: BeirDataset) -> IndexStore:
 
 
 def dense_retrieval(dataset: BeirDataset, model: str, registry: Registry, encoding: EncodingOptions,
-                    index_type: str, top_k: int, mode: str = "dense") -> Retrieval:
+                    index_type: str, top_k: int, mode: str = "dense", rerank_depth: int | None = None) -> Retrieval:
     """Encode (or reuse the cached encoding of) the corpus, build the index, search the queries
-    (`mode` hybrid fuses them with BM25 as `arr search` does)."""
+    (`mode` hybrid fuses them with BM25 as `arr search` does; `rerank_depth`: the likelihood
+    reranker over each query's top that many)."""
     store = dataset_index_store(dataset)
     started = time.perf_counter()
     manifest = build_index(dataset.folder, name=model, model=model, spec=IndexSpec(index_type), encoding=encoding,
                            store=store, registry=registry, overwrite=True, bm25=mode == "hybrid")
     indexed = time.perf_counter()
     searcher = Searcher(store.path(model), registry=registry, device=encoding.device)
-    ranked = searcher.search_ids(list(dataset.queries.values()), top_k, mode=mode, batch_size=encoding.batch_size)
+    ranked = searcher.search_ids(list(dataset.queries.values()), top_k, mode=mode, batch_size=encoding.batch_size,
+                                 rerank_depth=rerank_depth)
     finished = time.perf_counter()
     results = {qid: dict(hits) for qid, hits in zip(dataset.queries, ranked)}
     entry = searcher.entry
@@ -65,6 +95,12 @@ def dense_retrieval(dataset: BeirDataset, model: str, registry: Registry, encodi
         from ..index.searcher import HYBRID
 
         settings.update({"model": HYBRID_PREFIX + entry.name, "mode": mode, **HYBRID, "bm25": BM25_SETTINGS})
+    if rerank_depth:
+        from ..index.searcher import LIKELIHOOD_RERANK
+
+        settings.update({"model": f"{settings['model']}{RERANK_SUFFIX}{rerank_depth}",
+                         "rerank": {"reranker": "likelihood", "depth": rerank_depth, "weight": LIKELIHOOD_RERANK["weight"],
+                                    "states": "recomputed from each hit's text"}})
     return Retrieval(results, settings, {"index": round(indexed - started, 2), "search": round(finished - indexed, 2)})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,10 @@ from .ondisk import read_on_disk
 # the stemmed BM25 (docs/studies/bm25-stemming.md); the default mode of an index that has a BM25 side.
 HYBRID = {"fusion": "weighted", "weight": 0.6}
 DEFAULT_MODE = "hybrid"
+# Reranking by the decoder (`rerank="likelihood"`): how many top hits are rescored, and the fused
+# weight on the likelihood, chosen on dev (docs/studies/label-free-adaptation.md).
+RERANKERS = ("likelihood",)
+LIKELIHOOD_RERANK = {"depth": 20, "weight": 0.2}
 
 
 @dataclass
@@ -69,6 +74,11 @@ class SearchOptions:
                                        '{"year": {"gte": 2020}} (see index/filters.py).')
     explain: bool = _option(False, "For each hit, what the model's frozen decoder writes from the hit's compressed "
                                    "states: what the model read from it (AutoRegEmbed models; the decoder loads once).")
+    rerank: str | None = _option(None, "likelihood: rescore the top hits by the mean log-likelihood of the query under the "
+                                       "model's frozen decoder after each hit's compressed states, fused with the "
+                                       "first-stage score (AutoRegEmbed models; the decoder loads once).")
+    rerank_depth: int | None = _option(None, f"With rerank: how many top hits are rescored (default {LIKELIHOOD_RERANK['depth']}; "
+                                             "at least k are).")
 
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
@@ -77,9 +87,18 @@ class SearchOptions:
             raise ArrError(f"unknown mode {self.mode!r}; use {', '.join(MODES)}")
         if self.where is not None:
             check_where(self.where)
-        for name, value in self.search_params().items():
+        if self.rerank is not None and self.rerank not in RERANKERS:
+            raise ArrError(f"unknown reranker {self.rerank!r}; use {', '.join(RERANKERS)}")
+        if self.rerank_depth is not None and self.rerank is None:
+            raise ArrError("rerank_depth says how many hits the reranker rescores: give rerank too")
+        for name, value in {**self.search_params(), "rerank_depth": self.rerank_depth or 1}.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ArrError(f"{name} must be a whole number of at least 1")
+
+    @property
+    def rescored(self) -> int:
+        """How many top hits the reranker rescores (0 without one)."""
+        return 0 if self.rerank is None else max(self.k, self.rerank_depth or LIKELIHOOD_RERANK["depth"])
 
     def search_params(self) -> dict[str, int]:
         """The index-type settings given (nprobe, ef_search, rerank_factor)."""
@@ -94,6 +113,20 @@ def check_queries(queries: Sequence[str]) -> None:
         problem = not_text(query)
         if problem:
             raise ArrError(f"query {number} {problem}")
+
+
+def likelihood_fusion(first: np.ndarray, likelihood: np.ndarray, weight: float) -> np.ndarray:
+    """Fused scores of a ranked list whose first `len(likelihood)` hits were rescored: each score
+    min-max normalised over those hits, (1 - weight) x first-stage + weight x likelihood. Hits below
+    them (none when every hit was rescored) count as the lowest likelihood, so they stay below."""
+    n = len(likelihood)
+    low, span = first[:n].min(), np.ptp(first[:n])
+    dense = (first - low) / (span if span > 0 else 1.0)
+    span = np.ptp(likelihood)
+    generative = (likelihood - likelihood.min()) / span if span > 0 else np.zeros(n)
+    fused = (1 - weight) * dense
+    fused[:n] += weight * generative
+    return fused
 
 
 class Searcher:
@@ -263,21 +296,24 @@ class Searcher:
         mode = self._check_mode(options.mode)
         collapse = self.chunked if collapse is None else collapse
         excluded, allowed = self._excluded(options.where)
-        if options.explain and self.entry.kind != "autoregembed":
-            raise ArrError(f"explain reads a hit's compressed states with the decoder of an AutoRegEmbed model; "
-                           f"{self.entry.name!r} is a {self.entry.kind} model")
+        for wanted, what in ((options.explain, "explain"), (options.rerank, "rerank")):
+            if wanted and self.entry.kind != "autoregembed":
+                raise ArrError(f"{what} reads a hit's compressed states with the decoder of an AutoRegEmbed model; "
+                               f"{self.entry.name!r} is a {self.entry.kind} model")
+        depth = options.rescored or k
         with self._search_settings(options.search_params()):
-            found = self._deepening(queries, self._query_vectors(queries, mode), k, mode, excluded, allowed, collapse,
-                                    lambda scores, rows: self._hits(scores, rows, k, collapse))
+            found = self._deepening(queries, self._query_vectors(queries, mode), depth, mode, excluded, allowed, collapse,
+                                    lambda scores, rows: self._hits(scores, rows, depth, collapse))
+        if options.rerank:
+            found = [self._reranked(query, hits)[:k] for query, hits in zip(queries, found)]
         if options.explain:
             self._explain([hit for hits in found for hit in hits])
         return found
 
-    def _explain(self, hits: list[Hit]) -> None:
-        """Each hit's explanation, from the text its vector was encoded from (with the decoder loaded
-        the first time: the search model never carries one)."""
-        if not hits:
-            return
+    @property
+    def decoder_model(self):
+        """The index's model with its frozen decoder, loaded on first use (the search model never
+        carries one): for explain and the likelihood reranker."""
         if self._reader is None:
             from ..modeling.loading import load_autoregembed
             from ..runtime import resolve_device, resolve_dtype
@@ -285,9 +321,30 @@ class Searcher:
             device = resolve_device(self._device)
             self._reader = load_autoregembed(self.entry, resolve_dtype(self.manifest.encoder["dtype"], device), device,
                                              frozen_decoder=True)
+        return self._reader
+
+    def _explain(self, hits: list[Hit]) -> None:
+        """Each hit's explanation, from the text its vector was encoded from."""
+        if not hits:
+            return
         texts = [Document(h.chunk or h.id, h.title, h.text).full_text for h in hits]
-        for hit, written in zip(hits, self._reader.read_back(texts, self.entry.template("document"))):
+        for hit, written in zip(hits, self.decoder_model.read_back(texts, self.entry.template("document"))):
             hit.explanation = written
+
+    def _reranked(self, query: str, hits: list[Hit]) -> list[Hit]:
+        """The hits reordered by their fused score (`likelihood_fusion`), ranks and scores renewed;
+        the states are recomputed from each hit's text (the text its vector was encoded from)."""
+        if not hits:
+            return hits
+        texts = [Document(h.chunk or h.id, h.title, h.text).full_text for h in hits]
+        fused = self._fused(query, [h.score for h in hits], texts)
+        order = np.argsort(-fused, kind="stable")
+        return [dataclasses.replace(hits[i], rank=rank, score=float(fused[i])) for rank, i in enumerate(order, start=1)]
+
+    def _fused(self, query: str, first: Sequence[float], texts: Sequence[str]) -> np.ndarray:
+        """`likelihood_fusion` of a ranked list whose first len(texts) hits are rescored."""
+        likelihood = self.decoder_model.query_likelihood(list(texts), self.entry.template("document"), query).numpy()
+        return likelihood_fusion(np.asarray(first, dtype=np.float64), likelihood, LIKELIHOOD_RERANK["weight"])
 
     @contextlib.contextmanager
     def _search_settings(self, overrides: dict[str, int]) -> Iterator[None]:
@@ -323,13 +380,26 @@ class Searcher:
         row = self._rows.get(doc_id)
         return None if row is None else self.docstore.get([row])[0]
 
-    def search_ids(self, queries: Sequence[str], k: int, mode: str = "dense",
-                   batch_size: int = 32) -> list[list[tuple[str, float]]]:
-        """(document id, score) per query without reading texts: what evaluation needs."""
+    def search_ids(self, queries: Sequence[str], k: int, mode: str = "dense", batch_size: int = 32,
+                   rerank_depth: int | None = None) -> list[list[tuple[str, float]]]:
+        """(document id, score) per query, reading texts only for the reranker: what evaluation
+        needs. `rerank_depth`: the likelihood reranker rescores each query's top that many, the rest
+        following in their order."""
         mode = self._check_mode(mode)
-        return self._deepening(queries, self._query_vectors(queries, mode, batch_size), k, mode, self._hidden_mask,
-                               self.live_count, False,
-                               lambda scores, rows: [(self.ids[r], float(s)) for s, r in zip(scores, rows) if r >= 0][:k])
+        if rerank_depth and self.entry.kind != "autoregembed":
+            raise ArrError(f"the likelihood reranker needs an AutoRegEmbed model's decoder; {self.entry.name!r} is a "
+                           f"{self.entry.kind} model")
+        ranked = self._deepening(queries, self._query_vectors(queries, mode, batch_size), k, mode, self._hidden_mask,
+                                 self.live_count, False,
+                                 lambda scores, rows: [(self.ids[r], float(s)) for s, r in zip(scores, rows) if r >= 0][:k])
+        if not rerank_depth:
+            return ranked
+        reranked = []
+        for query, hits in zip(queries, ranked):
+            texts = [self.document(doc_id).full_text for doc_id, _ in hits[:rerank_depth]]
+            fused = self._fused(query, [score for _, score in hits], texts) if hits else np.zeros(0)
+            reranked.append([(hits[i][0], float(fused[i])) for i in np.argsort(-fused, kind="stable")])
+        return reranked
 
     def _hits(self, scores: np.ndarray, rows: np.ndarray, k: int, collapse: bool) -> list[Hit]:
         keep = [(float(s), int(r)) for s, r in zip(scores, rows) if r >= 0]

@@ -323,6 +323,20 @@ class AutoRegEmbedModel(PromptedInputs, nn.Module):
         return [self.tokenizer.decode([t for t in row.tolist() if t != self.eos_id], skip_special_tokens=True).strip()
                 for row in written]
 
+    @torch.no_grad()
+    def query_likelihood(self, texts: Sequence[str], template: str, query: str, batch_size: int = 16) -> torch.Tensor:
+        """Per text, the mean log-likelihood per token of `query` (and EOS) under the frozen decoder
+        after the text's compressed states: a generative relevance score (`--rerank likelihood`)."""
+        target = self.encode_targets([query]).input_ids[0]
+        scores = []
+        for start in range(0, len(texts), batch_size):
+            encoded = self.encode_texts(texts[start:start + batch_size], template)
+            ids, lengths = self.pad(encoded.input_ids)
+            targets = torch.tensor([target] * len(encoded.input_ids), device=self.device)
+            target_lengths = torch.full((len(encoded.input_ids),), len(target), device=self.device)
+            scores.append(self.score_padded(self.compress(ids, lengths), targets, target_lengths) / len(target))
+        return torch.cat(scores).float().cpu()
+
     def score_after_tokens(self, prefixes: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed log p(target | prefix tokens), target lengths) from the frozen decoder, where the
         prefix is ordinary token ids (the plain-text counterpart of `score_padded`'s states)."""

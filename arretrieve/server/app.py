@@ -39,7 +39,7 @@ from ..errors import ArrError
 from ..index import IndexStore
 from ..index.lexical import MODES
 from ..index.manifest import MANIFEST_FILE
-from ..index.searcher import SearchOptions, check_queries
+from ..index.searcher import RERANKERS, SearchOptions, check_queries
 from ..registry import Registry
 from .limits import LOOPBACK, TOKEN_VARIABLE, ServerLimits
 
@@ -61,7 +61,8 @@ def _request_fields(query_string: bool) -> dict:
     types = {"k": Annotated[int, Field(ge=1, le=MAX_K)], "mode": Literal[MODES] | None,
              "collapse": bool | None, "nprobe": Annotated[int, Field(ge=1)] | None,
              "ef_search": Annotated[int, Field(ge=1)] | None, "rerank_factor": Annotated[int, Field(ge=1)] | None,
-             "where": (Json[dict[str, Any]] if query_string else dict[str, Any]) | None, "explain": bool}
+             "where": (Json[dict[str, Any]] if query_string else dict[str, Any]) | None, "explain": bool,
+             "rerank": Literal[RERANKERS] | None, "rerank_depth": Annotated[int, Field(ge=1, le=MAX_K)] | None}
     return {f.name: (types[f.name], Field(f.default, description=f.metadata["help"]))
             for f in dataclasses.fields(SearchOptions)}
 
