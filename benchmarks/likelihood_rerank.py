@@ -6,7 +6,7 @@ and hybrid first stages, and the latency it adds.
 
 The corpus is indexed as `arr index` does (flat, with its BM25 side) in a scratch store; each
 query's first-stage top max(--depths) comes from `Searcher.search_ids` in dense and in hybrid mode,
-each hit is scored by the library's reranker (`AutoRegEmbedModel.query_likelihood`: the mean
+each hit (of either list, scored once) is scored by the library's reranker (`AutoRegEmbedModel.query_likelihood`: the mean
 log-likelihood per token of the query and EOS after the hit's compressed states, recomputed from
 its text) and the two are fused by `likelihood_fusion` for w from 0 (first stage alone) to 1
 (likelihood alone). The weight and depth the toolkit ships are chosen from this on dev splits only.
@@ -56,12 +56,14 @@ def main() -> None:
     weights = [round(w, 1) for w in np.linspace(0, 1, 11)]
     report = {"folder": str(args.folder), "split": args.split, "model": entry.name, "queries": len(queries),
               "ndcg@10": {}, "rescoring_ms_per_query_p50": {}}
-    for mode in ("dense", "hybrid"):
-        ranked = searcher.search_ids(queries, max(depths), mode=mode)
-        likelihoods = []
-        for query, hits in zip(queries, ranked):
-            texts = [searcher.document(doc).full_text for doc, _ in hits]
-            likelihoods.append(searcher.decoder_model.query_likelihood(texts, template, query).numpy())
+    first_stage = {mode: searcher.search_ids(queries, max(depths), mode=mode) for mode in ("dense", "hybrid")}
+    scored = []  # per query, doc id -> likelihood, for the union of both modes' hits (scored once)
+    for number, query in enumerate(queries):
+        docs = list(dict.fromkeys(doc for mode in first_stage for doc, _ in first_stage[mode][number]))
+        texts = [searcher.document(doc).full_text for doc in docs]
+        scored.append(dict(zip(docs, searcher.decoder_model.query_likelihood(texts, template, query).tolist())))
+    for mode, ranked in first_stage.items():
+        likelihoods = [np.array([known[doc] for doc, _ in hits]) for known, hits in zip(scored, ranked)]
         for depth in depths:
             table = {}
             for w in weights:
