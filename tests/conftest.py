@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -144,3 +145,28 @@ def write_beir_corpus(folder: Path, rows: list[dict]) -> Path:
         for row in rows:
             handle.write(json.dumps(row) + "\n")
     return folder
+
+
+class Crash(Exception):
+    """What `crash_at_step` raises: a training run killed mid-way."""
+
+
+@contextlib.contextmanager
+def crash_at_step(step: int):
+    """Training raises Crash right after logging this global step (a kill, for resume tests); the
+    with-block must expect it."""
+    from arretrieve.training.trainer import MetricsLog
+
+    original = MetricsLog.on_log
+
+    def crashing(self, args, state, control, **kwargs):
+        original(self, args, state, control, **kwargs)
+        if state.global_step == step:
+            raise Crash
+
+    MetricsLog.on_log = crashing
+    try:
+        with pytest.raises(Crash):
+            yield
+    finally:
+        MetricsLog.on_log = original

@@ -8,7 +8,7 @@ import pytest
 
 from arretrieve.errors import ArrError
 from arretrieve.training.pseudo_queries import pseudo_queries
-from conftest import SENTENCES
+from conftest import SENTENCES, crash_at_step
 
 # Twelve documents, distinct texts (a random model's greedy lines differ between them).
 DOCUMENTS = [f"{s} number {i} with notes" for i, s in enumerate(SENTENCES * 2)]
@@ -91,7 +91,6 @@ def test_pseudo_queries_refuse_a_model_without_a_decoder_and_an_empty_result(tmp
 def test_an_adaptation_registers_a_model_and_resumes_after_a_kill(tmp_path, registry, monkeypatch):
     from arretrieve.modeling.autoregembed_model import AutoRegEmbedModel
     from arretrieve.training.adapt import adapt
-    from arretrieve.training.trainer import MetricsLog
 
     # The shipped recipe drops repeated lines, which is all a random model writes: lines of its own.
     monkeypatch.setattr(AutoRegEmbedModel, "read_back", lambda self, texts, *a, **k: [" ".join(t.split()[-4:]) for t in texts])
@@ -99,22 +98,8 @@ def test_an_adaptation_registers_a_model_and_resumes_after_a_kill(tmp_path, regi
     corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(DOCUMENTS)))
     flags, scale = {"dtype": "float32", "logging_steps": 1}, 0.04  # 4 steps, saved and evaluated at each
 
-    class Crash(Exception):
-        pass
-
-    original = MetricsLog.on_log
-
-    def crash_at_step_3(self, args, state, control, **kwargs):
-        original(self, args, state, control, **kwargs)
-        if state.global_step == 3:
-            raise Crash
-
-    MetricsLog.on_log = crash_at_step_3
-    try:
-        with pytest.raises(Crash):
-            adapt(corpus, "adapted", "tiny", registry=registry, output_dir=tmp_path / "run", flags=flags, scale=scale)
-    finally:
-        MetricsLog.on_log = original
+    with crash_at_step(3):
+        adapt(corpus, "adapted", "tiny", registry=registry, output_dir=tmp_path / "run", flags=flags, scale=scale)
     assert "adapted" not in registry.names()
     assert (tmp_path / "run" / "train" / "align" / "checkpoint-2").is_dir()
     result = adapt(corpus, "adapted", "tiny", registry=registry, output_dir=tmp_path / "run", flags=flags, scale=scale)

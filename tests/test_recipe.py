@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from arretrieve.errors import ArrError
 from arretrieve.training.recipe import load_recipe, plan_recipe, run_recipe, shipped_recipes
-from conftest import SENTENCES
+from conftest import SENTENCES, crash_at_step
 
 THREE_STEPS = """
 description = "rows, stage 1, a rank-8 export"
@@ -82,26 +82,10 @@ def test_a_three_step_recipe_registers_a_model_whose_provenance_lists_the_steps(
 
 
 def test_killed_in_its_second_step_and_run_again_it_ends_with_the_same_weights(tmp_path, recipe_file, registry):
-    from arretrieve.training.trainer import MetricsLog
-
     _run(recipe_file, tmp_path, "straight", registry)
 
-    class Crash(Exception):
-        pass
-
-    original = MetricsLog.on_log
-
-    def crash_at_step_3(self, args, state, control, **kwargs):
-        original(self, args, state, control, **kwargs)
-        if state.global_step == 3:
-            raise Crash
-
-    MetricsLog.on_log = crash_at_step_3
-    try:
-        with pytest.raises(Crash):
-            _run(recipe_file, tmp_path, "resumed", registry)
-    finally:
-        MetricsLog.on_log = original
+    with crash_at_step(3):
+        _run(recipe_file, tmp_path, "resumed", registry)
     assert (tmp_path / "runs" / "resumed" / "stage1" / "compress" / "checkpoint-2").is_dir()
     result = _run(recipe_file, tmp_path, "resumed", registry)
     assert result.skipped == ["rows"] and result.ran == ["stage1", "r8"]
