@@ -129,6 +129,11 @@ def likelihood_fusion(first: np.ndarray, likelihood: np.ndarray, weight: float) 
     return fused
 
 
+def _hit_texts(hits: Sequence[Hit]) -> list[str]:
+    """The texts the hits' vectors were encoded from (title and text, as the index read them)."""
+    return [Document(h.chunk or h.id, h.title, h.text).full_text for h in hits]
+
+
 class Searcher:
     """Loads an index, refuses it if its model's registry entry changed, and answers queries."""
 
@@ -327,8 +332,7 @@ class Searcher:
         """Each hit's explanation, from the text its vector was encoded from."""
         if not hits:
             return
-        texts = [Document(h.chunk or h.id, h.title, h.text).full_text for h in hits]
-        for hit, written in zip(hits, self.decoder_model.read_back(texts, self.entry.template("document"))):
+        for hit, written in zip(hits, self.decoder_model.read_back(_hit_texts(hits), self.entry.template("document"))):
             hit.explanation = written
 
     def _reranked(self, query: str, hits: list[Hit]) -> list[Hit]:
@@ -336,8 +340,7 @@ class Searcher:
         the states are recomputed from each hit's text (the text its vector was encoded from)."""
         if not hits:
             return hits
-        texts = [Document(h.chunk or h.id, h.title, h.text).full_text for h in hits]
-        fused = self._fused(query, [h.score for h in hits], texts)
+        fused = self._fused(query, [h.score for h in hits], _hit_texts(hits))
         order = np.argsort(-fused, kind="stable")
         return [dataclasses.replace(hits[i], rank=rank, score=float(fused[i])) for rank, i in enumerate(order, start=1)]
 

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +33,6 @@ from ..errors import ArrError
 from ..home import write_folder_atomic
 
 log = logging.getLogger(__name__)
-
-
-def corpus_fingerprint(ids: list[str], texts: list[str]) -> str:
-    digest = hashlib.sha256()
-    for doc_id, text in zip(ids, texts):
-        digest.update(doc_id.encode() + b"\0" + text.encode() + b"\0")
-    return digest.hexdigest()
 
 
 def _held_back(ids: list[str], share: float, seed: int) -> set[str]:
@@ -57,7 +51,7 @@ class _Lines:
     first line names the corpus and model (another corpus or model starts it over)."""
 
     def __init__(self, path: Path, header: dict):
-        self.path, self.header, self.lines = path, header, {}
+        self.path, self.lines = path, {}
         if path.is_file():
             with open(path, encoding="utf-8") as handle:
                 rows = handle.read().split("\n")
@@ -97,11 +91,10 @@ def pseudo_queries(input: str, output: Path, model: str, keep_top: int = 10, hel
     if entry.kind != "autoregembed":
         raise ArrError(f"pseudo-queries are written by an AutoRegEmbed model's decoder; {entry.name!r} is a "
                        f"{entry.kind} model")
-    documents = list(CorpusSource(Path(input)).documents())
+    source = CorpusSource(Path(input))  # refuses repeated ids, naming file and line
+    documents = list(source.documents())
     ids, texts = [d.id for d in documents], [d.full_text for d in documents]
-    if len(set(ids)) != len(ids):
-        raise ArrError(f"{input}: document ids repeat; pseudo-queries need one id per document")
-    fingerprint = corpus_fingerprint(ids, texts)
+    fingerprint = source.fingerprint()
 
     import torch
 
@@ -130,9 +123,7 @@ def pseudo_queries(input: str, output: Path, model: str, keep_top: int = 10, hel
     generation_s = time.perf_counter() - started
 
     written = [lines.lines[i] for i in ids]
-    repeats: dict[str, int] = {}
-    for line in written:
-        repeats[_normalised(line)] = repeats.get(_normalised(line), 0) + 1
+    repeats = Counter(_normalised(line) for line in written)
     long_enough = [len(line.split()) >= max(min_words, 1) for line in written]
     repeated = [distinct and repeats[_normalised(line)] > 1 for line in written]
     candidates = [i for i in range(len(written)) if long_enough[i] and not repeated[i]]
