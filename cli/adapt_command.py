@@ -19,7 +19,7 @@ def adapt(
     until: Optional[str] = typer.Option(None, "--until", help="Stop after this step (pseudo, mined, train, train-r64)."),
     start: Optional[str] = typer.Option(None, "--from", help="Run again from this step (it and those after start over)."),
     scale: Optional[float] = typer.Option(None, "--scale", help="This share of the training steps (a quick try)."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Training steps (the recipe's: 100)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Training steps (the recipe's: 50)."),
     device: str = Device,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model already registered as NAME."),
 ) -> None:

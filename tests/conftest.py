@@ -35,7 +35,11 @@ def _byte_level_tokenizer(with_bos: bool):
     )
     tokenizer.train_from_iterator(SENTENCES * 4, trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<s>" if with_bos else None, eos_token="</s>", pad_token="<pad>"
+        tokenizer_object=tokenizer, bos_token="<s>" if with_bos else None, eos_token="</s>", pad_token="<pad>",
+        # A chat model's prompt format, as a released instruct base has (pseudo-queries from text).
+        # It ends on a special token: after plain text this random model writes only spaces.
+        chat_template="{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                      "{% if add_generation_prompt %}<pad>{% endif %}",
     )
 
 

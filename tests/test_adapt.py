@@ -35,12 +35,13 @@ def _files(folder: Path) -> dict[str, bytes]:
             and p.name != "report.json"}
 
 
-def test_pseudo_queries_are_deterministic_for_a_seed_and_never_read_queries_or_qrels(tmp_path, registry):
+@pytest.mark.parametrize("source", ["text", "states"])
+def test_pseudo_queries_are_deterministic_for_a_seed_and_never_read_queries_or_qrels(tmp_path, registry, source):
     clean = _beir_folder(tmp_path / "clean")
     # Queries and qrels that would fail to parse (and would leak labels) if anything read them.
     poisoned = _beir_folder(tmp_path / "poisoned", queries="{not json\n", qrels="garbage\n")
-    first = _generate(clean, tmp_path / "a", registry)
-    again = _generate(poisoned, tmp_path / "b", registry)
+    first = _generate(clean, tmp_path / "a", registry, source=source)
+    again = _generate(poisoned, tmp_path / "b", registry, source=source)
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
     assert first["documents"] == len(DOCUMENTS) and first["train_rows"] > 0
     assert {k: v for k, v in first.items() if k != "generation_s"} == {k: v for k, v in again.items() if k != "generation_s"}
@@ -49,7 +50,7 @@ def test_pseudo_queries_are_deterministic_for_a_seed_and_never_read_queries_or_q
     held = (tmp_path / "a" / "held-out")
     held_ids = {line.split("\t")[1] for line in (held / "qrels" / "test.tsv").read_text().splitlines()[1:]}
     assert not held_ids & {f"d{DOCUMENTS.index(r['pos'])}" for r in rows}  # held back: never trained on
-    other_seed = _generate(clean, tmp_path / "c", registry, seed=1)
+    other_seed = _generate(clean, tmp_path / "c", registry, source=source, seed=1)
     assert other_seed["train_rows"] + other_seed["held_out_queries"] == first["train_rows"] + first["held_out_queries"]
     assert not (tmp_path / "a.lines.jsonl").exists()
 
@@ -59,7 +60,7 @@ def test_an_interrupted_generation_resumes_after_its_last_whole_batch(tmp_path, 
 
     corpus = _beir_folder(tmp_path / "corpus")
     _generate(corpus, tmp_path / "straight", registry)
-    original, calls = AutoRegEmbedModel.read_back, []
+    original, calls = AutoRegEmbedModel.write_from_text, []
 
     def stop_after_two_batches(self, texts, *args, **kwargs):
         calls.append(len(texts))
@@ -67,7 +68,7 @@ def test_an_interrupted_generation_resumes_after_its_last_whole_batch(tmp_path, 
             raise KeyboardInterrupt
         return original(self, texts, *args, **kwargs)
 
-    monkeypatch.setattr(AutoRegEmbedModel, "read_back", stop_after_two_batches)
+    monkeypatch.setattr(AutoRegEmbedModel, "write_from_text", stop_after_two_batches)
     with pytest.raises(KeyboardInterrupt):
         _generate(corpus, tmp_path / "resumed", registry)
     assert not (tmp_path / "resumed").exists() and (tmp_path / "resumed.lines.jsonl").is_file()
@@ -88,15 +89,42 @@ def test_pseudo_queries_refuse_a_model_without_a_decoder_and_an_empty_result(tmp
         _generate(corpus, tmp_path / "out", registry, min_words=1000)
 
 
+def test_lines_from_text_read_only_the_first_tokens_and_need_a_chat_template(tmp_path, registry, tiny_llama_dir):
+    import shutil
+
+    import torch
+
+    from arretrieve.modeling.loading import load_autoregembed
+    from conftest import tiny_entry
+
+    model = load_autoregembed(registry.get("tiny"), torch.float32, torch.device("cpu"), frozen_decoder=True)
+    text = DOCUMENTS[0]
+    cap = len(model._tokenize([text])[0])
+    lines = model.write_from_text([text, text + " and a tail the cap cuts off"], "Title?", 6, max_text_tokens=cap)
+    assert lines[0] == lines[1] and "\n" not in lines[0]
+    assert model.write_from_text([text], "Title?", 6, cap) == lines[:1]  # batched as alone: left padding
+
+    plain = Path(shutil.copytree(tiny_llama_dir, tmp_path / "plain"))
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    registry.add(tiny_entry(plain, "plain"))
+    corpus = _beir_folder(tmp_path / "corpus")
+    with pytest.raises(ArrError, match='has no chat template.*source = "states"'):
+        pseudo_queries(str(corpus), tmp_path / "out", "plain", registry=registry)
+    assert _generate(corpus, tmp_path / "out", registry, source="states")["documents"] == len(DOCUMENTS)
+
+
 def test_an_adaptation_registers_a_model_and_resumes_after_a_kill(tmp_path, registry, monkeypatch):
     from arretrieve.modeling.autoregembed_model import AutoRegEmbedModel
     from arretrieve.training.adapt import adapt
 
     # The shipped recipe drops repeated lines, which is all a random model writes: lines of its own.
-    monkeypatch.setattr(AutoRegEmbedModel, "read_back", lambda self, texts, *a, **k: [" ".join(t.split()[-4:]) for t in texts])
+    monkeypatch.setattr(AutoRegEmbedModel, "write_from_text", lambda self, texts, *a, **k: [" ".join(t.split()[-4:]) for t in texts])
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(DOCUMENTS)))
-    flags, scale = {"dtype": "float32", "logging_steps": 1}, 0.04  # 4 steps, saved and evaluated at each
+    flags, scale = {"dtype": "float32", "logging_steps": 1}, 0.08  # 4 steps, saved and evaluated at each
 
     with crash_at_step(3):
         adapt(corpus, "adapted", "tiny", registry=registry, output_dir=tmp_path / "run", flags=flags, scale=scale)

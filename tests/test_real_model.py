@@ -30,6 +30,10 @@ def test_gguf_cache_gives_the_same_logits_as_the_gguf_load():
         actual = cached.eval()(ids).logits
     assert torch.allclose(actual, expected, atol=1e-5, rtol=0)
     assert cached_tokenizer.bos_token == "<|im_start|>" and cached_tokenizer.eos_token == "<|im_end|>"
+    # transformers' GGUF loader drops the chat template; the cache carries it (pseudo-queries from text).
+    prompt = cached_tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                                  add_generation_prompt=True)
+    assert prompt.endswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
 
 
 def test_shipped_default_model_ranks_the_matching_description_first():

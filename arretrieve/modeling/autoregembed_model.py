@@ -103,8 +103,11 @@ class AutoRegEmbedModel(PromptedInputs, nn.Module):
         compress_embeddings: torch.Tensor | None = None,
         frozen_decoder_lm: nn.Module | None = None,
         state_scale: torch.Tensor | None = None,
+        decoder_chat_template: str | None = None,
     ):
         super().__init__()
+        # The released base's prompt format, for instructing the frozen decoder (`write_from_text`).
+        self.decoder_chat_template = decoder_chat_template
         self.causal_lm = causal_lm
         self.tokenizer = tokenizer
         self.num_compress_tokens = num_compress_tokens
@@ -322,6 +325,32 @@ class AutoRegEmbedModel(PromptedInputs, nn.Module):
                                           eos_token_id=self.eos_id, pad_token_id=self.eos_id)
         return [self.tokenizer.decode([t for t in row.tolist() if t != self.eos_id], skip_special_tokens=True).strip()
                 for row in written]
+
+    @torch.no_grad()
+    def write_from_text(self, texts: Sequence[str], instruction: str, max_new_tokens: int = 24,
+                        max_text_tokens: int = 256) -> list[str]:
+        """What the frozen decoder, prompted as the chat model it was released as, answers to
+        `instruction` after each text (its first `max_text_tokens` tokens), greedily, first line
+        only: a pseudo-query grounded in the document's words rather than in its states."""
+        if not self.decoder_chat_template:
+            raise ArrError("the base model has no chat template, so its decoder cannot be instructed to write from "
+                           "a text; write pseudo-queries from the states (source = \"states\") instead")
+        prompts = []
+        for ids in self._tokenize(texts):
+            body = self.tokenizer.decode(ids[:max_text_tokens])
+            prompts.append(self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": f"{body}\n\n{instruction}"}], chat_template=self.decoder_chat_template,
+                add_generation_prompt=True, tokenize=True, return_dict=False))
+        width = max(map(len, prompts))
+        # Left-padded: every prompt ends where generation starts.
+        ids = torch.tensor([[self.pad_id] * (width - len(p)) + list(p) for p in prompts], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        with self.frozen_decoder() as decoder_lm:
+            written = decoder_lm.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                          do_sample=False, num_beams=1, eos_token_id=self.eos_id, pad_token_id=self.pad_id)
+        lines = [self.tokenizer.decode([t for t in row.tolist() if t != self.eos_id], skip_special_tokens=True)
+                 for row in written[:, width:]]
+        return [(line.strip().splitlines() or [""])[0].strip() for line in lines]
 
     @torch.no_grad()
     def query_likelihood(self, texts: Sequence[str], template: str, query: str, batch_size: int = 16) -> torch.Tensor:

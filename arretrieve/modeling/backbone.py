@@ -186,9 +186,20 @@ def call_loader(loader: Callable[..., Any], location: str, **kwargs: Any) -> Any
         ) from None
 
 
+# 2: the folder carries the GGUF's chat template (transformers' GGUF loader drops it).
+GGUF_CONVERSION = 2
+
+
+def _gguf_chat_template(gguf: Path) -> str | None:
+    from gguf import GGUFReader
+
+    field = GGUFReader(gguf).fields.get("tokenizer.chat_template")
+    return None if field is None else bytes(field.parts[field.data[0]]).decode("utf-8")
+
+
 def _convert_gguf(gguf: Path, sha256: str) -> Path:
     """Dequantise a GGUF file into a safetensors folder once; later loads reuse it."""
-    target = base_cache_dir() / sha256[:24]
+    target = base_cache_dir() / f"{sha256[:24]}-{GGUF_CONVERSION}"
     if (target / "arr_source.json").is_file():
         return target
     import torch
@@ -200,6 +211,7 @@ def _convert_gguf(gguf: Path, sha256: str) -> Path:
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer.chat_template = tokenizer.chat_template or _gguf_chat_template(gguf)
     except (ValueError, KeyError, IndexError, TypeError, EOFError, OSError, RuntimeError, struct.error) as exc:
         # The GGUF reader trusts the file's own counts and shapes; a truncated or foreign file fails deep inside.
         first_line = (str(exc).splitlines() or [type(exc).__name__])[0]

@@ -79,9 +79,9 @@ def load_autoregembed(entry: ModelEntry, dtype: torch.dtype, device: torch.devic
             compress_rows, state_scale = load_compress_file(folder)
         else:
             causal_lm, tokenizer = load_causal_lm(entry.base, expected_sha256=entry.base_sha256, **common)
-    decoder = None
+    decoder, decoder_tokenizer = None, tokenizer
     if frozen_decoder and entry.weights in ("full", "adapter"):
-        decoder, _ = load_causal_lm(entry.base, expected_sha256=entry.base_sha256, **common)
+        decoder, decoder_tokenizer = load_causal_lm(entry.base, expected_sha256=entry.base_sha256, **common)
     model = AutoRegEmbedModel(
         causal_lm,
         tokenizer,
@@ -91,6 +91,7 @@ def load_autoregembed(entry: ModelEntry, dtype: torch.dtype, device: torch.devic
         compress_embeddings=compress_rows,
         state_scale=state_scale,
         frozen_decoder_lm=decoder,
+        decoder_chat_template=decoder_tokenizer.chat_template,
     )
     return model.to(device).eval()
 

@@ -26,7 +26,7 @@ def plan_adaptation(corpus: Path, name: str, base: str | None = None, *, registr
     entry = registry.resolve(base)
     if entry.kind != "autoregembed":
         raise ArrError(f"{entry.name!r} is a {entry.kind} model: adaptation needs an AutoRegEmbed model, whose "
-                       "decoder writes the pseudo-queries from its states")
+                       "decoder writes the pseudo-queries")
     return plan_recipe(load_recipe(RECIPE), name, data=Path(corpus), output_dir=output_dir, base=entry.name,
                        scale=scale, flags=flags)
 

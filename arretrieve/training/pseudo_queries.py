@@ -1,7 +1,11 @@
-"""Pseudo-queries for label-free adaptation (`arr adapt`): the model's own frozen decoder writes a
-line from each document's compressed states (greedy, what `arr search --explain` shows), and the
-lines become the queries of training pairs. Only the corpus's documents are read: no query, no
-qrels.
+"""Pseudo-queries for label-free adaptation (`arr adapt`): the model's own frozen decoder (the
+released base) writes one line per document, and the lines become the queries of training pairs.
+Only the corpus's documents are read: no query, no qrels. Two sources:
+
+- `text` (the default): the decoder, prompted as the chat model it was released as, answers
+  `instruction` after the document's first `max_text_tokens` tokens (`write_from_text`);
+- `states`: it writes from the document's compressed states alone (`read_back`, what
+  `arr search --explain` shows): what the states carry, errors included.
 
 A line is kept when it is not empty, has at least `min_words` words, is written for one document
 only (unless `distinct` is off), and retrieves its own document in the model's top `keep_top` among the whole corpus (exact
@@ -76,25 +80,33 @@ class _Lines:
         self.lines.update(batch)
 
 
-def pseudo_queries(input: str, output: Path, model: str, keep_top: int = 10, held_out: float = 0.1,
-                   eval_documents: int = 1000, min_words: int = 2, distinct: bool = True, max_new_tokens: int = 24,
-                   batch_size: int = 16,
+SOURCES = ("text", "states")
+
+
+def pseudo_queries(input: str, output: Path, model: str, source: str = "text",
+                   instruction: str = "Write a short title for this documentation.", max_text_tokens: int = 256,
+                   keep_top: int = 10, held_out: float = 0.1, eval_documents: int = 1000, min_words: int = 2,
+                   distinct: bool = True, max_new_tokens: int = 24, batch_size: int = 16,
                    seed: int = 0, device: str = "auto", registry=None) -> dict:
     """Write the pseudo-query folder for the corpus at `input` (any format `arr index` reads) with
     the registry model `model`; returns the counts (also in `report.json`)."""
     from ..corpus import CorpusSource
     from ..registry import Registry
 
-    if keep_top < 1 or not 0 <= held_out < 1 or min_words < 0 or max_new_tokens < 1 or batch_size < 1:
-        raise ArrError("pseudo-queries: keep_top, max_new_tokens and batch_size must be >= 1, held_out in [0, 1)")
+    if source not in SOURCES:
+        raise ArrError(f"pseudo-queries: source must be one of {', '.join(SOURCES)}, not {source!r}")
+    if (keep_top < 1 or not 0 <= held_out < 1 or min_words < 0 or max_new_tokens < 1 or batch_size < 1
+            or max_text_tokens < 1):
+        raise ArrError("pseudo-queries: keep_top, max_new_tokens, max_text_tokens and batch_size must be >= 1, "
+                       "held_out in [0, 1)")
     entry = (registry or Registry()).resolve(model)
     if entry.kind != "autoregembed":
         raise ArrError(f"pseudo-queries are written by an AutoRegEmbed model's decoder; {entry.name!r} is a "
                        f"{entry.kind} model")
-    source = CorpusSource(Path(input))  # refuses repeated ids, naming file and line
-    documents = list(source.documents())
+    corpus = CorpusSource(Path(input))  # refuses repeated ids, naming file and line
+    documents = list(corpus.documents())
     ids, texts = [d.id for d in documents], [d.full_text for d in documents]
-    fingerprint = source.fingerprint()
+    fingerprint = corpus.fingerprint()
 
     import torch
 
@@ -106,8 +118,13 @@ def pseudo_queries(input: str, output: Path, model: str, keep_top: int = 10, hel
     dtype = resolve_dtype(entry.dtype, torch_device)
     reader = load_autoregembed(entry, dtype, torch_device, frozen_decoder=True)
     template = entry.template("document")
-    header = {"corpus_sha256": fingerprint, "model": entry.fingerprint, "max_new_tokens": max_new_tokens,
-              "batch_size": batch_size}
+    if source == "text" and not reader.decoder_chat_template:
+        raise ArrError(f"pseudo-queries: the base of {entry.name!r} has no chat template, so its decoder cannot be "
+                       "instructed to write from a text; set source = \"states\"")
+    header = {"corpus_sha256": fingerprint, "model": entry.fingerprint, "source": source,
+              "max_new_tokens": max_new_tokens, "batch_size": batch_size}
+    if source == "text":
+        header |= {"instruction": instruction, "max_text_tokens": max_text_tokens}
     lines = _Lines(Path(f"{output}.lines.jsonl"), header)
     # Longest first, in fixed batches: little padding, and the same batches when resumed.
     order = sorted(range(len(texts)), key=lambda i: (-len(texts[i]), ids[i]))
@@ -117,7 +134,11 @@ def pseudo_queries(input: str, output: Path, model: str, keep_top: int = 10, hel
     with progress_bar("documents") as progress:
         task = progress.add_task("pseudo-queries", total=len(texts), completed=len(texts) - sum(map(len, todo)))
         for batch in todo:
-            written = reader.read_back([texts[i] for i in batch], template, max_new_tokens=max_new_tokens)
+            chunk = [texts[i] for i in batch]
+            if source == "text":
+                written = reader.write_from_text(chunk, instruction, max_new_tokens, max_text_tokens)
+            else:
+                written = reader.read_back(chunk, template, max_new_tokens=max_new_tokens)
             lines.add({ids[i]: line for i, line in zip(batch, written)})
             progress.update(task, advance=len(batch))
     generation_s = time.perf_counter() - started
@@ -145,6 +166,7 @@ def pseudo_queries(input: str, output: Path, model: str, keep_top: int = 10, hel
     eval_corpus = sorted([i for i in range(len(ids)) if ids[i] in held] + others)
     counts = {
         "documents": len(texts), "corpus_sha256": fingerprint, "model": entry.name, "model_fingerprint": entry.fingerprint,
+        "source": source,
         "empty_or_short": long_enough.count(False),
         "repeated": sum(1 for i in range(len(written)) if long_enough[i] and repeated[i]),
         "own_document_at_1": int((ranks == 0).sum()), f"own_document_in_top_{keep_top}": len(kept),
