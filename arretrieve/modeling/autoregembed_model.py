@@ -326,15 +326,19 @@ class AutoRegEmbedModel(PromptedInputs, nn.Module):
         return [self.tokenizer.decode([t for t in row.tolist() if t != self.eos_id], skip_special_tokens=True).strip()
                 for row in written]
 
+    def require_chat_template(self) -> None:
+        """Refuse, before any work, to instruct a decoder whose base has no chat template."""
+        if not self.decoder_chat_template:
+            raise ArrError("the base model has no chat template, so its decoder cannot be instructed to write from "
+                           "a text; write pseudo-queries from the states (source = \"states\") instead")
+
     @torch.no_grad()
     def write_from_text(self, texts: Sequence[str], instruction: str, max_new_tokens: int = 24,
                         max_text_tokens: int = 256) -> list[str]:
         """What the frozen decoder, prompted as the chat model it was released as, answers to
         `instruction` after each text (its first `max_text_tokens` tokens), greedily, first line
         only: a pseudo-query grounded in the document's words rather than in its states."""
-        if not self.decoder_chat_template:
-            raise ArrError("the base model has no chat template, so its decoder cannot be instructed to write from "
-                           "a text; write pseudo-queries from the states (source = \"states\") instead")
+        self.require_chat_template()
         prompts = []
         for ids in self._tokenize(texts):
             body = self.tokenizer.decode(ids[:max_text_tokens])

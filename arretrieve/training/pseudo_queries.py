@@ -118,9 +118,8 @@ def pseudo_queries(input: str, output: Path, model: str, source: str = "text",
     dtype = resolve_dtype(entry.dtype, torch_device)
     reader = load_autoregembed(entry, dtype, torch_device, frozen_decoder=True)
     template = entry.template("document")
-    if source == "text" and not reader.decoder_chat_template:
-        raise ArrError(f"pseudo-queries: the base of {entry.name!r} has no chat template, so its decoder cannot be "
-                       "instructed to write from a text; set source = \"states\"")
+    if source == "text":
+        reader.require_chat_template()
     header = {"corpus_sha256": fingerprint, "model": entry.fingerprint, "source": source,
               "max_new_tokens": max_new_tokens, "batch_size": batch_size}
     if source == "text":
