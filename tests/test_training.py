@@ -546,44 +546,6 @@ def test_contrastive_compression_loss_is_info_nce_plus_the_weighted_decoder_loss
                                      + 0.1 * query_from_itself, rel=1e-5)
 
 
-def test_stage1_state_contrast_is_minus_log_sigmoid_of_the_per_token_gap_to_the_previous_rows_states(tmp_path, data, registry):
-    from arretrieve.training.batches import CompressionCollator, CompressionSet
-    from arretrieve.training.data import load_compression_data
-
-    entry = registry.get("tiny")
-    cfg = config(tmp_path, data, lora=False, stage="compress", state_contrast_weight=0.5)
-    model = build_trainable(entry, cfg, torch.float32).eval()
-    examples, _ = load_compression_data(str(data[0]), cfg.fields)
-    examples = examples[:4]
-    batch = CompressionCollator(model.pad_id)([CompressionSet(model, examples, 64)[i] for i in range(4)])
-    stage = objective(cfg.objective).stage("compress")
-    with torch.no_grad():
-        combined = stage_loss(stage, model, batch, cfg).item()
-        plain = stage_loss(stage, model, batch, replace(cfg, state_contrast_weight=0.0)).item()
-
-        def log_likelihood(source, target_text):
-            """By hand: the frozen decoder reads the source row's k states, then the target's tokens and EOS."""
-            ids = model.encode_parts([source.context], [""], ["\n" + source.instruction + "\n"]).input_ids
-            states = model.compress(*model.pad(ids))
-            target = model.encode_targets([target_text], 64).input_ids[0]
-            with model.frozen_decoder() as decoder:
-                inputs = torch.cat([states, decoder.get_input_embeddings()(torch.tensor([target]))], dim=1)
-                logits = decoder(inputs_embeds=inputs).logits[0, model.num_compress_tokens - 1 : -1]
-            return torch.log_softmax(logits, -1)[torch.arange(len(target)), target].sum().item(), len(target)
-
-        rights = [log_likelihood(e, e.output) for e in examples]
-        wrongs = [log_likelihood(examples[i - 1], e.output) for i, e in enumerate(examples)]  # rolled by one
-    compression = -sum(r for r, _ in rights) / sum(n for _, n in rights)
-    contrast = sum(math.log1p(math.exp(-(r - w) / n)) for (r, n), (w, _) in zip(rights, wrongs)) / 4
-    assert plain == pytest.approx(compression, rel=1e-5)
-    assert combined == pytest.approx(compression + 0.5 * contrast, rel=1e-5)
-
-
-def test_the_state_contrast_belongs_to_stage_1(tmp_path, data):
-    with pytest.raises(ArrError, match="state_contrast_weight belongs to the autoregembed and autoregembed"):
-        config(tmp_path, data, objective="contrastive", state_contrast_weight=1.0)
-
-
 def test_contrastive_compression_trains_from_a_base_and_refuses_other_pooling(tmp_path, data, registry):
     result = train(config(tmp_path, data, name="compressing", objective="contrastive+compression"), registry=registry)
     assert result.entry.provenance["objective"] == "contrastive+compression" and result.entry.pooling == "compress-mean"

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import ArrError
 from ..registry.model_entry import validate_name
-from .objectives import (OBJECTIVE_NAMES, PASSES, REFERENCE_FORMS, AlignmentSettings, CompressionSettings, CompressionTermSettings,
+from .objectives import (OBJECTIVE_NAMES, PASSES, REFERENCE_FORMS, AlignmentSettings, CompressionTermSettings,
                          HybridSettings, InfoNCESettings, PoolingSettings, describe_objectives, objective,
                          setting_problems)
 from .report import KEEP_BEST_METRICS
@@ -135,8 +135,7 @@ class RunSettings:
 
 # The run's settings first, then each objective's (their order in `arr train --help`).
 @dataclass(kw_only=True)
-class TrainConfig(CompressionTermSettings, PoolingSettings, InfoNCESettings, HybridSettings, AlignmentSettings, CompressionSettings,
-                  RunSettings):
+class TrainConfig(CompressionTermSettings, PoolingSettings, InfoNCESettings, HybridSettings, AlignmentSettings, RunSettings):
     """Everything one `arr train` call is told: the run's settings and every objective's own."""
 
     def stage_settings(self, stage: str) -> StageSettings:

@@ -66,15 +66,6 @@ def compression_loss(summed_logp: torch.Tensor, target_lengths: torch.Tensor) ->
     return -summed_logp.sum() / target_lengths.sum()
 
 
-def state_contrast_loss(right: torch.Tensor, wrong: torch.Tensor, target_lengths: torch.Tensor,
-                        distinct: torch.Tensor) -> torch.Tensor:
-    """Stage 1's contrast term: -log sigmoid of each target's per-token log-likelihood after its own
-    context's states minus after another row's, over the rows whose two contexts differ (a batch
-    with none gives 0, still on the graph)."""
-    gap = (right - wrong) / target_lengths
-    return F.softplus(-gap[distinct]).mean() if bool(distinct.any()) else gap.sum() * 0.0
-
-
 def info_nce_loss(
     queries: torch.Tensor,
     positives: torch.Tensor,

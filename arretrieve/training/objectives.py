@@ -23,16 +23,6 @@ PASSES = ("batched", "sequential")
 
 
 @dataclass(kw_only=True)
-class CompressionSettings:
-    """AutoRegEmbed's stage 1, information compression (training/losses.py)."""
-
-    state_contrast_weight: float = setting(0.0, "Stage 1: plus this weight x -log sigmoid(each target's per-token "
-                                                "log-likelihood after its own context's states minus after another "
-                                                "row's): the decoder's prior cancels in the difference, so only what "
-                                                "the states carry about their own text lowers it.")
-
-
-@dataclass(kw_only=True)
 class AlignmentSettings:
     """AutoRegEmbed's stage 2, conditional distribution alignment (training/losses.py)."""
 
@@ -81,7 +71,7 @@ class CompressionTermSettings:
                                                       "the index searches with), as stage 1's i_self rows do.")
 
 
-OBJECTIVE_SETTINGS = (CompressionSettings, AlignmentSettings, HybridSettings, InfoNCESettings, CompressionTermSettings)
+OBJECTIVE_SETTINGS = (AlignmentSettings, HybridSettings, InfoNCESettings, CompressionTermSettings)
 
 # What a batch of triplets can carry besides the encoder inputs of queries and positives.
 NEGATIVE_INPUTS = "negative_inputs"  # the negatives in the document prompt, for the encoder
@@ -132,8 +122,7 @@ class Objective:
 
 
 # Stage 1 reads compression rows, whose batches always carry their output as the target.
-COMPRESSION = Stage("compress", "stage 1", "compression",
-                    (Term("compression"), Term("state_contrast", "state_contrast_weight")), "compression_terms")
+COMPRESSION = Stage("compress", "stage 1", "compression", (Term("compression"),), "compression_terms")
 _ALIGNMENT = Term("alignment", needs=(POSITIVE_TARGETS, NEGATIVE_TARGETS), reference=True)
 _INFONCE = Term("infonce", needs=(NEGATIVE_INPUTS,))
 _AUTOREGEMBED_ROLES = ("i_next", "i_self")  # the paper's orientation: a document's states generate its pair
@@ -144,7 +133,7 @@ OBJECTIVES: tuple[Objective, ...] = (
         "autoregembed",
         "AutoRegEmbed: stage 1 (information compression), then stage 2 (conditional distribution alignment).",
         (COMPRESSION, Stage("align", "stage 2", "alignment", (_ALIGNMENT,), "alignment_terms", _AUTOREGEMBED_ROLES)),
-        (CompressionSettings, AlignmentSettings),
+        (AlignmentSettings,),
     ),
     Objective(
         "contrastive",
@@ -159,7 +148,7 @@ OBJECTIVES: tuple[Objective, ...] = (
         (COMPRESSION, Stage("align", "stage 2", "alignment",
                             (_ALIGNMENT, Term("infonce", "contrastive_weight", (NEGATIVE_INPUTS,))),
                             "alignment_terms", _AUTOREGEMBED_ROLES)),
-        (CompressionSettings, AlignmentSettings, HybridSettings, InfoNCESettings),
+        (AlignmentSettings, HybridSettings, InfoNCESettings),
     ),
     Objective(
         "contrastive+compression",

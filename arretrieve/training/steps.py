@@ -7,7 +7,7 @@ import torch
 
 from ..modeling.autoregembed_model import AutoRegEmbedModel
 from .config import TrainConfig
-from .losses import alignment_loss, compression_loss, info_nce_loss, state_contrast_loss
+from .losses import alignment_loss, compression_loss, info_nce_loss
 from .objectives import Stage, active_terms
 
 
@@ -34,19 +34,9 @@ def decoder_loss(model: AutoRegEmbedModel, states: torch.Tensor, targets: torch.
 
 
 def compression_terms(model: AutoRegEmbedModel, batch: dict, config: TrainConfig, active: set[str]) -> dict[str, torch.Tensor]:
-    """Stage 1: the frozen decoder generates each row's output from its context's compress states;
-    the contrast term scores each output after the previous row's states too (the batch rolled by one)."""
-    ids, lengths = batch["input_ids"], batch["lengths"]
-    states = model.compress(ids, lengths)
-    targets, target_lengths = _trim(batch["targets"], batch["target_lengths"]), batch["target_lengths"]
-    right = model.score_padded(states, targets, target_lengths)
-    values = {"compression": compression_loss(right, target_lengths)}
-    if "state_contrast" in active:
-        other = torch.roll(torch.arange(ids.shape[0], device=ids.device), 1)
-        wrong = model.score_padded(states[other], targets, target_lengths)
-        distinct = (lengths != lengths[other]) | (ids != ids[other]).any(dim=1)
-        values["state_contrast"] = state_contrast_loss(right, wrong, target_lengths, distinct)
-    return values
+    """Stage 1: the frozen decoder generates each row's output from its context's compress states."""
+    states = model.compress(batch["input_ids"], batch["lengths"])
+    return {"compression": decoder_loss(model, states, batch["targets"], batch["target_lengths"])}
 
 
 def alignment_log_probs(model: AutoRegEmbedModel, batch: dict, passes: str = "batched"):
